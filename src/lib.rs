@@ -1,0 +1,1 @@
+//! planrun: a declarative rollout engine.

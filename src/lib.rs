@@ -1,1 +1,14 @@
 //! planrun: a declarative rollout engine.
+//!
+//! The data flows one way: `yaml` (text → positioned tree) → `schema` and `validate`
+//! (every problem at its position) → `model` (typed plan) → `select` … → `cli` prints.
+
+pub mod cli;
+pub mod diagnostic;
+pub mod duration;
+pub mod exit;
+pub mod model;
+pub mod schema;
+pub mod select;
+pub mod validate;
+pub mod yaml;

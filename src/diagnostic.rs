@@ -1,0 +1,228 @@
+//! Problems found in a plan, and the one place that turns them into text for people and
+//! for machines.
+//!
+//! Every stage of validation reports `Problem`s against the plan's source; nothing stops
+//! at the first one, so an operator fixes a plan in one round trip instead of five.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use miette::{Diagnostic, GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource, SourceCode};
+use serde::Serialize;
+
+use crate::yaml::Span;
+
+/// A plan file's text, shared by every problem found in it.
+#[derive(Debug)]
+pub struct SourceFile {
+    /// The path as the user gave it, so messages point where they looked.
+    pub path: PathBuf,
+    pub text: String,
+}
+
+impl SourceFile {
+    pub fn display_name(&self) -> String {
+        self.path.display().to_string()
+    }
+}
+
+/// One thing wrong with a plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// What is wrong, lowercase, with names in backticks.
+    pub message: String,
+    /// Where; `None` for problems with the file as a whole (empty, unreadable).
+    pub span: Option<Span>,
+    /// A short note under the caret.
+    pub label: Option<String>,
+    /// How to fix it.
+    pub help: Option<String>,
+    /// Other places that explain this one, such as the first of two duplicates.
+    pub related: Vec<(Span, String)>,
+}
+
+impl Problem {
+    pub fn at(span: Span, message: impl Into<String>) -> Self {
+        Problem { message: message.into(), span: Some(span), label: None, help: None, related: vec![] }
+    }
+
+    pub fn whole_file(message: impl Into<String>) -> Self {
+        Problem { message: message.into(), span: None, label: None, help: None, related: vec![] }
+    }
+
+    pub fn label(mut self, label: impl Into<String>) -> Self {
+        self.label = Some(label.into());
+        self
+    }
+
+    pub fn help(mut self, help: impl Into<String>) -> Self {
+        self.help = Some(help.into());
+        self
+    }
+
+    pub fn maybe_help(mut self, help: Option<String>) -> Self {
+        if help.is_some() {
+            self.help = help;
+        }
+        self
+    }
+
+    pub fn related(mut self, span: Span, note: impl Into<String>) -> Self {
+        self.related.push((span, note.into()));
+        self
+    }
+}
+
+/// Everything wrong with one plan file.
+#[derive(Debug)]
+pub struct PlanErrors {
+    pub source: Arc<SourceFile>,
+    pub problems: Vec<Problem>,
+}
+
+impl PlanErrors {
+    pub fn new(source: Arc<SourceFile>, problems: Vec<Problem>) -> Self {
+        PlanErrors { source, problems }
+    }
+
+    /// For errors before there is any text to point into (missing file, directory).
+    pub fn about_path(path: &Path, problem: Problem) -> Self {
+        let source = Arc::new(SourceFile { path: path.to_path_buf(), text: String::new() });
+        PlanErrors { source, problems: vec![problem] }
+    }
+
+    /// `path:line:column` of a problem, or just the path.
+    pub fn location(&self, problem: &Problem) -> String {
+        match problem.span {
+            Some(s) => format!("{}:{}:{}", self.source.display_name(), s.line, s.column),
+            None => self.source.display_name(),
+        }
+    }
+
+    /// The problems as people read them: location, snippet, caret, help.
+    pub fn render(&self, color: bool) -> String {
+        let theme = if color { GraphicalTheme::unicode() } else { GraphicalTheme::unicode_nocolor() };
+        let handler = GraphicalReportHandler::new_themed(theme).with_width(100).with_links(false);
+        let mut out = String::new();
+        for problem in &self.problems {
+            let report = ProblemReport {
+                source: NamedSource::new(self.source.display_name(), self.source.text.clone()),
+                problem,
+            };
+            // The one-line form first: editors and terminals make `path:line:col` clickable,
+            // and grep finds it.
+            out.push_str(&format!("error: {}: {}\n", self.location(problem), problem.message));
+            if problem.span.is_some() {
+                let mut text = String::new();
+                if handler.render_report(&mut text, &report).is_ok() {
+                    // miette repeats the message above the snippet; the line above already
+                    // says it, with the position, so start at the snippet's frame.
+                    let frame = text.find('╭').and_then(|i| text[..i].rfind('\n')).map_or(0, |i| i + 1);
+                    out.push_str(&text[frame..]);
+                }
+            } else if let Some(help) = &problem.help {
+                out.push_str(&format!("  help: {help}\n"));
+            }
+            out.push('\n');
+        }
+        out
+    }
+
+    /// The problems as machines read them (`--format json`).
+    pub fn to_json(&self) -> Vec<JsonProblem> {
+        self.problems
+            .iter()
+            .map(|p| JsonProblem {
+                file: self.source.display_name(),
+                line: p.span.map(|s| s.line),
+                column: p.span.map(|s| s.column),
+                message: p.message.clone(),
+                help: p.help.clone(),
+            })
+            .collect()
+    }
+}
+
+/// The stable JSON shape of one problem.
+#[derive(Debug, Serialize)]
+pub struct JsonProblem {
+    pub file: String,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    pub message: String,
+    pub help: Option<String>,
+}
+
+struct ProblemReport<'a> {
+    source: NamedSource<String>,
+    problem: &'a Problem,
+}
+
+impl fmt::Debug for ProblemReport<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.problem.message)
+    }
+}
+
+impl fmt::Display for ProblemReport<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.problem.message)
+    }
+}
+
+impl std::error::Error for ProblemReport<'_> {}
+
+impl Diagnostic for ProblemReport<'_> {
+    fn source_code(&self) -> Option<&dyn SourceCode> {
+        Some(&self.source as &dyn SourceCode)
+    }
+
+    fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
+        let span = self.problem.span?;
+        let primary = LabeledSpan::new_primary_with_span(self.problem.label.clone(), (span.offset, span.len.max(1)));
+        let related = self
+            .problem
+            .related
+            .iter()
+            .map(|(s, note)| LabeledSpan::new_with_span(Some(note.clone()), (s.offset, s.len.max(1))));
+        Some(Box::new(std::iter::once(primary).chain(related)))
+    }
+
+    fn help<'b>(&'b self) -> Option<Box<dyn fmt::Display + 'b>> {
+        self.problem.help.as_ref().map(|h| Box::new(h) as Box<dyn fmt::Display>)
+    }
+}
+
+/// The closest of `candidates` to `word`, when it is close enough to be a likely typo.
+pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let limit = (word.chars().count() / 3).max(1);
+    candidates
+        .into_iter()
+        .map(|c| (strsim::damerau_levenshtein(word, c), c))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+/// `a`, `b` and `c`: for lists of valid names in messages.
+pub fn backticked_list<S: AsRef<str>>(items: &[S]) -> String {
+    let quoted: Vec<String> = items.iter().map(|s| format!("`{}`", s.as_ref())).collect();
+    match quoted.len() {
+        0 => "nothing".into(),
+        1 => quoted[0].clone(),
+        n => format!("{} or {}", quoted[..n - 1].join(", "), quoted[n - 1]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggests_close_names_only() {
+        assert_eq!(did_you_mean("optons", ["options", "roles", "host"]), Some("options"));
+        assert_eq!(did_you_mean("privte_ip", ["private_ip"]), Some("private_ip"));
+        assert_eq!(did_you_mean("zzz", ["options", "roles"]), None);
+    }
+}

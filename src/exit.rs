@@ -1,0 +1,10 @@
+//! The exit codes planrun documents, in one place.
+
+/// Everything went as planned.
+pub const SUCCESS: i32 = 0;
+/// The rollout ran and failed, or was halted.
+pub const ROLLOUT_FAILED: i32 = 1;
+/// Invalid input (plan, arguments, missing secret): nothing was executed.
+pub const INVALID_INPUT: i32 = 2;
+/// Interrupted by Ctrl-C.
+pub const INTERRUPTED: i32 = 130;

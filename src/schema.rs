@@ -1,0 +1,441 @@
+//! The plan's JSON schema: generated from the types in `model`, checked in at
+//! `schemas/plan.schema.json` for editors, and applied to every plan with `jsonschema`.
+//!
+//! jsonschema's errors name JSON pointers and keywords; this module turns them into
+//! problems an operator can act on: the position of the offending key or value, the
+//! field it probably meant, and an example of what is expected.
+
+use std::sync::OnceLock;
+
+use jsonschema::error::{TypeKind, ValidationErrorKind};
+use jsonschema::{ValidationError, Validator};
+use serde_json::Value;
+
+use crate::diagnostic::{Problem, backticked_list, did_you_mean};
+use crate::model::Plan;
+use crate::yaml::Node;
+
+/// The schema as editors and `planrun schema` see it.
+pub fn plan_schema() -> Value {
+    let schema = schemars::schema_for!(Plan);
+    let mut value = schema.to_value();
+    if let Some(obj) = value.as_object_mut() {
+        obj.insert("$id".into(), Value::String("https://planrun.dev/schemas/plan.schema.json".into()));
+    }
+    value
+}
+
+/// The schema as pretty JSON with a trailing newline: the exact bytes of the checked-in file.
+pub fn plan_schema_text() -> String {
+    let mut text = serde_json::to_string_pretty(&plan_schema()).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+struct Compiled {
+    schema: Value,
+    validator: Validator,
+}
+
+fn compiled() -> &'static Compiled {
+    static COMPILED: OnceLock<Compiled> = OnceLock::new();
+    COMPILED.get_or_init(|| {
+        let schema = plan_schema();
+        // The schema is generated from our own types; failing to compile it is a bug in
+        // planrun, not a problem with anyone's plan.
+        let validator = jsonschema::validator_for(&schema).expect("the generated plan schema compiles");
+        Compiled { schema, validator }
+    })
+}
+
+/// Every place where `doc` breaks the schema, as problems pointing into `root`.
+pub fn check(doc: &Value, root: &Node) -> Vec<Problem> {
+    let compiled = compiled();
+    let mut problems = Vec::new();
+    for error in compiled.validator.iter_errors(doc) {
+        translate(&compiled.schema, &error, root, &mut problems);
+    }
+    dedup(&mut problems);
+    problems
+}
+
+/// JSON pointers of the instances the schema refused, for pruning them before a lenient
+/// deserialization.
+pub fn refused_paths(doc: &Value) -> Vec<String> {
+    compiled()
+        .validator
+        .iter_errors(doc)
+        .flat_map(|e| {
+            let path = e.instance_path().to_string();
+            match e.kind() {
+                ValidationErrorKind::AdditionalProperties { unexpected }
+                | ValidationErrorKind::UnevaluatedProperties { unexpected } => {
+                    unexpected.iter().map(|u| format!("{path}/{}", escape(u))).collect()
+                }
+                _ => vec![path],
+            }
+        })
+        .collect()
+}
+
+fn dedup(problems: &mut Vec<Problem>) {
+    let mut seen = Vec::new();
+    problems.retain(|p| {
+        let key = (p.span, p.message.clone());
+        if seen.contains(&key) {
+            false
+        } else {
+            seen.push(key);
+            true
+        }
+    });
+}
+
+fn escape(segment: &str) -> String {
+    segment.replace('~', "~0").replace('/', "~1")
+}
+
+fn translate(schema: &Value, error: &ValidationError<'_>, root: &Node, out: &mut Vec<Problem>) {
+    let path = error.instance_path().to_string();
+    let schema_path = error.schema_path().to_string();
+    let here = schema_at(schema, &parent_pointer(&schema_path));
+    let instance = error.instance();
+    let span = root.span_at(&path);
+    let place = describe_path(&path);
+
+    match error.kind() {
+        ValidationErrorKind::AdditionalProperties { unexpected }
+        | ValidationErrorKind::UnevaluatedProperties { unexpected } => {
+            let allowed = allowed_properties(schema, here);
+            for name in unexpected {
+                let key_pointer = format!("{path}/{}", escape(name));
+                let span = root.key_span(&key_pointer).unwrap_or(span);
+                let help = match did_you_mean(name, allowed.iter().map(String::as_str)) {
+                    Some(best) => format!("did you mean `{best}`?"),
+                    None if allowed.is_empty() => "remove it".to_string(),
+                    None => format!("the fields of {place} are {}", backticked_list(&allowed)),
+                };
+                out.push(
+                    Problem::at(span, format!("unknown field `{name}` in {place}")).label("unknown field").help(help),
+                );
+            }
+        }
+        ValidationErrorKind::Required { property } => {
+            let name = property.as_str().unwrap_or_default();
+            let prop_schema = here.and_then(|h| property_schema(schema, h, name));
+            let example = prop_schema.and_then(|s| first_example(schema, s));
+            let mut help = format!("add `{name}:`");
+            if let Some(ex) = example {
+                help.push_str(&format!(", for example `{name}: {ex}`"));
+            }
+            if let Some(desc) = prop_schema.and_then(|s| description(schema, s)) {
+                help.push_str(&format!(" ({desc})"));
+            }
+            let span = if path.is_empty() { first_line_span(root) } else { span };
+            out.push(Problem::at(span, format!("missing field `{name}` in {place}")).label("here").help(help));
+        }
+        ValidationErrorKind::Type { kind } => {
+            let expected = match kind {
+                TypeKind::Single(t) => type_name(t.as_str()).to_string(),
+                TypeKind::Multiple(set) => {
+                    // `null` is how schemars spells an optional field; operators leave such
+                    // fields out rather than write them empty, so it is no help to name it.
+                    let names: Vec<&str> =
+                        set.iter().filter(|t| t.as_str() != "null").map(|t| type_name(t.as_str())).collect();
+                    names.join(" or ")
+                }
+            };
+            out.push(
+                Problem::at(span, format!("{place} must be {expected}, not {}", found(instance)))
+                    .label(format!("expected {expected}"))
+                    .maybe_help(example_help(schema, here)),
+            );
+        }
+        ValidationErrorKind::Enum { options } => {
+            let options: Vec<String> = options
+                .as_array()
+                .map(|a| a.iter().map(|v| v.as_str().map(String::from).unwrap_or_else(|| v.to_string())).collect())
+                .unwrap_or_default();
+            out.push(enum_problem(span, &place, instance, &options));
+        }
+        ValidationErrorKind::Constant { expected_value } => {
+            let options = vec![expected_value.as_str().map(String::from).unwrap_or_else(|| expected_value.to_string())];
+            out.push(enum_problem(span, &place, instance, &options));
+        }
+        ValidationErrorKind::OneOfNotValid { context } | ValidationErrorKind::AnyOf { context } => {
+            one_of(schema, error, context, root, out);
+        }
+        ValidationErrorKind::Pattern { .. } => {
+            out.push(
+                Problem::at(span, format!("{} is not a valid value for {place}", found_value(instance)))
+                    .label("not valid here")
+                    .maybe_help(
+                        description(schema, here.unwrap_or(&Value::Null)).or_else(|| example_help(schema, here)),
+                    ),
+            );
+        }
+        ValidationErrorKind::Minimum { limit } | ValidationErrorKind::ExclusiveMinimum { limit } => {
+            out.push(
+                Problem::at(
+                    span,
+                    format!("{} is too small for {place}: the minimum is {limit}", found_value(instance)),
+                )
+                .label("too small")
+                .maybe_help(description(schema, here.unwrap_or(&Value::Null))),
+            );
+        }
+        ValidationErrorKind::Maximum { limit } | ValidationErrorKind::ExclusiveMaximum { limit } => {
+            out.push(
+                Problem::at(
+                    span,
+                    format!("{} is too large for {place}: the maximum is {limit}", found_value(instance)),
+                )
+                .label("too large")
+                .maybe_help(description(schema, here.unwrap_or(&Value::Null))),
+            );
+        }
+        ValidationErrorKind::MinLength { .. } => {
+            out.push(Problem::at(span, format!("{place} must not be empty")).label("empty"));
+        }
+        ValidationErrorKind::MinItems { limit } => {
+            let what = if *limit == 1 { "at least one entry".to_string() } else { format!("at least {limit} entries") };
+            out.push(
+                Problem::at(span, format!("{place} needs {what}"))
+                    .label("too few entries")
+                    .maybe_help(example_help(schema, here)),
+            );
+        }
+        _ => {
+            out.push(Problem::at(span, format!("{place}: {error}")).label("here"));
+        }
+    }
+}
+
+/// `oneOf`/`anyOf` failures say only "valid under none": find the branch the author meant
+/// (the one whose type and discriminating `kind` fit) and report that branch's errors.
+fn one_of(
+    schema: &Value,
+    error: &ValidationError<'_>,
+    branches: &[Vec<ValidationError<'static>>],
+    root: &Node,
+    out: &mut Vec<Problem>,
+) {
+    let path = error.instance_path().to_string();
+    let span = root.span_at(&path);
+    let place = describe_path(&path);
+    let ruled_out = |errors: &Vec<ValidationError<'static>>| {
+        errors.iter().any(|e| {
+            let p = e.instance_path().to_string();
+            match e.kind() {
+                ValidationErrorKind::Type { .. } => p == path,
+                ValidationErrorKind::Constant { .. } | ValidationErrorKind::Enum { .. } => {
+                    p.strip_prefix(&path).is_some_and(|rest| rest.matches('/').count() == 1)
+                }
+                ValidationErrorKind::Required { property } => p == path && property.as_str() == Some("kind"),
+                _ => false,
+            }
+        })
+    };
+    let candidates: Vec<&Vec<ValidationError<'static>>> = branches.iter().filter(|b| !ruled_out(b)).collect();
+    if let [only] = candidates.as_slice() {
+        for e in only.iter() {
+            translate(schema, e, root, out);
+        }
+        return;
+    }
+
+    // A tagged union with an unknown or missing tag: name the tags there are.
+    let kinds: Vec<String> = branches
+        .iter()
+        .flatten()
+        .filter_map(|e| match e.kind() {
+            ValidationErrorKind::Constant { expected_value }
+                if e.instance_path().to_string() == format!("{path}/kind") =>
+            {
+                expected_value.as_str().map(String::from)
+            }
+            _ => None,
+        })
+        .collect();
+    let instance = error.instance();
+    if !kinds.is_empty() {
+        match instance.get("kind") {
+            Some(kind) => {
+                let kind_span = root.span_at(&format!("{path}/kind"));
+                out.push(enum_problem(kind_span, &format!("`kind` of {place}"), kind, &kinds));
+            }
+            None => out.push(
+                Problem::at(span, format!("missing field `kind` in {place}"))
+                    .label("here")
+                    .help(format!("add `kind:` with one of {}", backticked_list(&kinds))),
+            ),
+        }
+        return;
+    }
+
+    let here = schema_at(schema, &parent_pointer(&error.schema_path().to_string()));
+    out.push(
+        Problem::at(span, format!("{} is not a valid value for {place}", found_value(instance)))
+            .label("not valid here")
+            .maybe_help(here.and_then(|h| description(schema, h))),
+    );
+}
+
+fn enum_problem(span: crate::yaml::Span, place: &str, instance: &Value, options: &[String]) -> Problem {
+    let given = instance.as_str().map(String::from).unwrap_or_else(|| instance.to_string());
+    let help = match did_you_mean(&given, options.iter().map(String::as_str)) {
+        Some(best) => format!("did you mean `{best}`?"),
+        None => format!("use {}", backticked_list(options)),
+    };
+    Problem::at(span, format!("`{given}` is not a valid value for {place}"))
+        .label(format!("expected {}", backticked_list(options)))
+        .help(help)
+}
+
+/// The properties an object schema allows, following `$ref`s and `oneOf` branches.
+fn allowed_properties(root: &Value, here: Option<&Value>) -> Vec<String> {
+    let Some(node) = here.map(|h| deref(root, h)) else { return vec![] };
+    let mut names: Vec<String> =
+        node.get("properties").and_then(Value::as_object).map(|o| o.keys().cloned().collect()).unwrap_or_default();
+    for key in ["oneOf", "anyOf", "allOf"] {
+        if let Some(branches) = node.get(key).and_then(Value::as_array) {
+            for b in branches {
+                for name in allowed_properties(root, Some(b)) {
+                    if !names.contains(&name) {
+                        names.push(name);
+                    }
+                }
+            }
+        }
+    }
+    names
+}
+
+fn property_schema<'a>(root: &'a Value, object: &'a Value, name: &str) -> Option<&'a Value> {
+    deref(root, object).get("properties")?.get(name).map(|s| deref(root, s))
+}
+
+fn deref<'a>(root: &'a Value, node: &'a Value) -> &'a Value {
+    let mut node = node;
+    // Bounded: generated schemas never chain more than a couple of refs.
+    for _ in 0..8 {
+        match node.get("$ref").and_then(Value::as_str).and_then(|r| r.strip_prefix('#')) {
+            Some(pointer) => match root.pointer(pointer) {
+                Some(target) => node = target,
+                None => break,
+            },
+            None => break,
+        }
+    }
+    node
+}
+
+/// The schema node at a jsonschema schema path, where `$ref` segments jump to their target.
+fn schema_at<'a>(root: &'a Value, pointer: &str) -> Option<&'a Value> {
+    let mut node = root;
+    for segment in pointer.split('/').skip(1) {
+        let segment = segment.replace("~1", "/").replace("~0", "~");
+        if segment == "$ref" {
+            node = deref(root, node);
+            continue;
+        }
+        node = match node {
+            Value::Object(o) => o.get(&segment)?,
+            Value::Array(a) => a.get(segment.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    Some(node)
+}
+
+fn parent_pointer(pointer: &str) -> String {
+    match pointer.rfind('/') {
+        Some(i) => pointer[..i].to_string(),
+        None => String::new(),
+    }
+}
+
+fn description(root: &Value, node: &Value) -> Option<String> {
+    let node = deref(root, node);
+    let text = node.get("description").and_then(Value::as_str)?;
+    // The first sentence: the rest of a field's documentation belongs in the editor.
+    let first = text.split_inclusive(". ").next().unwrap_or(text).trim().trim_end_matches('.');
+    let mut first = first.replace('\n', " ");
+    if let Some(c) = first.get(..1) {
+        first = c.to_lowercase() + &first[1..];
+    }
+    Some(first)
+}
+
+fn first_example(root: &Value, node: &Value) -> Option<String> {
+    let node = deref(root, node);
+    let example = node.get("examples").and_then(Value::as_array)?.first()?;
+    Some(match example {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    })
+}
+
+fn example_help(root: &Value, here: Option<&Value>) -> Option<String> {
+    first_example(root, here?).map(|e| format!("for example `{e}`"))
+}
+
+fn first_line_span(root: &Node) -> crate::yaml::Span {
+    let mut s = root.span;
+    s.len = s.len.min(1);
+    s
+}
+
+fn type_name(t: &str) -> &'static str {
+    match t {
+        "array" => "a list",
+        "boolean" => "`true` or `false`",
+        "integer" => "a whole number",
+        "null" => "empty",
+        "number" => "a number",
+        "object" => "a map of fields",
+        "string" => "a string",
+        _ => "another type",
+    }
+}
+
+fn found(v: &Value) -> String {
+    match v {
+        Value::Null => "empty".into(),
+        Value::Bool(_) => "a boolean".into(),
+        Value::Number(n) if n.is_i64() || n.is_u64() => "a whole number".into(),
+        Value::Number(_) => "a number".into(),
+        Value::String(_) => "a string".into(),
+        Value::Array(_) => "a list".into(),
+        Value::Object(_) => "a map".into(),
+    }
+}
+
+fn found_value(v: &Value) -> String {
+    match v {
+        Value::String(s) => format!("`{s}`"),
+        Value::Array(_) | Value::Object(_) => found(v),
+        other => format!("`{other}`"),
+    }
+}
+
+/// `/rollout/steps/1/wait` → "`rollout.steps[1].wait`", the spelling operators see in
+/// their editor's breadcrumbs.
+pub fn describe_path(pointer: &str) -> String {
+    if pointer.is_empty() {
+        return "the plan".into();
+    }
+    let mut out = String::new();
+    for segment in pointer.split('/').skip(1) {
+        let segment = segment.replace("~1", "/").replace("~0", "~");
+        if segment.parse::<usize>().is_ok() {
+            out.push_str(&format!("[{segment}]"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(&segment);
+        }
+    }
+    format!("`{out}`")
+}

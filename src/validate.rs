@@ -1,0 +1,413 @@
+//! From a path to a plan that is safe to build a graph from: read, parse, schema,
+//! semantics, each problem at its position, all of them in one run.
+//!
+//! Nothing here runs a command or opens a connection: validation is pure, so
+//! `planrun validate` is safe anywhere and `apply` refuses before touching anything.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::diagnostic::{PlanErrors, Problem, SourceFile, backticked_list, did_you_mean};
+use crate::model::{BalancerAction, Plan, Step};
+use crate::schema;
+use crate::select::{self, Selection};
+use crate::yaml::{self, Limits, Node};
+
+/// A plan that passed every check, with what is needed to point into its source later.
+#[derive(Debug)]
+pub struct LoadedPlan {
+    pub source: Arc<SourceFile>,
+    pub root: Node,
+    pub plan: Plan,
+    pub selection: Selection,
+}
+
+/// The largest plan file planrun reads. A real plan of 100,000 servers is ~10 MB; past
+/// this, something is wrong with the file, and reading it would only cost memory.
+pub const MAX_PLAN_BYTES: usize = 32 * 1024 * 1024;
+
+pub fn limits() -> Limits {
+    Limits { max_bytes: MAX_PLAN_BYTES, ..Limits::default() }
+}
+
+/// Reads and checks one plan file.
+pub fn load_plan(path: &Path) -> Result<LoadedPlan, PlanErrors> {
+    let bytes = read_bounded(path, MAX_PLAN_BYTES)?;
+    load_plan_bytes(path, &bytes)
+}
+
+/// Checks plan text that was already read; `path` is only used to name it.
+pub fn load_plan_bytes(path: &Path, bytes: &[u8]) -> Result<LoadedPlan, PlanErrors> {
+    // Problems before the text is known to be UTF-8 point at the file, so the source is
+    // the lossy text: only positions are drawn from it.
+    let text = String::from_utf8_lossy(bytes).into_owned();
+    let source = Arc::new(SourceFile { path: path.to_path_buf(), text });
+    let fail = |problems: Vec<Problem>| Err(PlanErrors::new(source.clone(), problems));
+
+    let root = match yaml::load(bytes, &limits()) {
+        Ok(root) => root,
+        Err(e) => return fail(vec![load_problem(&e)]),
+    };
+    let doc = root.to_json();
+
+    let mut problems = schema::check(&doc, &root);
+    let plan = if problems.is_empty() {
+        serde_json::from_value::<Plan>(doc).map_err(|e| {
+            // The schema accepted what the types refuse: a planrun bug, reported rather
+            // than panicked on.
+            Problem::at(root.span, format!("internal error: the schema and the plan types disagree: {e}"))
+                .help("please report this with the plan attached")
+        })
+    } else {
+        lenient(doc).ok_or_else(|| problems[0].clone())
+    };
+    let plan = match plan {
+        Ok(plan) => plan,
+        Err(problem) => {
+            if problems.is_empty() {
+                problems.push(problem);
+            }
+            return fail(problems);
+        }
+    };
+
+    let (selection, mut semantic) = check_semantics(&plan, &root);
+    problems.append(&mut semantic);
+    if !problems.is_empty() {
+        return fail(problems);
+    }
+    Ok(LoadedPlan { source, root, plan, selection })
+}
+
+/// Drops what the schema refused and deserializes the rest, so semantic checks still
+/// run and an operator sees every problem of the plan at once. `None` when what is left
+/// is not a plan (a required field itself was wrong).
+fn lenient(mut doc: Value) -> Option<Plan> {
+    let mut refused = schema::refused_paths(&doc);
+    // Deepest first, so removing a key never shifts a path still to be removed.
+    refused.sort_by_key(|p| std::cmp::Reverse(p.matches('/').count()));
+    for path in refused {
+        let (parent, last) = path.rsplit_once('/')?;
+        let key = last.replace("~1", "/").replace("~0", "~");
+        match doc.pointer_mut(parent) {
+            Some(Value::Object(map)) => {
+                map.shift_remove(&key);
+            }
+            // Removing a list item would shift the positions of its siblings.
+            _ => return None,
+        }
+    }
+    serde_json::from_value(doc).ok()
+}
+
+fn read_bounded(path: &Path, limit: usize) -> Result<Vec<u8>, PlanErrors> {
+    let about =
+        |message: String, help: &str| Err(PlanErrors::about_path(path, Problem::whole_file(message).help(help)));
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return about(format!("`{}` does not exist", path.display()), "check the path to the plan file");
+        }
+        Err(e) => return about(format!("cannot read `{}`: {e}", path.display()), "check the file's permissions"),
+    };
+    if meta.is_dir() {
+        return about(
+            format!("`{}` is a directory, not a plan file", path.display()),
+            "name a plan file, such as `plans/production.yaml`",
+        );
+    }
+    if meta.len() > limit as u64 {
+        return about(
+            format!("`{}` is {} bytes, more than the {} a plan may have", path.display(), meta.len(), limit),
+            "a plan file holds servers and steps; check that this is the right file",
+        );
+    }
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) => return about(format!("cannot read `{}`: {e}", path.display()), "check the file's permissions"),
+    };
+    // Bounded even when the metadata lies (a FIFO, /dev/zero).
+    let mut bytes = Vec::new();
+    if let Err(e) = file.take(limit as u64 + 1).read_to_end(&mut bytes) {
+        return about(format!("cannot read `{}`: {e}", path.display()), "check the file");
+    }
+    if bytes.len() > limit {
+        return about(
+            format!("`{}` is more than the {limit} bytes a plan may have", path.display()),
+            "a plan file holds servers and steps; check that this is the right file",
+        );
+    }
+    Ok(bytes)
+}
+
+fn load_problem(e: &yaml::LoadError) -> Problem {
+    use yaml::LoadError as E;
+    match e {
+        E::Syntax { message, span } => Problem::at(*span, format!("invalid YAML: {message}"))
+            .label("here")
+            .help("check the indentation and quoting around this position"),
+        E::TooLarge { size, limit } => {
+            Problem::whole_file(format!("the plan is {size} bytes, more than the {limit} allowed"))
+                .help("a plan file holds servers and steps; check that this is the right file")
+        }
+        E::TooDeep { limit, span } => Problem::at(*span, format!("the plan nests deeper than {limit} levels"))
+            .label("too deep")
+            .help("a plan needs a handful of levels; check for runaway brackets or indentation"),
+        E::TooManyNodes { limit, span } => Problem::at(*span, format!("the plan expands to more than {limit} values"))
+            .label("expanding this alias went past the limit")
+            .help("aliases that refer to aliases multiply; a plan that large is almost certainly an alias bomb"),
+        E::DuplicateKey { key, span, first } => Problem::at(*span, format!("duplicate key `{key}`"))
+            .label("second definition")
+            .related(*first, "first defined here")
+            .help("remove one of them: YAML keeps only one, silently"),
+        E::NonScalarKey { span } => Problem::at(*span, "a key must be a plain name, not a list or a map")
+            .label("complex key")
+            .help("write keys as plain words, such as `host:`"),
+        E::UnknownAnchor { span } => Problem::at(*span, "this alias refers to an anchor that is not defined before it")
+            .label("unknown anchor")
+            .help("define the anchor with `&name` before using `*name`"),
+        E::MultipleDocuments { span } => {
+            Problem::at(*span, "a plan file holds one YAML document, this is a second one")
+                .label("second document")
+                .help("remove the `---` separator or move the second document into its own file")
+        }
+        E::NotUtf8 { offset, line, column } => Problem::at(
+            yaml::Span { offset: *offset, len: 1, line: *line, column: *column },
+            "the plan is not valid UTF-8",
+        )
+        .label("invalid byte")
+        .help("save the file as UTF-8"),
+        E::Empty => Problem::whole_file("the plan is empty")
+            .help("start from `planrun init`, or write at least `version`, `application`, `servers` and `rollout`"),
+        #[allow(unreachable_patterns)]
+        other => Problem::whole_file(other.to_string()),
+    }
+}
+
+/// The checks a schema cannot express: references between parts of the plan.
+fn check_semantics(plan: &Plan, root: &Node) -> (Selection, Vec<Problem>) {
+    let mut problems = Vec::new();
+    let span = |pointer: &str| root.span_at(pointer);
+
+    // Hosts and names must be unique: `--limit`, the journal and the output name hosts.
+    let mut first_seen: HashMap<&str, usize> = HashMap::new();
+    for (i, server) in plan.servers.iter().enumerate() {
+        if let Some(&j) = first_seen.get(server.host.as_str()) {
+            problems.push(
+                Problem::at(span(&format!("/servers/{i}/host")), format!("duplicate host `{}`", server.host))
+                    .label("listed a second time")
+                    .related(span(&format!("/servers/{j}/host")), "first listed here")
+                    .help("list each server once; give it several `roles` instead"),
+            );
+        } else {
+            first_seen.insert(&server.host, i);
+        }
+    }
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    for (i, server) in plan.servers.iter().enumerate() {
+        let Some(name) = server.name.as_deref() else { continue };
+        if let Some(&j) = names.get(name) {
+            problems.push(
+                Problem::at(span(&format!("/servers/{i}/name")), format!("duplicate server name `{name}`"))
+                    .label("used a second time")
+                    .related(span(&format!("/servers/{j}/name")), "first used here")
+                    .help("give every server its own name"),
+            );
+        } else {
+            names.insert(name, i);
+        }
+    }
+
+    // Roles in the selection must exist: a typo would silently select nothing.
+    let known_roles: Vec<&str> = {
+        let mut seen = HashSet::new();
+        plan.servers.iter().flat_map(|s| s.roles.iter().map(String::as_str)).filter(|r| seen.insert(*r)).collect()
+    };
+    let mut role_error = false;
+    for (i, role) in plan.rollout.select.roles.iter().enumerate() {
+        if !known_roles.contains(&role.as_str()) {
+            role_error = true;
+            let help = match did_you_mean(role, known_roles.iter().copied()) {
+                Some(best) => format!("did you mean `{best}`?"),
+                None => format!("the roles in this plan are {}", backticked_list(&known_roles)),
+            };
+            problems.push(
+                Problem::at(span(&format!("/rollout/select/roles/{i}")), format!("no server has the role `{role}`"))
+                    .label("unknown role")
+                    .help(help),
+            );
+        }
+    }
+
+    let selection = select::select(plan);
+    if selection.hosts.is_empty() && !role_error {
+        problems.push(
+            Problem::at(span("/rollout/select"), "the rollout selects no server")
+                .label("matches nothing")
+                .help("every server with these roles is excluded; loosen `exclude` or add servers"),
+        );
+    }
+
+    for (list, steps) in [("/before", &plan.before), ("/rollout/steps", &plan.rollout.steps), ("/after", &plan.after)] {
+        check_steps(plan, list, steps, root, &mut problems);
+    }
+    (selection, problems)
+}
+
+fn check_steps(plan: &Plan, list: &str, steps: &[Step], root: &Node, problems: &mut Vec<Problem>) {
+    let span = |pointer: &str| root.span_at(pointer);
+    let in_rollout = list == "/rollout/steps";
+    let mut names: HashMap<&str, usize> = HashMap::new();
+
+    for (i, step) in steps.iter().enumerate() {
+        let at = format!("{list}/{i}");
+        if let Some(&j) = names.get(step.name.as_str()) {
+            problems.push(
+                Problem::at(span(&format!("{at}/name")), format!("duplicate step name `{}`", step.name))
+                    .label("used a second time")
+                    .related(span(&format!("{list}/{j}/name")), "first used here")
+                    .help("give every step in a list its own name: output and `--resume` refer to steps by name"),
+            );
+        } else {
+            names.insert(&step.name, i);
+        }
+
+        let kinds = step.kinds();
+        if kinds.len() != 1 {
+            let message = if kinds.is_empty() {
+                format!("step `{}` does nothing", step.name)
+            } else {
+                format!("step `{}` sets {}; a step does one thing", step.name, backticked_list(&kinds))
+            };
+            problems.push(Problem::at(span(&at), message).label("this step").help(
+                "give it exactly one of `run`, `local`, `balancer` or `wait`; split it into several steps to do more",
+            ));
+        }
+
+        if let Some(b) = &step.balancer {
+            unknown_balancer(plan, step, &b.balancer, root.span_at(&format!("{at}/balancer/use")), problems);
+            if !in_rollout {
+                problems.push(
+                    Problem::at(
+                        span(&format!("{at}/balancer")),
+                        format!("step `{}` changes a balancer outside the rollout", step.name),
+                    )
+                    .label("balancer step")
+                    .help("balancer steps take one host's node out of rotation: put them in `rollout.steps`"),
+                );
+            } else if matches!(b.action, BalancerAction::Reject | BalancerAction::Drain)
+                && plan.balancers.contains_key(&b.balancer)
+            {
+                let put_back = steps[i + 1..].iter().any(|later| {
+                    later
+                        .balancer
+                        .as_ref()
+                        .is_some_and(|l| l.balancer == b.balancer && l.action == BalancerAction::Accept)
+                });
+                if !put_back {
+                    problems.push(
+                        Problem::at(
+                            span(&format!("{at}/balancer/action")),
+                            format!("step `{}` takes the node out of `{}` and no later step puts it back", step.name, b.balancer),
+                        )
+                        .label(format!("`{}` without a later `accept`", b.action.as_str()))
+                        .help(format!(
+                            "add a later step `balancer: {{ use: {}, action: accept, node: ... }}`, or every host would stay out of rotation",
+                            b.balancer
+                        )),
+                    );
+                }
+            }
+        }
+
+        if let Some(wait) = &step.wait {
+            let wait_at = format!("{at}/wait");
+            let kinds = wait.kinds();
+            if kinds.len() != 1 {
+                let message = if kinds.is_empty() {
+                    format!("the wait of step `{}` checks nothing", step.name)
+                } else {
+                    format!(
+                        "the wait of step `{}` sets {}; a wait checks one thing",
+                        step.name,
+                        backticked_list(&kinds)
+                    )
+                };
+                problems.push(
+                    Problem::at(span(&wait_at), message)
+                        .label("this wait")
+                        .help("give it exactly one of `sleep`, `http`, `tcp`, `command` or `balancer_up`"),
+                );
+            }
+            if let Some(name) = &wait.balancer_up {
+                unknown_balancer(plan, step, name, root.span_at(&format!("{wait_at}/balancer_up")), problems);
+                if wait.node.is_none() {
+                    problems.push(
+                        Problem::at(
+                            span(&format!("{wait_at}/balancer_up")),
+                            format!("the `balancer_up` wait of step `{}` names no node", step.name),
+                        )
+                        .label("which node?")
+                        .help("add `node:`, such as `node: \"{{host.options.private_ip}}:80\"`"),
+                    );
+                }
+            }
+            if wait.http.is_none() && wait.status.is_some() {
+                problems.push(
+                    Problem::at(span(&format!("{wait_at}/status")), "`status` only applies to an `http` wait")
+                        .label("ignored")
+                        .help("remove `status`, or make this an `http` wait"),
+                );
+            }
+            if wait.node.is_some() && wait.balancer_up.is_none() {
+                problems.push(
+                    Problem::at(span(&format!("{wait_at}/node")), "`node` only applies to a `balancer_up` wait")
+                        .label("ignored")
+                        .help("remove `node`, or make this a `balancer_up` wait"),
+                );
+            }
+        }
+    }
+}
+
+fn unknown_balancer(plan: &Plan, step: &Step, name: &str, at: yaml::Span, problems: &mut Vec<Problem>) {
+    if plan.balancers.contains_key(name) {
+        return;
+    }
+    let names: Vec<&str> = plan.balancers.keys().map(String::as_str).collect();
+    let help = match did_you_mean(name, names.iter().copied()) {
+        Some(best) => format!("did you mean `{best}`?"),
+        None if names.is_empty() => "define it under `balancers:` at the top level".to_string(),
+        None => format!("the balancers of this plan are {}", backticked_list(&names)),
+    };
+    problems.push(
+        Problem::at(at, format!("step `{}` uses the balancer `{name}`, which is not defined", step.name))
+            .label("unknown balancer")
+            .help(help),
+    );
+}
+
+/// A one-line account of what a valid plan holds, for `planrun validate`.
+pub fn summary(loaded: &LoadedPlan) -> String {
+    let plan = &loaded.plan;
+    let mut roles: Vec<&str> = Vec::new();
+    for r in plan.servers.iter().flat_map(|s| s.roles.iter()) {
+        if !roles.contains(&r.as_str()) {
+            roles.push(r);
+        }
+    }
+    let plural = |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    format!(
+        "{}: valid: {} ({}), {} selected, {} per host, {}",
+        loaded.source.display_name(),
+        plural(plan.servers.len(), "server", "servers"),
+        if roles.is_empty() { "no roles".to_string() } else { format!("roles {}", roles.join(", ")) },
+        plural(loaded.selection.hosts.len(), "host", "hosts"),
+        plural(plan.rollout.steps.len(), "step", "steps"),
+        plural(plan.balancers.len(), "balancer", "balancers"),
+    )
+}

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod diagnostic;
 pub mod duration;
 pub mod exit;
+pub mod graph;
 pub mod model;
 pub mod schema;
 pub mod select;

@@ -1,0 +1,195 @@
+//! The step graph: what will run, where, in which order, with every template rendered.
+//!
+//! Built from a validated plan without any I/O. The executor walks `before`, then
+//! `batches` in order, then `after`; `graph` holds the same step instances as a petgraph
+//! DAG ("must finish before" edges, batch barriers) for `planrun plan --format dot|mermaid`
+//! and for checking the order.
+
+use std::time::Duration;
+
+use petgraph::graph::DiGraph;
+use serde::Serialize;
+
+use crate::model::BalancerAction;
+
+/// Everything `apply` runs, in order.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExecutionPlan {
+    pub application: String,
+    /// The selected hosts, in rollout order.
+    pub hosts: Vec<HostRef>,
+    /// Steps of the plan's `before` list: each `run` step once per selected host (fanned
+    /// out, bounded), each `local` step once.
+    pub before: Vec<StepInstance>,
+    /// Batches in order; batch k+1 starts only after batch k finished.
+    pub batches: Vec<Batch>,
+    /// Steps of the plan's `after` list, as for `before`.
+    pub after: Vec<StepInstance>,
+    /// The same instances as a DAG; not serialized (the JSON shape is `before`, `batches`,
+    /// `after`).
+    #[serde(skip)]
+    pub graph: DiGraph<GraphNode, ()>,
+}
+
+/// A selected host.
+#[derive(Debug, Clone, Serialize)]
+pub struct HostRef {
+    /// Index into `plan.servers`.
+    pub server: usize,
+    /// `name`, or `host` when the server has no name.
+    pub name: String,
+    /// The address to connect to.
+    pub address: String,
+}
+
+/// Hosts that are in the rolling window together.
+#[derive(Debug, Clone, Serialize)]
+pub struct Batch {
+    /// 0-based.
+    pub index: usize,
+    pub hosts: Vec<HostSteps>,
+}
+
+/// One host's chain of steps inside a batch.
+#[derive(Debug, Clone, Serialize)]
+pub struct HostSteps {
+    /// Index into `ExecutionPlan::hosts`.
+    pub host: usize,
+    pub steps: Vec<StepInstance>,
+}
+
+/// Which list of the plan a step comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Before,
+    Rollout,
+    After,
+}
+
+/// A step for one host (or for the control machine), rendered.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepInstance {
+    pub phase: Phase,
+    /// The step's name in the plan.
+    pub step: String,
+    /// Index of the step in its list (`before`, `rollout.steps` or `after`), which is also
+    /// its JSON pointer index: `/rollout/steps/{index}`.
+    pub index: usize,
+    /// Index into `ExecutionPlan::hosts`; `None` for `local` steps of `before`/`after`.
+    pub host: Option<usize>,
+    pub action: Action,
+    pub timeout: Duration,
+    pub retries: u32,
+    pub continue_on_error: bool,
+}
+
+/// What a step instance does, with its templates rendered.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Action {
+    /// A command on the host through its transport.
+    Run { command: String },
+    /// A command on the control machine.
+    Local { command: String },
+    /// A balancer action on the host's node.
+    Balancer {
+        balancer: String,
+        action: BalancerAction,
+        node: String,
+        /// For `accept`: wait until the balancer reports the node up.
+        wait_up: bool,
+    },
+    /// A check to wait for.
+    Wait(WaitCheck),
+}
+
+/// A rendered wait.
+#[derive(Debug, Clone, Serialize)]
+pub struct WaitCheck {
+    pub check: Check,
+    /// Consecutive passes required.
+    pub successes: u32,
+    #[serde(with = "humantime_serde_compat")]
+    pub interval: Duration,
+    #[serde(with = "humantime_serde_compat")]
+    pub timeout: Duration,
+    /// Once passing, must keep passing this long.
+    #[serde(with = "humantime_serde_compat::option")]
+    pub stable_for: Option<Duration>,
+}
+
+/// The check of a wait.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Check {
+    Sleep {
+        #[serde(with = "humantime_serde_compat")]
+        duration: Duration,
+    },
+    Http {
+        url: String,
+        status: u16,
+    },
+    Tcp {
+        address: String,
+    },
+    Command {
+        command: String,
+    },
+    BalancerUp {
+        balancer: String,
+        node: String,
+    },
+}
+
+/// A node of the DAG.
+#[derive(Debug, Clone)]
+pub enum GraphNode {
+    Start,
+    /// A step instance; the indices locate it in `ExecutionPlan`.
+    Step(StepRef),
+    /// Everything of batch `k` finished.
+    BatchDone(usize),
+    End,
+}
+
+/// Where a step instance lives in `ExecutionPlan`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepRef {
+    Before(usize),
+    /// batch, position of the host in the batch, position of the step in the host's chain
+    Rollout(usize, usize, usize),
+    After(usize),
+}
+
+/// Durations serialize as humantime strings (`"1m 30s"`), as plans write them.
+mod humantime_serde_compat {
+    use std::time::Duration;
+
+    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_duration(*d))
+    }
+
+    pub mod option {
+        use std::time::Duration;
+
+        pub fn serialize<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+            match d {
+                Some(d) => s.collect_str(&humantime::format_duration(*d)),
+                None => s.serialize_none(),
+            }
+        }
+    }
+}
+
+/// What the command line may change about the graph.
+#[derive(Debug, Clone, Default)]
+pub struct BuildOptions {
+    /// `--batch-size`, overriding `rollout.batch_size`.
+    pub batch_size: Option<crate::model::BatchSize>,
+    /// `--var NAME=VALUE`, overriding `vars`.
+    pub vars: Vec<(String, String)>,
+    /// `--limit NAME,...`: only these selected hosts (by name or address).
+    pub limit: Option<Vec<String>>,
+}

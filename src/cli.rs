@@ -5,7 +5,10 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::apply::ApplyArgs;
 use crate::diagnostic::PlanErrors;
+use crate::graph::BuildOptions;
+use crate::model::{BatchSize, BatchStep};
 use crate::exit;
 use crate::schema;
 use crate::validate;
@@ -46,6 +49,22 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = ValidateFormat::Text)]
         format: ValidateFormat,
     },
+    /// Run the rollout: connect, then each batch's steps, halting safely on failure.
+    #[command(after_help = "Examples:\n  planrun apply plans/production.yaml\n  planrun apply examples/localhost.yaml --yes\n  \
+                            planrun apply plans/production.yaml --dry-run --limit app1")]
+    Apply {
+        /// The plan file.
+        #[arg(value_name = "PLAN")]
+        plan: PathBuf,
+        /// Do not ask for confirmation (required without a terminal).
+        #[arg(long, short)]
+        yes: bool,
+        /// Render and walk every step, print what would run, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        graph: GraphArgs,
+    },
     /// Print the plan JSON schema (the one checked in at schemas/plan.schema.json).
     #[command(after_help = "Example:\n  planrun schema --output schemas/plan.schema.json")]
     Schema {
@@ -53,6 +72,45 @@ pub enum Command {
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
+}
+
+/// Options that change the step graph, shared by `plan` and `apply`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GraphArgs {
+    /// Only these selected hosts, by name or address (comma-separated or repeated).
+    #[arg(long, value_name = "HOSTS", value_delimiter = ',')]
+    pub limit: Vec<String>,
+    /// Override `rollout.batch_size`: a count, a percentage, or a ramp such as `1,50%`.
+    #[arg(long, value_name = "N|P%", value_parser = parse_batch_size)]
+    pub batch_size: Option<BatchSize>,
+    /// Override a plan variable (repeatable).
+    #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]
+    pub vars: Vec<(String, String)>,
+}
+
+impl GraphArgs {
+    pub fn build_options(&self) -> BuildOptions {
+        BuildOptions {
+            batch_size: self.batch_size.clone(),
+            vars: self.vars.clone(),
+            limit: if self.limit.is_empty() { None } else { Some(self.limit.clone()) },
+        }
+    }
+}
+
+fn parse_batch_size(text: &str) -> Result<BatchSize, String> {
+    let steps = text.split(',').map(|s| s.parse::<BatchStep>()).collect::<Result<Vec<_>, _>>()?;
+    Ok(match steps.as_slice() {
+        [one] => BatchSize::One(*one),
+        _ => BatchSize::Ramp(steps),
+    })
+}
+
+fn parse_var(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.is_empty() => Ok((name.to_string(), value.to_string())),
+        _ => Err(format!("`{text}` is not `NAME=VALUE`")),
+    }
 }
 
 /// Runs planrun with the process's arguments and returns the exit code.
@@ -75,6 +133,9 @@ pub fn run(cli: Cli) -> i32 {
     match cli.command {
         Command::Validate { plans, format } => validate_plans(&plans, format, color),
         Command::Schema { output } => write_schema(output),
+        Command::Apply { plan, yes, dry_run, graph } => {
+            crate::apply::apply(ApplyArgs { plan, yes, dry_run, build: graph.build_options(), color })
+        }
     }
 }
 

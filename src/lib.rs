@@ -3,13 +3,19 @@
 //! The data flows one way: `yaml` (text → positioned tree) → `schema` and `validate`
 //! (every problem at its position) → `model` (typed plan) → `select` … → `cli` prints.
 
+pub mod apply;
+pub mod balancer;
 pub mod cli;
 pub mod diagnostic;
 pub mod duration;
+pub mod events;
+pub mod execute;
 pub mod exit;
 pub mod graph;
 pub mod model;
+pub mod report;
 pub mod schema;
 pub mod select;
+pub mod transport;
 pub mod validate;
 pub mod yaml;

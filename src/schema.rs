@@ -229,7 +229,7 @@ fn one_of(
             match e.kind() {
                 ValidationErrorKind::Type { .. } => p == path,
                 ValidationErrorKind::Constant { .. } | ValidationErrorKind::Enum { .. } => {
-                    p.strip_prefix(&path).is_some_and(|rest| rest.matches('/').count() == 1)
+                    p == path || p.strip_prefix(&path).is_some_and(|rest| rest.matches('/').count() == 1)
                 }
                 ValidationErrorKind::Required { property } => p == path && property.as_str() == Some("kind"),
                 _ => false,
@@ -241,6 +241,27 @@ fn one_of(
         for e in only.iter() {
             translate(schema, e, root, out);
         }
+        return;
+    }
+
+    let constants_at = |at: &str| -> Vec<String> {
+        branches
+            .iter()
+            .flatten()
+            .filter_map(|e| match e.kind() {
+                ValidationErrorKind::Constant { expected_value } if e.instance_path().to_string() == at => {
+                    expected_value.as_str().map(String::from)
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let instance = error.instance();
+
+    // An enum whose variants are documented one by one: a list of constants.
+    let values = constants_at(&path);
+    if !values.is_empty() && values.len() == branches.len() {
+        out.push(enum_problem(span, &place, instance, &values));
         return;
     }
 
@@ -257,7 +278,6 @@ fn one_of(
             _ => None,
         })
         .collect();
-    let instance = error.instance();
     if !kinds.is_empty() {
         match instance.get("kind") {
             Some(kind) => {
@@ -273,11 +293,19 @@ fn one_of(
         return;
     }
 
-    let here = schema_at(schema, &parent_pointer(&error.schema_path().to_string()));
+    // Nothing fits: describe what would, from the first branch that is not `null` (an
+    // optional field's other branch), since that is the type the field really has.
+    let alternatives = schema_at(schema, &error.schema_path().to_string());
+    let meant = alternatives
+        .and_then(Value::as_array)
+        .and_then(|a| a.iter().find(|b| b.get("type").and_then(Value::as_str) != Some("null")));
+    let help = meant
+        .and_then(|b| description(schema, b))
+        .or_else(|| schema_at(schema, &parent_pointer(&error.schema_path().to_string())).and_then(|h| description(schema, h)));
     out.push(
         Problem::at(span, format!("{} is not a valid value for {place}", found_value(instance)))
             .label("not valid here")
-            .maybe_help(here.and_then(|h| description(schema, h))),
+            .maybe_help(help),
     );
 }
 

@@ -193,32 +193,25 @@ fn check_semantics(plan: &Plan, root: &Node) -> (Selection, Vec<Problem>) {
     let mut problems = Vec::new();
     let span = |pointer: &str| root.span_at(pointer);
 
-    // Hosts and names must be unique: `--limit`, the journal and the output name hosts.
+    // Servers must be told apart: `--limit`, the journal and the output name them. A
+    // server is known by its `name`, else by its `host`, so two app instances on one
+    // machine are fine when they are named.
     let mut first_seen: HashMap<&str, usize> = HashMap::new();
     for (i, server) in plan.servers.iter().enumerate() {
-        if let Some(&j) = first_seen.get(server.host.as_str()) {
+        let (id, field, what) = match &server.name {
+            Some(name) => (name.as_str(), "name", "server name"),
+            None => (server.host.as_str(), "host", "host"),
+        };
+        if let Some(&j) = first_seen.get(id) {
+            let first_field = if plan.servers[j].name.is_some() { "name" } else { "host" };
             problems.push(
-                Problem::at(span(&format!("/servers/{i}/host")), format!("duplicate host `{}`", server.host))
+                Problem::at(span(&format!("/servers/{i}/{field}")), format!("duplicate {what} `{id}`"))
                     .label("listed a second time")
-                    .related(span(&format!("/servers/{j}/host")), "first listed here")
-                    .help("list each server once; give it several `roles` instead"),
+                    .related(span(&format!("/servers/{j}/{first_field}")), "first listed here")
+                    .help("list each server once and give it several `roles`; two servers on one address need distinct `name`s"),
             );
         } else {
-            first_seen.insert(&server.host, i);
-        }
-    }
-    let mut names: HashMap<&str, usize> = HashMap::new();
-    for (i, server) in plan.servers.iter().enumerate() {
-        let Some(name) = server.name.as_deref() else { continue };
-        if let Some(&j) = names.get(name) {
-            problems.push(
-                Problem::at(span(&format!("/servers/{i}/name")), format!("duplicate server name `{name}`"))
-                    .label("used a second time")
-                    .related(span(&format!("/servers/{j}/name")), "first used here")
-                    .help("give every server its own name"),
-            );
-        } else {
-            names.insert(name, i);
+            first_seen.insert(id, i);
         }
     }
 

@@ -1,0 +1,109 @@
+//! What happens during an apply, as one stream of typed events.
+//!
+//! The executor only emits events; every output (the plain log, the summary, log files
+//! per host) consumes this one stream, so they can never disagree about what happened.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::graph::Phase;
+
+/// How a step ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Ok,
+    Failed,
+    /// Failed, but the step has `continue_on_error`.
+    FailedIgnored,
+    /// `--dry-run`: rendered and walked, not run.
+    Skipped,
+    /// Cancelled by a second Ctrl-C.
+    Cancelled,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunOutcome {
+    Succeeded,
+    /// More hosts failed than `max_failed_hosts`, or `before`/`after` failed.
+    Halted,
+    /// Some hosts failed, no more than `max_failed_hosts`.
+    CompletedWithFailures,
+    Interrupted,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    RunStarted {
+        run_id: String,
+        plan: String,
+        application: String,
+        hosts: usize,
+        batches: usize,
+        dry_run: bool,
+    },
+    PhaseStarted {
+        phase: Phase,
+    },
+    BatchStarted {
+        batch: usize,
+        hosts: Vec<String>,
+    },
+    StepStarted {
+        /// `None` for `local` steps of `before` and `after`.
+        host: Option<String>,
+        step: String,
+        phase: Phase,
+        /// What runs, for the log: the command, the balancer call or the check.
+        description: String,
+    },
+    Output {
+        host: Option<String>,
+        step: String,
+        stream: &'static str,
+        line: String,
+    },
+    /// A retry of a failing step.
+    StepRetry {
+        host: Option<String>,
+        step: String,
+        attempt: u32,
+        reason: String,
+    },
+    StepFinished {
+        host: Option<String>,
+        step: String,
+        phase: Phase,
+        outcome: Outcome,
+        #[serde(serialize_with = "secs")]
+        duration: Duration,
+        exit_code: Option<u32>,
+        /// Why it failed, for people.
+        error: Option<String>,
+    },
+    HostFailed {
+        host: String,
+        step: String,
+        error: String,
+        /// The last lines the failing step printed.
+        last_lines: Vec<String>,
+    },
+    /// First Ctrl-C: nothing new starts.
+    Stopping {
+        reason: String,
+    },
+    RunFinished {
+        outcome: RunOutcome,
+        #[serde(serialize_with = "secs")]
+        duration: Duration,
+        failed_hosts: Vec<String>,
+    },
+}
+
+fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64((d.as_secs_f64() * 1000.0).round() / 1000.0)
+}

@@ -1,0 +1,278 @@
+//! Runs an `ExecutionPlan`: `before`, the batches in order, `after`, with the failure and
+//! interrupt rules operators rely on.
+//!
+//! Invariants:
+//! - At most one batch is in its rolling window at a time, so never more hosts are out of
+//!   rotation than the batch size allows.
+//! - Once more hosts than `max_failed_hosts` have failed (counted over the whole run), no
+//!   new batch starts. Hosts already in their rolling window finish their chain, so a
+//!   failure on one host never leaves another host out of rotation.
+//! - A failed host stays where it failed: it is unhealthy, so it is not put back.
+//! - The executor only emits events; it prints nothing itself.
+
+pub(crate) mod step;
+mod wait;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc::UnboundedSender;
+use tokio_util::sync::CancellationToken;
+
+use crate::balancer::Balancers;
+use crate::events::{Event, Outcome, RunOutcome};
+use crate::graph::{ExecutionPlan, Phase, StepInstance};
+use crate::transport::Transport;
+
+/// Signals from the operator to a running apply.
+#[derive(Clone, Default)]
+pub struct Control {
+    /// First Ctrl-C: start nothing new; running steps finish.
+    pub stop: CancellationToken,
+    /// Second Ctrl-C: cancel running steps.
+    pub cancel: CancellationToken,
+}
+
+/// Settings of one apply.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub run_id: String,
+    pub plan_name: String,
+    pub max_failed_hosts: u32,
+    pub dry_run: bool,
+    /// How many hosts a `before`/`after` fan-out runs on at once.
+    pub fan_out: usize,
+}
+
+/// Where commands run: a transport per selected host, and the control machine.
+pub struct Transports {
+    pub hosts: HashMap<usize, Arc<Transport>>,
+    pub local: Arc<Transport>,
+}
+
+/// A host that failed, and where.
+#[derive(Debug, Clone)]
+pub struct HostFailure {
+    pub host: String,
+    pub step: String,
+    pub error: String,
+    pub last_lines: Vec<String>,
+}
+
+/// How a run ended, for the summary and the exit code.
+#[derive(Debug)]
+pub struct RunResult {
+    pub outcome: RunOutcome,
+    pub failures: Vec<HostFailure>,
+    /// Hosts whose step was cancelled by a second Ctrl-C: they may be between states.
+    pub cancelled_hosts: Vec<String>,
+    pub duration: Duration,
+}
+
+/// Everything a step needs, shared by every task of the run.
+pub(crate) struct Ctx {
+    pub exec: Arc<ExecutionPlan>,
+    pub transports: Transports,
+    pub balancers: Balancers,
+    pub events: UnboundedSender<Event>,
+    pub control: Control,
+    pub settings: Settings,
+    pub http: reqwest::Client,
+    failures: Mutex<Vec<HostFailure>>,
+    cancelled_hosts: Mutex<Vec<String>>,
+}
+
+impl Ctx {
+    pub fn emit(&self, event: Event) {
+        // A reporter that went away must not stop a rollout halfway.
+        let _ = self.events.send(event);
+    }
+
+    pub fn host_name(&self, host: Option<usize>) -> Option<String> {
+        host.map(|h| self.exec.hosts[h].name.clone())
+    }
+
+    fn failed_count(&self) -> usize {
+        self.failures.lock().map(|f| f.len()).unwrap_or(usize::MAX)
+    }
+
+    fn over_budget(&self) -> bool {
+        self.failed_count() > self.settings.max_failed_hosts as usize
+    }
+}
+
+/// Runs the plan to its end, a halt or an interrupt.
+pub async fn run(
+    exec: Arc<ExecutionPlan>,
+    transports: Transports,
+    balancers: Balancers,
+    events: UnboundedSender<Event>,
+    control: Control,
+    settings: Settings,
+) -> RunResult {
+    let started = Instant::now();
+    let ctx = Arc::new(Ctx {
+        exec: exec.clone(),
+        transports,
+        balancers,
+        events,
+        control,
+        settings,
+        http: reqwest::Client::builder()
+            .no_proxy()
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .unwrap_or_default(),
+        failures: Mutex::new(Vec::new()),
+        cancelled_hosts: Mutex::new(Vec::new()),
+    });
+    ctx.emit(Event::RunStarted {
+        run_id: ctx.settings.run_id.clone(),
+        plan: ctx.settings.plan_name.clone(),
+        application: exec.application.clone(),
+        hosts: exec.hosts.len(),
+        batches: exec.batches.len(),
+        dry_run: ctx.settings.dry_run,
+    });
+
+    let outcome = run_phases(&ctx).await;
+    let failures = ctx.failures.lock().map(|f| f.clone()).unwrap_or_default();
+    let cancelled_hosts = ctx.cancelled_hosts.lock().map(|c| c.clone()).unwrap_or_default();
+    let duration = started.elapsed();
+    ctx.emit(Event::RunFinished {
+        outcome,
+        duration,
+        failed_hosts: failures.iter().map(|f| f.host.clone()).collect(),
+    });
+    RunResult { outcome, failures, cancelled_hosts, duration }
+}
+
+async fn run_phases(ctx: &Arc<Ctx>) -> RunOutcome {
+    let exec = ctx.exec.clone();
+    if !exec.before.is_empty() {
+        ctx.emit(Event::PhaseStarted { phase: Phase::Before });
+        if !run_fan_out(ctx, &exec.before).await {
+            return stopped_or(ctx, RunOutcome::Halted);
+        }
+    }
+
+    for batch in &exec.batches {
+        if ctx.control.stop.is_cancelled() {
+            return RunOutcome::Interrupted;
+        }
+        if ctx.over_budget() {
+            return RunOutcome::Halted;
+        }
+        ctx.emit(Event::BatchStarted {
+            batch: batch.index,
+            hosts: batch.hosts.iter().map(|h| exec.hosts[h.host].name.clone()).collect(),
+        });
+        let mut tasks = tokio::task::JoinSet::new();
+        for host in batch.hosts.iter().cloned() {
+            let ctx = ctx.clone();
+            tasks.spawn(async move { run_host_chain(&ctx, host.host, &host.steps).await });
+        }
+        while tasks.join_next().await.is_some() {}
+    }
+    if ctx.control.stop.is_cancelled() {
+        return RunOutcome::Interrupted;
+    }
+    if ctx.over_budget() {
+        return RunOutcome::Halted;
+    }
+
+    if !exec.after.is_empty() {
+        ctx.emit(Event::PhaseStarted { phase: Phase::After });
+        if !run_fan_out(ctx, &exec.after).await {
+            return stopped_or(ctx, RunOutcome::Halted);
+        }
+    }
+    if ctx.failed_count() > 0 { RunOutcome::CompletedWithFailures } else { RunOutcome::Succeeded }
+}
+
+fn stopped_or(ctx: &Ctx, otherwise: RunOutcome) -> RunOutcome {
+    if ctx.control.stop.is_cancelled() { RunOutcome::Interrupted } else { otherwise }
+}
+
+/// One host's steps, in order; the first failure (without `continue_on_error`) ends the
+/// chain and leaves the host where it is.
+async fn run_host_chain(ctx: &Arc<Ctx>, host: usize, steps: &[StepInstance]) {
+    for instance in steps {
+        let result = step::run(ctx, instance).await;
+        match result.outcome {
+            Outcome::Ok | Outcome::Skipped | Outcome::FailedIgnored => continue,
+            Outcome::Cancelled => {
+                if let Ok(mut c) = ctx.cancelled_hosts.lock() {
+                    c.push(ctx.exec.hosts[host].name.clone());
+                }
+                return;
+            }
+            Outcome::Failed => {
+                fail_host(ctx, host, instance, result);
+                return;
+            }
+        }
+    }
+}
+
+fn fail_host(ctx: &Ctx, host: usize, instance: &StepInstance, result: step::StepResult) {
+    let failure = HostFailure {
+        host: ctx.exec.hosts[host].name.clone(),
+        step: instance.step.clone(),
+        error: result.error.unwrap_or_else(|| "failed".into()),
+        last_lines: result.last_lines,
+    };
+    ctx.emit(Event::HostFailed {
+        host: failure.host.clone(),
+        step: failure.step.clone(),
+        error: failure.error.clone(),
+        last_lines: failure.last_lines.clone(),
+    });
+    if let Ok(mut f) = ctx.failures.lock() {
+        f.push(failure);
+    }
+}
+
+/// `before`/`after`: steps in order; each step's instances (one per host, or one local)
+/// run side by side, bounded by `fan_out`. Returns false when the phase failed.
+async fn run_fan_out(ctx: &Arc<Ctx>, instances: &[StepInstance]) -> bool {
+    let limit = Arc::new(tokio::sync::Semaphore::new(ctx.settings.fan_out.max(1)));
+    let mut start = 0;
+    while start < instances.len() {
+        if ctx.control.stop.is_cancelled() {
+            return false;
+        }
+        let step_index = instances[start].index;
+        let end = instances[start..].iter().position(|i| i.index != step_index).map_or(instances.len(), |p| start + p);
+        let mut tasks = tokio::task::JoinSet::new();
+        for instance in instances[start..end].iter().cloned() {
+            let ctx = ctx.clone();
+            let limit = limit.clone();
+            tasks.spawn(async move {
+                let _permit = limit.acquire_owned().await;
+                if ctx.control.stop.is_cancelled() {
+                    return true;
+                }
+                let result = step::run(&ctx, &instance).await;
+                match (result.outcome, instance.host) {
+                    (Outcome::Failed, Some(host)) => {
+                        fail_host(&ctx, host, &instance, result);
+                        false
+                    }
+                    (Outcome::Failed | Outcome::Cancelled, _) => false,
+                    _ => true,
+                }
+            });
+        }
+        let mut ok = true;
+        while let Some(done) = tasks.join_next().await {
+            ok &= done.unwrap_or(false);
+        }
+        if !ok {
+            return false;
+        }
+        start = end;
+    }
+    true
+}

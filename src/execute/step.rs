@@ -1,0 +1,205 @@
+//! One step instance: its attempts, its timeout, its output, its outcome.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use super::{Ctx, wait};
+use crate::events::{Event, Outcome};
+use crate::graph::{Action, StepInstance};
+use crate::transport::{OutputLine, Stream, Transport};
+
+/// How many output lines of a failing step the summary shows.
+const LAST_LINES: usize = 10;
+
+pub(crate) struct StepResult {
+    pub outcome: Outcome,
+    pub exit_code: Option<u32>,
+    pub error: Option<String>,
+    pub last_lines: Vec<String>,
+}
+
+/// What one attempt reports back.
+pub(crate) struct Attempt {
+    pub exit_code: Option<u32>,
+    pub result: Result<(), String>,
+}
+
+pub(crate) async fn run(ctx: &Arc<Ctx>, instance: &StepInstance) -> StepResult {
+    let host = ctx.host_name(instance.host);
+    ctx.emit(Event::StepStarted {
+        host: host.clone(),
+        step: instance.step.clone(),
+        phase: instance.phase,
+        description: describe(&instance.action),
+    });
+    let started = Instant::now();
+    let mut output = Output { ctx: ctx.clone(), host: host.clone(), step: instance.step.clone(), last: VecDeque::new() };
+
+    let result = if ctx.settings.dry_run {
+        StepResult { outcome: Outcome::Skipped, exit_code: None, error: None, last_lines: vec![] }
+    } else {
+        attempts(ctx, instance, &mut output).await
+    };
+
+    ctx.emit(Event::StepFinished {
+        host,
+        step: instance.step.clone(),
+        phase: instance.phase,
+        outcome: result.outcome,
+        duration: started.elapsed(),
+        exit_code: result.exit_code,
+        error: result.error.clone(),
+    });
+    result
+}
+
+async fn attempts(ctx: &Arc<Ctx>, instance: &StepInstance, output: &mut Output) -> StepResult {
+    // The timeout bounds the step as a whole, retries included: an operator reads
+    // `timeout: 2m` as "this host gets two minutes".
+    let deadline = Instant::now() + instance.timeout;
+    let mut attempt_no = 0;
+    loop {
+        attempt_no += 1;
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let attempt = tokio::select! {
+            biased;
+            _ = ctx.control.cancel.cancelled() => {
+                return StepResult {
+                    outcome: Outcome::Cancelled,
+                    exit_code: None,
+                    error: Some("cancelled by a second interrupt".into()),
+                    last_lines: output.last_lines(),
+                };
+            }
+            a = tokio::time::timeout(remaining, once(ctx, instance, remaining, output)) => a.unwrap_or_else(|_| Attempt {
+                exit_code: None,
+                result: Err(format!("timed out after {}", humantime::format_duration(instance.timeout))),
+            }),
+        };
+        match attempt.result {
+            Ok(()) => {
+                return StepResult { outcome: Outcome::Ok, exit_code: attempt.exit_code, error: None, last_lines: vec![] };
+            }
+            Err(error) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if attempt_no <= instance.retries && !left.is_zero() && !ctx.control.stop.is_cancelled() {
+                    ctx.emit(Event::StepRetry {
+                        host: ctx.host_name(instance.host),
+                        step: instance.step.clone(),
+                        attempt: attempt_no + 1,
+                        reason: error,
+                    });
+                    // A short pause, growing with each attempt, so a retry does not hit
+                    // the same transient state at once.
+                    let pause = Duration::from_secs(attempt_no as u64).min(left);
+                    tokio::time::sleep(pause).await;
+                    continue;
+                }
+                let outcome = if instance.continue_on_error { Outcome::FailedIgnored } else { Outcome::Failed };
+                return StepResult {
+                    outcome,
+                    exit_code: attempt.exit_code,
+                    error: Some(error),
+                    last_lines: output.last_lines(),
+                };
+            }
+        }
+    }
+}
+
+async fn once(ctx: &Arc<Ctx>, instance: &StepInstance, remaining: Duration, output: &mut Output) -> Attempt {
+    match &instance.action {
+        Action::Run { command } => {
+            let Some(transport) = instance.host.and_then(|h| ctx.transports.hosts.get(&h)) else {
+                return Attempt { exit_code: None, result: Err("no connection to this host".into()) };
+            };
+            exec(transport, command, remaining, output).await
+        }
+        Action::Local { command } => exec(&ctx.transports.local, command, remaining, output).await,
+        Action::Balancer { balancer, action, node, wait_up } => {
+            let result = ctx.balancers.apply(ctx, balancer, *action, node, *wait_up, remaining, output).await;
+            Attempt { exit_code: None, result }
+        }
+        Action::Wait(check) => {
+            let transport = instance.host.and_then(|h| ctx.transports.hosts.get(&h)).cloned();
+            let result = wait::wait(ctx, check, transport.as_deref(), output).await;
+            Attempt { exit_code: None, result }
+        }
+    }
+}
+
+/// Runs a command and streams its lines as events.
+pub(crate) async fn exec(transport: &Transport, command: &str, timeout: Duration, output: &mut Output) -> Attempt {
+    let (tx, mut rx) = mpsc::unbounded_channel::<OutputLine>();
+    let run = transport.exec(command, Some(timeout), tx);
+    tokio::pin!(run);
+    let result = loop {
+        tokio::select! {
+            r = &mut run => break r,
+            Some(line) = rx.recv() => output.line(line),
+        }
+    };
+    while let Ok(line) = rx.try_recv() {
+        output.line(line);
+    }
+    match result {
+        Ok(exit) if exit.success() => Attempt { exit_code: exit.code, result: Ok(()) },
+        Ok(exit) => Attempt {
+            exit_code: exit.code,
+            result: Err(match (exit.code, &exit.signal) {
+                (Some(code), _) => format!("`{command}` exited with {code}"),
+                (None, Some(signal)) => format!("`{command}` was killed by signal {signal}"),
+                (None, None) => format!("`{command}` ended without an exit status"),
+            }),
+        },
+        Err(e) => Attempt { exit_code: None, result: Err(e.to_string()) },
+    }
+}
+
+/// The output of one step: forwarded as events, the last lines kept for the summary.
+pub(crate) struct Output {
+    ctx: Arc<Ctx>,
+    host: Option<String>,
+    step: String,
+    last: VecDeque<String>,
+}
+
+impl Output {
+    pub fn line(&mut self, line: OutputLine) {
+        if self.last.len() == LAST_LINES {
+            self.last.pop_front();
+        }
+        self.last.push_back(line.line.clone());
+        self.ctx.emit(Event::Output {
+            host: self.host.clone(),
+            step: self.step.clone(),
+            stream: match line.stream {
+                Stream::Stdout => "stdout",
+                Stream::Stderr => "stderr",
+            },
+            line: line.line,
+        });
+    }
+
+    /// A line planrun itself says about the step (a failed check, a balancer answer).
+    pub fn note(&mut self, text: String) {
+        self.line(OutputLine { stream: Stream::Stderr, line: text });
+    }
+
+    fn last_lines(&self) -> Vec<String> {
+        self.last.iter().cloned().collect()
+    }
+}
+
+/// What a step does, in a line.
+pub fn describe(action: &Action) -> String {
+    match action {
+        Action::Run { command } => format!("run: {command}"),
+        Action::Local { command } => format!("local: {command}"),
+        Action::Balancer { balancer, action, node, .. } => format!("balancer {balancer}: {} {node}", action.as_str()),
+        Action::Wait(w) => format!("wait: {}", wait::describe(w)),
+    }
+}

@@ -1,0 +1,122 @@
+//! Waits are checks, not sleeps: each polls until it passes `successes` times in a row
+//! (and keeps passing for `stable_for`), or fails the host at its timeout.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use super::Ctx;
+use super::step::Output;
+use crate::graph::{Check, WaitCheck};
+use crate::transport::Transport;
+
+pub(crate) async fn wait(ctx: &Arc<Ctx>, w: &WaitCheck, host: Option<&Transport>, output: &mut Output) -> Result<(), String> {
+    if let Check::Sleep { duration } = &w.check {
+        tokio::time::sleep(*duration).await;
+        return Ok(());
+    }
+    let started = Instant::now();
+    let deadline = started + w.timeout;
+    let mut in_a_row = 0u32;
+    let mut stable_since: Option<Instant> = None;
+    let mut last_failure = String::from("no check completed");
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        // One check never outlives the wait, nor takes longer than a few intervals.
+        let budget = remaining.min(w.interval.max(Duration::from_secs(5)));
+        match tokio::time::timeout(budget, check_once(ctx, &w.check, host)).await {
+            Ok(Ok(())) => {
+                in_a_row += 1;
+                if in_a_row >= w.successes {
+                    let since = *stable_since.get_or_insert_with(Instant::now);
+                    match w.stable_for {
+                        Some(stable) if since.elapsed() < stable => {}
+                        _ => return Ok(()),
+                    }
+                }
+            }
+            Ok(Err(why)) => {
+                if in_a_row > 0 || stable_since.is_some() {
+                    output.note(format!("check failed after {in_a_row} success(es): {why}"));
+                }
+                in_a_row = 0;
+                stable_since = None;
+                last_failure = why;
+            }
+            Err(_) => {
+                in_a_row = 0;
+                stable_since = None;
+                last_failure = format!("the check took longer than {}", humantime::format_duration(budget));
+            }
+        }
+        if Instant::now() + w.interval > deadline {
+            return Err(format!(
+                "{} did not pass within {}: {last_failure}",
+                describe(w),
+                humantime::format_duration(w.timeout)
+            ));
+        }
+        tokio::time::sleep(w.interval).await;
+    }
+}
+
+async fn check_once(ctx: &Arc<Ctx>, check: &Check, host: Option<&Transport>) -> Result<(), String> {
+    match check {
+        Check::Sleep { .. } => Ok(()),
+        Check::Http { url, status } => {
+            let response = ctx.http.get(url).send().await.map_err(|e| format!("GET {url}: {}", error_chain(&e)))?;
+            let got = response.status().as_u16();
+            if got == *status { Ok(()) } else { Err(format!("GET {url} answered {got}, expected {status}")) }
+        }
+        Check::Tcp { address } => tokio::net::TcpStream::connect(address.as_str())
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("connect to {address}: {e}")),
+        Check::Command { command } => {
+            let transport = host.ok_or_else(|| "no connection to this host".to_string())?;
+            // The check's own output is noise while it fails; its exit status is the answer.
+            let (tx, _rx) = mpsc::unbounded_channel();
+            match transport.exec(command, None, tx).await {
+                Ok(exit) if exit.success() => Ok(()),
+                Ok(exit) => Err(format!("`{command}` exited with {}", exit.code.map_or("a signal".into(), |c| c.to_string()))),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+        Check::BalancerUp { balancer, node } => match ctx.balancers.is_up(ctx, balancer, node).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(format!("`{balancer}` does not report {node} up yet")),
+            Err(e) => Err(e),
+        },
+    }
+}
+
+/// reqwest's top-level error says "error sending request"; the cause is what helps.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+pub fn describe(w: &WaitCheck) -> String {
+    let what = match &w.check {
+        Check::Sleep { duration } => return format!("sleep {}", humantime::format_duration(*duration)),
+        Check::Http { url, status } => format!("GET {url} answers {status}"),
+        Check::Tcp { address } => format!("{address} accepts connections"),
+        Check::Command { command } => format!("`{command}` exits 0"),
+        Check::BalancerUp { balancer, node } => format!("{balancer} reports {node} up"),
+    };
+    let mut text = what;
+    if w.successes > 1 {
+        text.push_str(&format!(", {} times in a row", w.successes));
+    }
+    if let Some(s) = w.stable_for {
+        text.push_str(&format!(", stable for {}", humantime::format_duration(s)));
+    }
+    text
+}

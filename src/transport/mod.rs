@@ -1,0 +1,300 @@
+//! Running commands on a host: locally through `sh -c`, or remotely over one SSH
+//! connection per host with a channel per command.
+//!
+//! Both transports stream output line by line as it arrives, so the executor can
+//! prefix and log it live instead of after the command finished.
+
+mod local;
+mod ssh;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::sync::mpsc::UnboundedSender;
+
+pub use local::LocalTransport;
+pub use ssh::{HostKeyChecking, SshSession, SshTarget};
+
+/// Which output stream of a command a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// One line of a command's output, without its line terminator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputLine {
+    pub stream: Stream,
+    pub line: String,
+}
+
+/// How a command ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exit {
+    /// `None` when the command was killed by a signal (or the server reported no status).
+    pub code: Option<u32>,
+    /// Signal name without the `SIG` prefix (`KILL`, `TERM`), as SSH reports it.
+    pub signal: Option<String>,
+}
+
+impl Exit {
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+}
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.code, &self.signal) {
+            (Some(code), _) => write!(f, "exit code {code}"),
+            (None, Some(signal)) => write!(f, "killed by signal {signal}"),
+            (None, None) => write!(f, "no exit status"),
+        }
+    }
+}
+
+fn fmt_duration(d: &Duration) -> String {
+    humantime::format_duration(*d).to_string()
+}
+
+/// Errors of both transports. `target` is `user@host:port` for SSH and `local` for the
+/// local transport, so every message names the host it is about.
+#[derive(thiserror::Error, Debug)]
+#[non_exhaustive]
+pub enum TransportError {
+    #[error("cannot resolve the address of `{target}`: {reason}; check the host name")]
+    Resolve { target: String, reason: String },
+
+    #[error(
+        "cannot connect to `{target}`: connection refused; is sshd running and listening on port {port}?"
+    )]
+    ConnectionRefused { target: String, port: u16 },
+
+    #[error("cannot connect to `{target}`: {reason}")]
+    Connect { target: String, reason: String },
+
+    #[error(
+        "connecting to `{target}` timed out after {}; check the address, the port and any firewall, or raise `connect_timeout`",
+        fmt_duration(after)
+    )]
+    ConnectTimeout { target: String, after: Duration },
+
+    #[error("ssh handshake with `{target}` failed: {reason}")]
+    Handshake { target: String, reason: String },
+
+    #[error(
+        "host key of `{target}` is unknown ({fingerprint}, not in `{}`); add it with `ssh-keyscan -p {port} {host} >> {}` or set `host_key_checking: accept-new`",
+        known_hosts.display(),
+        known_hosts.display()
+    )]
+    HostKeyUnknown {
+        target: String,
+        host: String,
+        port: u16,
+        known_hosts: PathBuf,
+        fingerprint: String,
+    },
+
+    #[error(
+        "host key of `{target}` has changed: the server offered {fingerprint}, line {line} of `{}` records another key; this could be a man-in-the-middle attack. if the host was reinstalled, remove the old key with `ssh-keygen -R '{host_pattern}' -f {}` and connect again",
+        known_hosts.display(),
+        known_hosts.display()
+    )]
+    HostKeyChanged {
+        target: String,
+        host_pattern: String,
+        known_hosts: PathBuf,
+        line: usize,
+        fingerprint: String,
+    },
+
+    #[error("cannot use known hosts file `{}` for `{target}`: {reason}", path.display())]
+    KnownHosts {
+        target: String,
+        path: PathBuf,
+        reason: String,
+    },
+
+    #[error(
+        "authentication to `{target}` failed; tried: {}; the server accepts: {}. add one of these public keys to `~/.ssh/authorized_keys` of `{target}`, set `identity_file`, or load the right key into ssh-agent",
+        if tried.is_empty() { "no keys (no `identity_file`, no ssh-agent, no `~/.ssh/id_ed25519` or `~/.ssh/id_rsa`)".to_string() } else { tried.join(", ") },
+        if accepted.is_empty() { "nothing more (it may have closed the connection after too many attempts)".to_string() } else { accepted.join(", ") }
+    )]
+    AuthFailed {
+        target: String,
+        tried: Vec<String>,
+        accepted: Vec<String>,
+    },
+
+    #[error(
+        "key `{}` is encrypted and there is no terminal to ask for its passphrase; load it into ssh-agent with `ssh-add {}` or use an unencrypted deploy key",
+        path.display(),
+        path.display()
+    )]
+    KeyEncrypted { path: PathBuf },
+
+    #[error("cannot load key `{}`: {reason}", path.display())]
+    KeyLoad { path: PathBuf, reason: String },
+
+    #[error("connection to `{target}` was lost: {reason}")]
+    ConnectionLost { target: String, reason: String },
+
+    #[error("cannot start a command on `{target}`: {reason}")]
+    Channel { target: String, reason: String },
+
+    #[error(
+        "command timed out after {} on `{target}` and was killed",
+        fmt_duration(after)
+    )]
+    Timeout { target: String, after: Duration },
+
+    #[error("cannot run a command on `{target}`: {reason}")]
+    Spawn { target: String, reason: String },
+}
+
+/// Where commands run. The executor holds one per host for the whole run.
+pub enum Transport {
+    Local(LocalTransport),
+    Ssh(SshSession),
+}
+
+impl Transport {
+    /// Runs `command` through `sh -c` (local) or an exec channel (ssh). Each complete
+    /// output line is sent to `lines` as it arrives (a partial last line is flushed at
+    /// the end). On timeout the command is killed (local: its process group; ssh: its
+    /// remote process group, then the channel is closed) and
+    /// [`TransportError::Timeout`] is returned.
+    pub async fn exec(
+        &self,
+        command: &str,
+        timeout: Option<Duration>,
+        lines: UnboundedSender<OutputLine>,
+    ) -> Result<Exit, TransportError> {
+        match self {
+            Transport::Local(local) => local.exec(command, timeout, lines).await,
+            Transport::Ssh(ssh) => ssh.exec(command, timeout, lines).await,
+        }
+    }
+
+    /// `local` or `user@host:port`, for prefixing output and messages.
+    pub fn target(&self) -> &str {
+        match self {
+            Transport::Local(_) => local::TARGET,
+            Transport::Ssh(ssh) => ssh.target(),
+        }
+    }
+
+    pub async fn close(self) {
+        match self {
+            Transport::Local(_) => {}
+            Transport::Ssh(ssh) => ssh.close().await,
+        }
+    }
+}
+
+/// Splits a byte stream into lines. Bytes are kept until their line is complete, so a
+/// multi-byte character split across two reads still decodes.
+struct LineSplitter {
+    stream: Stream,
+    pending: Vec<u8>,
+}
+
+impl LineSplitter {
+    fn new(stream: Stream) -> Self {
+        LineSplitter {
+            stream,
+            pending: Vec::new(),
+        }
+    }
+
+    /// Appends `data` and returns the lines it completed.
+    fn push(&mut self, data: &[u8]) -> Vec<OutputLine> {
+        self.pending.extend_from_slice(data);
+        let mut lines = Vec::new();
+        let mut start = 0;
+        while let Some(pos) = self.pending[start..].iter().position(|&b| b == b'\n') {
+            let end = start + pos;
+            lines.push(self.make_line(&self.pending[start..end]));
+            start = end + 1;
+        }
+        self.pending.drain(..start);
+        lines
+    }
+
+    /// The unterminated last line, if any.
+    fn finish(&mut self) -> Option<OutputLine> {
+        if self.pending.is_empty() {
+            return None;
+        }
+        let line = self.make_line(&self.pending);
+        self.pending.clear();
+        Some(line)
+    }
+
+    fn make_line(&self, bytes: &[u8]) -> OutputLine {
+        // Output from Windows tools or `printf '\r\n'` keeps its CR; it is part of the
+        // terminator, not of the line.
+        let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
+        OutputLine {
+            stream: self.stream,
+            line: String::from_utf8_lossy(bytes).into_owned(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_lines_across_chunks() {
+        let mut s = LineSplitter::new(Stream::Stdout);
+        assert!(s.push(b"he").is_empty());
+        let lines = s.push(b"llo\r\nwor");
+        assert_eq!(lines.len(), 1);
+        assert_eq!(lines[0].line, "hello");
+        let lines = s.push(b"ld\n\nlast");
+        assert_eq!(
+            lines.iter().map(|l| l.line.as_str()).collect::<Vec<_>>(),
+            ["world", ""]
+        );
+        assert_eq!(s.finish().map(|l| l.line), Some("last".to_string()));
+        assert_eq!(s.finish(), None);
+    }
+
+    #[test]
+    fn keeps_split_utf8_together() {
+        let mut s = LineSplitter::new(Stream::Stderr);
+        let bytes = "é\n".as_bytes();
+        assert!(s.push(&bytes[..1]).is_empty());
+        let lines = s.push(&bytes[1..]);
+        assert_eq!(lines[0].line, "é");
+        assert_eq!(lines[0].stream, Stream::Stderr);
+    }
+
+    #[test]
+    fn exit_success_only_for_zero() {
+        assert!(
+            Exit {
+                code: Some(0),
+                signal: None
+            }
+            .success()
+        );
+        assert!(
+            !Exit {
+                code: Some(1),
+                signal: None
+            }
+            .success()
+        );
+        assert!(
+            !Exit {
+                code: None,
+                signal: Some("KILL".into())
+            }
+            .success()
+        );
+    }
+}

@@ -1,0 +1,842 @@
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use russh::client::{self, AuthResult, Handle, Msg};
+use russh::keys::agent::AgentIdentity;
+use russh::keys::agent::client::AgentClient;
+use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
+use russh::{Channel, ChannelMsg, Disconnect, MethodKind, Preferred, Sig};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::{Exit, LineSplitter, OutputLine, Stream, TransportError};
+
+/// The remote login shell prints this with its own pid before running the command.
+/// sshd starts every session command in a new session (`setsid`), so that pid is also
+/// the process group of everything the command starts: a timeout can kill the whole
+/// group, where closing the channel or an SSH `signal` request would leave children
+/// running.
+const PGID_MARKER: &str = "__planrun_pgid__ ";
+
+/// How long the kill of a timed-out command may take before we give up on it.
+const KILL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A dead peer (host powered off, network gone) is noticed after about
+/// `KEEPALIVE_INTERVAL * KEEPALIVE_MAX` instead of hanging a step forever; commands
+/// may legitimately print nothing for a long time, so there is no inactivity timeout.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(15);
+const KEEPALIVE_MAX: usize = 3;
+
+/// What to do with a server host key that is not (or differently) in known_hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HostKeyChecking {
+    /// Unknown or changed keys are errors.
+    #[default]
+    Strict,
+    /// Unknown keys are recorded in known_hosts; changed keys are errors.
+    AcceptNew,
+    /// Any key is accepted, with a warning on stderr.
+    Off,
+}
+
+/// Everything needed to open the SSH connection to one host.
+#[derive(Debug, Clone)]
+pub struct SshTarget {
+    /// Address or host name, as written in the plan (and as looked up in known_hosts).
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    /// When set, only this key is offered (like `IdentitiesOnly yes`).
+    pub identity_file: Option<PathBuf>,
+    pub known_hosts: PathBuf,
+    pub host_key_checking: HostKeyChecking,
+    /// Applies to the TCP connect plus the SSH handshake, and to each authentication
+    /// exchange (not to a passphrase prompt).
+    pub connect_timeout: Duration,
+}
+
+impl SshTarget {
+    /// A target with the defaults of `ssh`: port 22, `~/.ssh/known_hosts`, strict host
+    /// key checking, keys from ssh-agent or `~/.ssh`, and a 10 s connect timeout.
+    pub fn new(host: impl Into<String>, user: impl Into<String>) -> Self {
+        SshTarget {
+            host: host.into(),
+            port: 22,
+            user: user.into(),
+            identity_file: None,
+            known_hosts: home_dir().join(".ssh").join("known_hosts"),
+            host_key_checking: HostKeyChecking::Strict,
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// `user@host:port`, the name used in every message about this host.
+    pub fn display_name(&self) -> String {
+        if self.host.contains(':') {
+            format!("{}@[{}]:{}", self.user, self.host, self.port)
+        } else {
+            format!("{}@{}:{}", self.user, self.host, self.port)
+        }
+    }
+
+    /// The host as known_hosts and `ssh-keygen -R` spell it.
+    fn known_hosts_pattern(&self) -> String {
+        if self.port == 22 {
+            self.host.clone()
+        } else {
+            format!("[{}]:{}", self.host, self.port)
+        }
+    }
+}
+
+/// One authenticated SSH connection. Every `exec` opens its own channel on it, so
+/// steps on one host may run concurrently (up to the server's `MaxSessions`, 10 by
+/// default in OpenSSH).
+pub struct SshSession {
+    handle: Handle<HostKeyVerifier>,
+    target: String,
+}
+
+impl std::fmt::Debug for SshSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SshSession")
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SshSession {
+    pub async fn connect(target: &SshTarget) -> Result<SshSession, TransportError> {
+        let name = target.display_name();
+        let verifier = HostKeyVerifier {
+            target: name.clone(),
+            host: target.host.clone(),
+            port: target.port,
+            pattern: target.known_hosts_pattern(),
+            known_hosts: target.known_hosts.clone(),
+            mode: target.host_key_checking,
+        };
+        let handshake = async {
+            let stream = open_tcp(target, &name).await?;
+            client::connect_stream(client_config(), stream, verifier)
+                .await
+                .map_err(|e| handshake_error(e, &name))
+        };
+        let mut handle = tokio::time::timeout(target.connect_timeout, handshake)
+            .await
+            .map_err(|_| TransportError::ConnectTimeout {
+                target: name.clone(),
+                after: target.connect_timeout,
+            })??;
+
+        authenticate(&mut handle, target, &name).await?;
+        Ok(SshSession {
+            handle,
+            target: name,
+        })
+    }
+
+    /// `user@host:port`.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    pub(super) async fn exec(
+        &self,
+        command: &str,
+        timeout: Option<Duration>,
+        lines: UnboundedSender<OutputLine>,
+    ) -> Result<Exit, TransportError> {
+        let mut output = RemoteOutput::new(lines);
+        let mut channel = None;
+        let run = self.run(command, &mut channel, &mut output);
+        let outcome = match timeout {
+            Some(limit) => tokio::time::timeout(limit, run).await.ok(),
+            None => Some(run.await),
+        };
+        match outcome {
+            Some(result) => {
+                output.finish();
+                result
+            }
+            None => {
+                self.kill(output.pgid, channel.as_ref()).await;
+                if let Some(channel) = channel {
+                    let _ = channel.close().await;
+                }
+                output.finish();
+                Err(TransportError::Timeout {
+                    target: self.target.clone(),
+                    after: timeout.unwrap_or_default(),
+                })
+            }
+        }
+    }
+
+    /// Runs the command to completion. The channel is handed out through `slot` so the
+    /// caller can still close it when this future is dropped on timeout.
+    async fn run(
+        &self,
+        command: &str,
+        slot: &mut Option<Channel<Msg>>,
+        output: &mut RemoteOutput,
+    ) -> Result<Exit, TransportError> {
+        let channel = self
+            .handle
+            .channel_open_session()
+            .await
+            .map_err(|e| self.channel_error(e))?;
+        let channel = slot.insert(channel);
+        // A newline, not `;`, so the command is parsed exactly as if it came alone
+        // (a leading comment or a here-document keeps working).
+        channel
+            .exec(true, format!("echo {PGID_MARKER}$$\n{command}"))
+            .await
+            .map_err(|e| self.channel_error(e))?;
+
+        let mut code = None;
+        let mut signal = None;
+        let mut closed = false;
+        while let Some(msg) = channel.wait().await {
+            match msg {
+                ChannelMsg::Data { data } => output.stdout(&data),
+                ChannelMsg::ExtendedData { data, ext: 1 } => output.stderr(&data),
+                ChannelMsg::ExitStatus { exit_status } => code = Some(exit_status),
+                ChannelMsg::ExitSignal { signal_name, .. } => signal = Some(sig_name(&signal_name)),
+                ChannelMsg::Failure => {
+                    return Err(TransportError::Channel {
+                        target: self.target.clone(),
+                        reason: "the server refused to execute the command (a `ForceCommand` or a restricted key?)".into(),
+                    });
+                }
+                ChannelMsg::Close => {
+                    closed = true;
+                    break;
+                }
+                _ => {}
+            }
+        }
+        if !closed && code.is_none() && signal.is_none() {
+            return Err(TransportError::ConnectionLost {
+                target: self.target.clone(),
+                reason: "the connection ended while the command was running; it may still be running or may have been killed".into(),
+            });
+        }
+        Ok(Exit { code, signal })
+    }
+
+    /// Kills a timed-out command: its whole process group when its pid is known, else
+    /// just the remote shell through an SSH `signal` request (OpenSSH 7.9 or later).
+    async fn kill(&self, pgid: Option<u32>, channel: Option<&Channel<Msg>>) {
+        let Some(pgid) = pgid else {
+            if let Some(channel) = channel {
+                let _ = channel.signal(Sig::KILL).await;
+            }
+            return;
+        };
+        let kill = async {
+            let mut channel = self.handle.channel_open_session().await.ok()?;
+            channel
+                .exec(true, format!("kill -9 -{pgid} 2>/dev/null; true"))
+                .await
+                .ok()?;
+            // Wait for it to finish so the command is gone when `exec` returns.
+            while let Some(msg) = channel.wait().await {
+                if matches!(msg, ChannelMsg::Close) {
+                    break;
+                }
+            }
+            Some(())
+        };
+        let _ = tokio::time::timeout(KILL_TIMEOUT, kill).await;
+    }
+
+    fn channel_error(&self, e: russh::Error) -> TransportError {
+        if self.handle.is_closed() {
+            TransportError::ConnectionLost {
+                target: self.target.clone(),
+                reason: lower_first(&e.to_string()),
+            }
+        } else {
+            TransportError::Channel {
+                target: self.target.clone(),
+                reason: match e {
+                    russh::Error::ChannelOpenFailure(reason) => format!(
+                        "the server refused a new channel ({reason:?}); too many commands at once for its `MaxSessions`?"
+                    ),
+                    other => lower_first(&other.to_string()),
+                },
+            }
+        }
+    }
+
+    pub async fn close(self) {
+        let _ = self
+            .handle
+            .disconnect(Disconnect::ByApplication, "", "en")
+            .await;
+    }
+}
+
+fn client_config() -> Arc<client::Config> {
+    // curve25519 first: the hybrid post-quantum exchanges cost noticeably more CPU
+    // per connection, which adds up over a fleet; the rest of russh's safe defaults
+    // (and the ext-info/strict-kex markers) follow.
+    let mut kex = vec![russh::kex::CURVE25519, russh::kex::CURVE25519_PRE_RFC_8731];
+    kex.extend(
+        Preferred::DEFAULT
+            .kex
+            .iter()
+            .filter(|name| !kex.contains(name))
+            .copied()
+            .collect::<Vec<_>>(),
+    );
+    Arc::new(client::Config {
+        preferred: Preferred {
+            kex: Cow::Owned(kex),
+            ..Preferred::DEFAULT
+        },
+        keepalive_interval: Some(KEEPALIVE_INTERVAL),
+        keepalive_max: KEEPALIVE_MAX,
+        // Commands are short request/response exchanges; Nagle would delay them.
+        nodelay: true,
+        ..Default::default()
+    })
+}
+
+async fn open_tcp(target: &SshTarget, name: &str) -> Result<TcpStream, TransportError> {
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((target.host.as_str(), target.port))
+        .await
+        .map_err(|e| TransportError::Resolve {
+            target: name.to_string(),
+            reason: lower_first(&e.to_string()),
+        })?
+        .collect();
+    let mut last_error = None;
+    for addr in addrs {
+        match TcpStream::connect(addr).await {
+            Ok(stream) => {
+                let _ = stream.set_nodelay(true);
+                return Ok(stream);
+            }
+            Err(e) => last_error = Some(e),
+        }
+    }
+    Err(match last_error {
+        None => TransportError::Resolve {
+            target: name.to_string(),
+            reason: "the name has no addresses".into(),
+        },
+        Some(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            TransportError::ConnectionRefused {
+                target: name.to_string(),
+                port: target.port,
+            }
+        }
+        Some(e) => TransportError::Connect {
+            target: name.to_string(),
+            reason: lower_first(&e.to_string()),
+        },
+    })
+}
+
+fn handshake_error(e: HandlerError, name: &str) -> TransportError {
+    match e {
+        HandlerError::Rejected(e) => *e,
+        HandlerError::Ssh(russh::Error::Disconnect) => TransportError::Handshake {
+            target: name.to_string(),
+            reason: "the server closed the connection (see its log; too many connections at once for `MaxStartups`?)".into(),
+        },
+        HandlerError::Ssh(e) => TransportError::Handshake {
+            target: name.to_string(),
+            reason: lower_first(&e.to_string()),
+        },
+    }
+}
+
+#[derive(Debug)]
+enum HandlerError {
+    Ssh(russh::Error),
+    /// Boxed: a host key verdict is rare and the error is large.
+    Rejected(Box<TransportError>),
+}
+
+impl From<russh::Error> for HandlerError {
+    fn from(e: russh::Error) -> Self {
+        HandlerError::Ssh(e)
+    }
+}
+
+/// Serializes appends to known_hosts, so connecting to many new hosts at once with
+/// `accept-new` cannot interleave lines.
+static KNOWN_HOSTS_WRITE: Mutex<()> = Mutex::new(());
+
+struct HostKeyVerifier {
+    target: String,
+    host: String,
+    port: u16,
+    pattern: String,
+    known_hosts: PathBuf,
+    mode: HostKeyChecking,
+}
+
+impl HostKeyVerifier {
+    fn verify(&self, key: &PublicKey) -> Result<(), TransportError> {
+        let fingerprint = format!(
+            "{} {}",
+            key.algorithm().as_str(),
+            key.fingerprint(HashAlg::Sha256)
+        );
+        if self.mode == HostKeyChecking::Off {
+            eprintln!(
+                "warning: host key checking is off for `{}` ({fingerprint}); the connection is not protected against a man-in-the-middle",
+                self.target
+            );
+            return Ok(());
+        }
+        match self.check(key) {
+            Ok(true) => Ok(()),
+            Ok(false) if self.mode == HostKeyChecking::AcceptNew => self.learn(key, &fingerprint),
+            Ok(false) => Err(TransportError::HostKeyUnknown {
+                target: self.target.clone(),
+                host: self.host.clone(),
+                port: self.port,
+                known_hosts: self.known_hosts.clone(),
+                fingerprint,
+            }),
+            Err(russh::keys::Error::KeyChanged { line }) => Err(TransportError::HostKeyChanged {
+                target: self.target.clone(),
+                host_pattern: self.pattern.clone(),
+                known_hosts: self.known_hosts.clone(),
+                line,
+                fingerprint,
+            }),
+            Err(e) => Err(self.known_hosts_error(&e.to_string())),
+        }
+    }
+
+    fn check(&self, key: &PublicKey) -> Result<bool, russh::keys::Error> {
+        russh::keys::check_known_hosts_path(&self.host, self.port, key, &self.known_hosts)
+    }
+
+    fn learn(&self, key: &PublicKey, fingerprint: &str) -> Result<(), TransportError> {
+        let _guard = KNOWN_HOSTS_WRITE
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // Another connection to the same host may have recorded it meanwhile.
+        if matches!(self.check(key), Ok(true)) {
+            return Ok(());
+        }
+        russh::keys::known_hosts::learn_known_hosts_path(
+            &self.host,
+            self.port,
+            key,
+            &self.known_hosts,
+        )
+        .map_err(|e| self.known_hosts_error(&e.to_string()))?;
+        eprintln!(
+            "notice: added the host key of `{}` ({fingerprint}) to `{}`",
+            self.target,
+            self.known_hosts.display()
+        );
+        Ok(())
+    }
+
+    fn known_hosts_error(&self, reason: &str) -> TransportError {
+        TransportError::KnownHosts {
+            target: self.target.clone(),
+            path: self.known_hosts.clone(),
+            reason: lower_first(reason),
+        }
+    }
+}
+
+impl client::Handler for HostKeyVerifier {
+    type Error = HandlerError;
+
+    async fn check_server_key(
+        &mut self,
+        server_public_key: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        match server_public_key {
+            PublicKeyOrCertificate::PublicKey { key, .. } => self
+                .verify(key)
+                .map(|()| true)
+                .map_err(|e| HandlerError::Rejected(Box::new(e))),
+            // Certificate host-key algorithms are never advertised, so a server that
+            // sends one anyway is not following the negotiation.
+            PublicKeyOrCertificate::Certificate(_) => Err(HandlerError::Rejected(Box::new(
+                TransportError::Handshake {
+                    target: self.target.clone(),
+                    reason: "the server presented a host certificate, which was not asked for"
+                        .into(),
+                },
+            ))),
+        }
+    }
+}
+
+/// What authentication attempts are reported when all fail.
+#[derive(Default)]
+struct AuthLog {
+    tried: Vec<String>,
+    accepted: Vec<String>,
+}
+
+impl AuthLog {
+    fn record(&mut self, what: String, result: &AuthResult) {
+        self.tried.push(what);
+        if let AuthResult::Failure {
+            remaining_methods, ..
+        } = result
+        {
+            self.accepted = remaining_methods
+                .iter()
+                .map(|m: &MethodKind| <&str>::from(m).to_string())
+                .collect();
+        }
+    }
+}
+
+async fn authenticate(
+    handle: &mut Handle<HostKeyVerifier>,
+    target: &SshTarget,
+    name: &str,
+) -> Result<(), TransportError> {
+    let mut log = AuthLog::default();
+    if let Some(path) = &target.identity_file {
+        let key = load_identity(path).await?;
+        if try_key(handle, target, name, path, key, &mut log).await? {
+            return Ok(());
+        }
+    } else {
+        if try_agent(handle, target, name, &mut log).await? {
+            return Ok(());
+        }
+        for path in default_identity_files() {
+            if !path.exists() {
+                continue;
+            }
+            match load_identity(&path).await {
+                Ok(key) => {
+                    if try_key(handle, target, name, &path, key, &mut log).await? {
+                        return Ok(());
+                    }
+                }
+                Err(e) => log
+                    .tried
+                    .push(format!("`{}` (skipped: {e})", path.display())),
+            }
+        }
+    }
+    Err(TransportError::AuthFailed {
+        target: name.to_string(),
+        tried: log.tried,
+        accepted: log.accepted,
+    })
+}
+
+fn default_identity_files() -> Vec<PathBuf> {
+    let ssh = home_dir().join(".ssh");
+    vec![ssh.join("id_ed25519"), ssh.join("id_rsa")]
+}
+
+async fn try_key(
+    handle: &mut Handle<HostKeyVerifier>,
+    target: &SshTarget,
+    name: &str,
+    path: &Path,
+    key: Arc<PrivateKey>,
+    log: &mut AuthLog,
+) -> Result<bool, TransportError> {
+    let what = format!(
+        "`{}` ({})",
+        path.display(),
+        key_description(key.public_key())
+    );
+    let hash = rsa_hash(handle, &key.public_key().clone()).await;
+    let attempt =
+        handle.authenticate_publickey(&target.user, PrivateKeyWithHashAlg::new(key, hash));
+    let result = within(target, name, attempt)
+        .await?
+        .map_err(|e| auth_error(e, name))?;
+    let ok = result.success();
+    log.record(what, &result);
+    Ok(ok)
+}
+
+async fn try_agent(
+    handle: &mut Handle<HostKeyVerifier>,
+    target: &SshTarget,
+    name: &str,
+    log: &mut AuthLog,
+) -> Result<bool, TransportError> {
+    let Some(socket) = std::env::var_os("SSH_AUTH_SOCK") else {
+        return Ok(false);
+    };
+    let socket = PathBuf::from(socket);
+    let mut agent = match AgentClient::connect_uds(&socket).await {
+        Ok(agent) => agent,
+        Err(e) => {
+            log.tried.push(format!(
+                "ssh-agent at `{}` (unreachable: {})",
+                socket.display(),
+                lower_first(&e.to_string())
+            ));
+            return Ok(false);
+        }
+    };
+    let identities = match agent.request_identities().await {
+        Ok(ids) => ids,
+        Err(e) => {
+            log.tried.push(format!(
+                "ssh-agent at `{}` (cannot list keys: {})",
+                socket.display(),
+                lower_first(&e.to_string())
+            ));
+            return Ok(false);
+        }
+    };
+    if identities.is_empty() {
+        log.tried.push("ssh-agent (holds no keys)".into());
+    }
+    for identity in identities {
+        // Agent-held certificates would need the server's CA policy; plain keys cover
+        // the deploy-key setups planrun is for.
+        let AgentIdentity::PublicKey { key, comment } = identity else {
+            continue;
+        };
+        let what = format!("ssh-agent key `{comment}` ({})", key_description(&key));
+        let hash = rsa_hash(handle, &key).await;
+        let attempt = handle.authenticate_publickey_with(&target.user, key, hash, &mut agent);
+        match within(target, name, attempt).await? {
+            Ok(result) => {
+                if result.success() {
+                    return Ok(true);
+                }
+                log.record(what, &result);
+            }
+            Err(e) => log.tried.push(format!(
+                "{what} (the agent did not sign: {})",
+                lower_first(&e.to_string())
+            )),
+        }
+    }
+    Ok(false)
+}
+
+/// RSA keys need the SHA-2 signature variant the server supports; other keys have one.
+async fn rsa_hash(handle: &Handle<HostKeyVerifier>, key: &PublicKey) -> Option<HashAlg> {
+    if !key.algorithm().is_rsa() {
+        return None;
+    }
+    handle
+        .best_supported_rsa_hash()
+        .await
+        .ok()
+        .flatten()
+        .flatten()
+}
+
+/// Bounds one authentication exchange with the server by the connect timeout.
+async fn within<T>(
+    target: &SshTarget,
+    name: &str,
+    attempt: impl Future<Output = T>,
+) -> Result<T, TransportError> {
+    tokio::time::timeout(target.connect_timeout, attempt)
+        .await
+        .map_err(|_| TransportError::Handshake {
+            target: name.to_string(),
+            reason: format!(
+                "the server did not answer an authentication request within {}",
+                humantime::format_duration(target.connect_timeout)
+            ),
+        })
+}
+
+fn auth_error(e: russh::Error, name: &str) -> TransportError {
+    TransportError::ConnectionLost {
+        target: name.to_string(),
+        reason: format!("during authentication: {}", lower_first(&e.to_string())),
+    }
+}
+
+fn key_description(key: &PublicKey) -> String {
+    format!(
+        "{} {}",
+        key.algorithm().as_str(),
+        key.fingerprint(HashAlg::Sha256)
+    )
+}
+
+/// Decrypted keys, so a passphrase is asked once per run, not once per host.
+static KEY_CACHE: OnceLock<tokio::sync::Mutex<HashMap<PathBuf, Arc<PrivateKey>>>> = OnceLock::new();
+
+async fn load_identity(path: &Path) -> Result<Arc<PrivateKey>, TransportError> {
+    // Held across the prompt: hosts connecting in parallel wait for the one prompt
+    // instead of each asking.
+    let mut cache = KEY_CACHE.get_or_init(Default::default).lock().await;
+    if let Some(key) = cache.get(path) {
+        return Ok(key.clone());
+    }
+    let key = match russh::keys::load_secret_key(path, None) {
+        Ok(key) => key,
+        Err(russh::keys::Error::KeyIsEncrypted) => {
+            if !std::io::stdin().is_terminal() {
+                return Err(TransportError::KeyEncrypted {
+                    path: path.to_path_buf(),
+                });
+            }
+            let owned = path.to_path_buf();
+            tokio::task::spawn_blocking(move || decrypt_with_prompt(&owned))
+                .await
+                .map_err(|e| key_error(path, &e.to_string()))??
+        }
+        Err(russh::keys::Error::IO(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(key_error(path, "the file does not exist"));
+        }
+        Err(e) => return Err(key_error(path, &e.to_string())),
+    };
+    let key = Arc::new(key);
+    cache.insert(path.to_path_buf(), key.clone());
+    Ok(key)
+}
+
+fn decrypt_with_prompt(path: &Path) -> Result<PrivateKey, TransportError> {
+    let passphrase =
+        rpassword::prompt_password(format!("enter passphrase for key `{}`: ", path.display()))
+            .map_err(|e| key_error(path, &format!("cannot read the passphrase: {e}")))?;
+    russh::keys::load_secret_key(path, Some(&passphrase))
+        .map_err(|e| key_error(path, &format!("cannot decrypt it (wrong passphrase?): {e}")))
+}
+
+fn key_error(path: &Path, reason: &str) -> TransportError {
+    TransportError::KeyLoad {
+        path: path.to_path_buf(),
+        reason: lower_first(reason),
+    }
+}
+
+fn home_dir() -> PathBuf {
+    std::env::home_dir().unwrap_or_else(|| PathBuf::from("/"))
+}
+
+fn sig_name(sig: &Sig) -> String {
+    match sig {
+        Sig::ABRT => "ABRT",
+        Sig::ALRM => "ALRM",
+        Sig::FPE => "FPE",
+        Sig::HUP => "HUP",
+        Sig::ILL => "ILL",
+        Sig::INT => "INT",
+        Sig::KILL => "KILL",
+        Sig::PIPE => "PIPE",
+        Sig::QUIT => "QUIT",
+        Sig::SEGV => "SEGV",
+        Sig::TERM => "TERM",
+        Sig::USR1 => "USR1",
+        Sig::Custom(name) => name,
+    }
+    .to_string()
+}
+
+/// Library messages start with a capital; ours are lowercase sentences.
+fn lower_first(s: &str) -> String {
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// Splits channel data into lines and picks the process-group marker out of stdout.
+struct RemoteOutput {
+    lines: UnboundedSender<OutputLine>,
+    stdout: LineSplitter,
+    stderr: LineSplitter,
+    pgid: Option<u32>,
+}
+
+impl RemoteOutput {
+    fn new(lines: UnboundedSender<OutputLine>) -> Self {
+        RemoteOutput {
+            lines,
+            stdout: LineSplitter::new(Stream::Stdout),
+            stderr: LineSplitter::new(Stream::Stderr),
+            pgid: None,
+        }
+    }
+
+    fn stdout(&mut self, data: &[u8]) {
+        for line in self.stdout.push(data) {
+            // Scanned for (not just the first line) because a noisy `.bashrc` may print
+            // before it.
+            if self.pgid.is_none()
+                && let Some(pid) = line.line.strip_prefix(PGID_MARKER)
+                && let Ok(pid) = pid.trim().parse()
+            {
+                self.pgid = Some(pid);
+                continue;
+            }
+            let _ = self.lines.send(line);
+        }
+    }
+
+    fn stderr(&mut self, data: &[u8]) {
+        for line in self.stderr.push(data) {
+            let _ = self.lines.send(line);
+        }
+    }
+
+    fn finish(&mut self) {
+        for line in [self.stdout.finish(), self.stderr.finish()]
+            .into_iter()
+            .flatten()
+        {
+            let _ = self.lines.send(line);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn marker_is_removed_and_pgid_kept() {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut out = RemoteOutput::new(tx);
+        out.stdout(b"motd\n__planrun_pgid__ 4242\nhello\n__planrun_pgid__ 1\n");
+        out.finish();
+        assert_eq!(out.pgid, Some(4242));
+        let mut got = Vec::new();
+        while let Ok(line) = rx.try_recv() {
+            got.push(line.line);
+        }
+        // Only the first marker is ours; a later identical line is the command's output.
+        assert_eq!(got, ["motd", "hello", "__planrun_pgid__ 1"]);
+    }
+
+    #[test]
+    fn names_and_patterns() {
+        let mut t = SshTarget::new("10.0.0.1", "deploy");
+        assert_eq!(t.display_name(), "deploy@10.0.0.1:22");
+        assert_eq!(t.known_hosts_pattern(), "10.0.0.1");
+        t.port = 2222;
+        assert_eq!(t.known_hosts_pattern(), "[10.0.0.1]:2222");
+        t.host = "::1".into();
+        assert_eq!(t.display_name(), "deploy@[::1]:2222");
+    }
+
+    #[test]
+    fn lowercases_library_messages() {
+        assert_eq!(lower_first("No common key"), "no common key");
+        assert_eq!(lower_first(""), "");
+    }
+}

@@ -1,0 +1,83 @@
+//! Helpers shared by the integration tests. Each test binary includes this with
+//! `mod support;` and uses only part of it, hence the blanket allowances.
+#![allow(dead_code, unused_imports)]
+
+pub mod fleet;
+
+use std::path::{Path, PathBuf};
+
+pub use fleet::{Fleet, Host};
+
+/// Whether `tool` is installed. When it is not, a test should return early: under CI
+/// (env `CI` set) a missing tool is a broken setup, so this panics instead of letting
+/// the test pass without running.
+pub fn require(tool: &str) -> bool {
+    if find_tool(tool).is_some() {
+        return true;
+    }
+    let install = match package_of(tool) {
+        Some(package) => format!("apt-get install -y {package}"),
+        None => format!("install `{tool}`"),
+    };
+    if std::env::var_os("CI").is_some() {
+        panic!("`{tool}` is not installed but CI needs it: {install}");
+    }
+    eprintln!("skipping: {tool} not installed ({install})");
+    false
+}
+
+/// Full path of `tool`, looking in `PATH` and in the sbin directories that a non-login
+/// root shell may leave out.
+pub fn find_tool(tool: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
+        .map(|dir| dir.join(tool))
+        .find(|candidate| is_executable(candidate))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata()
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+fn package_of(tool: &str) -> Option<&'static str> {
+    Some(match tool {
+        "sshd" => "openssh-server",
+        "ssh" | "ssh-keygen" | "ssh-keyscan" | "ssh-agent" | "ssh-add" => "openssh-client",
+        "haproxy" => "haproxy",
+        "wrk" => "wrk",
+        "curl" => "curl",
+        _ => return None,
+    })
+}
+
+use std::time::Duration;
+
+use planrun::transport::{Exit, OutputLine, Stream, Transport, TransportError};
+
+/// Runs `command` and collects every output line it sent.
+pub async fn exec_collect(
+    transport: &Transport,
+    command: &str,
+    timeout: Option<Duration>,
+) -> (Result<Exit, TransportError>, Vec<OutputLine>) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let result = transport.exec(command, timeout, tx).await;
+    let mut lines = Vec::new();
+    while let Ok(line) = rx.try_recv() {
+        lines.push(line);
+    }
+    (result, lines)
+}
+
+/// The lines of one stream, in order.
+pub fn lines_of(lines: &[OutputLine], stream: Stream) -> Vec<String> {
+    lines
+        .iter()
+        .filter(|l| l.stream == stream)
+        .map(|l| l.line.clone())
+        .collect()
+}

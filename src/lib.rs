@@ -1,1 +1,2 @@
 //! planrun: a declarative rollout engine.
+pub mod yaml;

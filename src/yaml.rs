@@ -769,10 +769,10 @@ fn resolve_plain(text: &str) -> Value {
             .parse::<i64>()
             .map_or_else(|_| Value::String(text.to_string()), Value::Int);
     }
-    if is_core_float(unsigned) {
-        if let Ok(f) = text.parse::<f64>() {
-            return Value::Float(f);
-        }
+    if is_core_float(unsigned)
+        && let Ok(f) = text.parse::<f64>()
+    {
+        return Value::Float(f);
     }
     Value::String(text.to_string())
 }
@@ -930,7 +930,7 @@ mod tests {
     }
 
     /// (line, column, text under the span)
-    fn at<'s>(src: &'s str, span: Span) -> (usize, usize, &'s str) {
+    fn at(src: &str, span: Span) -> (usize, usize, &str) {
         (
             span.line,
             span.column,

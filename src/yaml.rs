@@ -59,13 +59,18 @@ pub struct Limits {
     pub max_bytes: usize,
     /// Deepest accepted nesting of sequences and mappings.
     pub max_depth: usize,
-    /// Most nodes materialised, counting every alias expansion and the copy kept for each anchor.
+    /// Most nodes in the tree, counting every alias expansion. Copies kept for anchors are
+    /// bounded by the same number, separately.
     pub max_nodes: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_bytes: 4 * 1024 * 1024, max_depth: 128, max_nodes: 1_000_000 }
+        Limits {
+            max_bytes: 4 * 1024 * 1024,
+            max_depth: 128,
+            max_nodes: 1_000_000,
+        }
     }
 }
 
@@ -87,7 +92,11 @@ pub enum LoadError {
         "duplicate key `{key}` (first defined on line {}); remove or rename one of them",
         first.line
     )]
-    DuplicateKey { key: String, span: Span, first: Span },
+    DuplicateKey {
+        key: String,
+        span: Span,
+        first: Span,
+    },
     #[error("mapping keys must be plain values, not lists or mappings; use a string key")]
     NonScalarKey { span: Span },
     #[error("alias refers to an anchor that is not defined before it; define `&name` first")]
@@ -98,7 +107,11 @@ pub enum LoadError {
         "the file is not valid utf-8 (bad byte at line {line}, column {column}); \
          save it as utf-8"
     )]
-    NotUtf8 { offset: usize, line: usize, column: usize },
+    NotUtf8 {
+        offset: usize,
+        line: usize,
+        column: usize,
+    },
     #[error("the plan is empty; add the plan's settings")]
     Empty,
     #[error("`<<` must be given a mapping or a list of mappings, e.g. `<<: *defaults`")]
@@ -123,9 +136,16 @@ impl LoadError {
             | LoadError::InvalidMerge { span }
             | LoadError::UnsupportedTag { span, .. }
             | LoadError::TagMismatch { span, .. } => Some(*span),
-            LoadError::NotUtf8 { offset, line, column } => {
-                Some(Span { offset: *offset, len: 1, line: *line, column: *column })
-            }
+            LoadError::NotUtf8 {
+                offset,
+                line,
+                column,
+            } => Some(Span {
+                offset: *offset,
+                len: 1,
+                line: *line,
+                column: *column,
+            }),
             LoadError::TooLarge { .. } | LoadError::Empty => None,
         }
     }
@@ -136,7 +156,10 @@ impl LoadError {
 /// Checks the size first (so huge input is never scanned), then UTF-8, then parses.
 pub fn load(bytes: &[u8], limits: &Limits) -> Result<Node, LoadError> {
     if bytes.len() > limits.max_bytes {
-        return Err(LoadError::TooLarge { size: bytes.len() as u64, limit: limits.max_bytes });
+        return Err(LoadError::TooLarge {
+            size: bytes.len() as u64,
+            limit: limits.max_bytes,
+        });
     }
     let text = match std::str::from_utf8(bytes) {
         Ok(text) => text,
@@ -145,7 +168,11 @@ pub fn load(bytes: &[u8], limits: &Limits) -> Result<Node, LoadError> {
             // The prefix is valid UTF-8 by construction, so this cannot fail.
             let prefix = std::str::from_utf8(&bytes[..offset]).unwrap_or_default();
             let (line, column) = end_position(prefix);
-            return Err(LoadError::NotUtf8 { offset, line, column });
+            return Err(LoadError::NotUtf8 {
+                offset,
+                line,
+                column,
+            });
         }
     };
     match Builder::new(text, limits).run() {
@@ -207,9 +234,19 @@ const STRIDE: usize = 64;
 impl<'a> Positions<'a> {
     fn new(text: &'a str) -> Self {
         let ascii = text.is_ascii();
-        let checkpoints =
-            if ascii { Vec::new() } else { text.char_indices().step_by(STRIDE).map(|(byte, _)| byte).collect() };
-        Positions { text, ascii, checkpoints }
+        let checkpoints = if ascii {
+            Vec::new()
+        } else {
+            text.char_indices()
+                .step_by(STRIDE)
+                .map(|(byte, _)| byte)
+                .collect()
+        };
+        Positions {
+            text,
+            ascii,
+            checkpoints,
+        }
     }
 
     fn byte(&self, char_index: usize) -> usize {
@@ -219,18 +256,29 @@ impl<'a> Positions<'a> {
         let Some(&base) = self.checkpoints.get(char_index / STRIDE) else {
             return self.text.len();
         };
-        self.text[base..].char_indices().nth(char_index % STRIDE).map_or(self.text.len(), |(b, _)| base + b)
+        self.text[base..]
+            .char_indices()
+            .nth(char_index % STRIDE)
+            .map_or(self.text.len(), |(b, _)| base + b)
     }
 
     fn span(&self, span: saphyr_parser::Span) -> Span {
         let offset = self.byte(span.start.index());
         let end = self.byte(span.end.index()).max(offset);
-        Span { offset, len: end - offset, line: span.start.line(), column: span.start.col() + 1 }
+        Span {
+            offset,
+            len: end - offset,
+            line: span.start.line(),
+            column: span.start.col() + 1,
+        }
     }
 
     /// A span covering just the character at `span`'s start, for pointing at an indicator.
     fn first_char(&self, span: Span) -> Span {
-        let len = self.text[span.offset..].chars().next().map_or(0, char::len_utf8);
+        let len = self.text[span.offset..]
+            .chars()
+            .next()
+            .map_or(0, char::len_utf8);
         Span { len, ..span }
     }
 
@@ -240,7 +288,10 @@ impl<'a> Positions<'a> {
         if e.info() == SAPHYR_UNKNOWN_ANCHOR {
             return LoadError::UnknownAnchor { span };
         }
-        LoadError::Syntax { message: e.info().to_string(), span }
+        LoadError::Syntax {
+            message: e.info().to_string(),
+            span,
+        }
     }
 }
 
@@ -262,7 +313,11 @@ struct Entry {
 
 enum Body {
     Seq(Vec<Node>),
-    Map { entries: Vec<Entry>, pending: Option<(Key, bool)>, first_seen: HashMap<String, Span> },
+    Map {
+        entries: Vec<Entry>,
+        pending: Option<(Key, bool)>,
+        first_seen: HashMap<String, Span>,
+    },
 }
 
 /// A sequence or mapping still being read.
@@ -278,6 +333,9 @@ struct Builder<'a> {
     pos: Positions<'a>,
     limits: &'a Limits,
     nodes: usize,
+    /// Nodes held in anchor copies; bounded separately so an alias bomb is reported at an
+    /// alias, while nested anchors still cannot multiply memory unchecked.
+    anchored_nodes: usize,
     anchors: HashMap<usize, Anchored>,
     stack: Vec<Frame>,
     root: Option<Node>,
@@ -285,7 +343,15 @@ struct Builder<'a> {
 
 impl<'a> Builder<'a> {
     fn new(text: &'a str, limits: &'a Limits) -> Self {
-        Builder { pos: Positions::new(text), limits, nodes: 0, anchors: HashMap::new(), stack: Vec::new(), root: None }
+        Builder {
+            pos: Positions::new(text),
+            limits,
+            nodes: 0,
+            anchored_nodes: 0,
+            anchors: HashMap::new(),
+            stack: Vec::new(),
+            root: None,
+        }
     }
 
     fn run(mut self) -> Result<Node, LoadError> {
@@ -300,11 +366,31 @@ impl<'a> Builder<'a> {
                 Event::DocumentStart(_) => {
                     documents += 1;
                     if documents > 1 {
-                        return Err(LoadError::MultipleDocuments { span: self.pos.first_char(span) });
+                        return Err(LoadError::MultipleDocuments {
+                            span: self.pos.first_char(span),
+                        });
                     }
                 }
                 Event::Scalar(text, style, anchor, tag) => {
                     self.charge(1, span)?;
+                    let mut span = span;
+                    if text.is_empty()
+                        && style == ScalarStyle::Plain
+                        && tag.is_none()
+                        && anchor == 0
+                    {
+                        // saphyr gives an omitted node the span of whatever token follows it
+                        // (`...`, the next key); it has no text of its own.
+                        span.len = 0;
+                    }
+                    if matches!(style, ScalarStyle::Literal | ScalarStyle::Folded) {
+                        // Block scalars run up to the next line; stop the underline at the text.
+                        let body = &self.pos.text[span.offset..span.offset + span.len];
+                        let trimmed = body.trim_end_matches(['\n', '\r', ' ']);
+                        if !trimmed.is_empty() {
+                            span.len = trimmed.len();
+                        }
+                    }
                     let value = resolve_scalar(&text, style, tag.as_deref(), span)?;
                     let node = Node { value, span };
                     let key_info = (text.into_owned(), style == ScalarStyle::Plain);
@@ -315,7 +401,11 @@ impl<'a> Builder<'a> {
                     self.open(Body::Seq(Vec::new()), span, anchor, tag.as_deref(), "seq")?;
                 }
                 Event::MappingStart(anchor, tag) => {
-                    let body = Body::Map { entries: Vec::new(), pending: None, first_seen: HashMap::new() };
+                    let body = Body::Map {
+                        entries: Vec::new(),
+                        pending: None,
+                        first_seen: HashMap::new(),
+                    };
                     self.open(body, span, anchor, tag.as_deref(), "map")?;
                 }
                 Event::SequenceEnd | Event::MappingEnd => self.close(span)?,
@@ -326,39 +416,74 @@ impl<'a> Builder<'a> {
         match self.root {
             // A lone `---` or an empty document reads as an empty plain scalar.
             None => Err(LoadError::Empty),
-            Some(Node { value: Value::Null, span }) if span.len == 0 => Err(LoadError::Empty),
+            Some(Node {
+                value: Value::Null,
+                span,
+            }) if span.len == 0 => Err(LoadError::Empty),
             Some(root) => Ok(root),
         }
     }
 
     fn charge(&mut self, count: usize, span: Span) -> Result<(), LoadError> {
-        match self.nodes.checked_add(count) {
-            Some(total) if total <= self.limits.max_nodes => {
-                self.nodes = total;
-                Ok(())
-            }
-            _ => Err(LoadError::TooManyNodes { limit: self.limits.max_nodes, span: self.pos.first_char(span) }),
+        self.nodes = self.within_limit(self.nodes, count, span)?;
+        Ok(())
+    }
+
+    fn within_limit(&self, used: usize, count: usize, span: Span) -> Result<usize, LoadError> {
+        match used.checked_add(count) {
+            Some(total) if total <= self.limits.max_nodes => Ok(total),
+            _ => Err(LoadError::TooManyNodes {
+                limit: self.limits.max_nodes,
+                span: self.pos.first_char(span),
+            }),
         }
     }
 
     fn expecting_key(&self) -> bool {
-        matches!(self.stack.last(), Some(Frame { body: Body::Map { pending: None, .. }, .. }))
+        matches!(
+            self.stack.last(),
+            Some(Frame {
+                body: Body::Map { pending: None, .. },
+                ..
+            })
+        )
     }
 
-    fn open(&mut self, body: Body, span: Span, anchor: usize, tag: Option<&Tag>, kind: &str) -> Result<(), LoadError> {
+    fn open(
+        &mut self,
+        body: Body,
+        span: Span,
+        anchor: usize,
+        tag: Option<&Tag>,
+        kind: &str,
+    ) -> Result<(), LoadError> {
         if self.expecting_key() {
-            return Err(LoadError::NonScalarKey { span: self.pos.first_char(span) });
+            return Err(LoadError::NonScalarKey {
+                span: self.pos.first_char(span),
+            });
         }
         if let Some(tag) = tag
             && !(tag.is_yaml_core_schema() && tag.suffix == kind)
         {
-            return Err(LoadError::UnsupportedTag { tag: tag_name(tag), span });
+            return Err(LoadError::UnsupportedTag {
+                tag: tag_name(tag),
+                span,
+            });
         }
         if self.stack.len() >= self.limits.max_depth {
-            return Err(LoadError::TooDeep { limit: self.limits.max_depth, span: self.pos.first_char(span) });
+            return Err(LoadError::TooDeep {
+                limit: self.limits.max_depth,
+                span: self.pos.first_char(span),
+            });
         }
         self.charge(1, span)?;
-        self.stack.push(Frame { body, start: span, anchor, size: 1, height: 1 });
+        self.stack.push(Frame {
+            body,
+            start: span,
+            anchor,
+            size: 1,
+            height: 1,
+        });
         Ok(())
     }
 
@@ -372,33 +497,54 @@ impl<'a> Builder<'a> {
                 let last = items.last().map(|n| n.span.offset + n.span.len);
                 (Value::Seq(items), last)
             }
-            Body::Map { entries, first_seen, .. } => {
-                let last = entries.last().map(|e| e.value.span.offset + e.value.span.len);
+            Body::Map {
+                entries,
+                first_seen,
+                ..
+            } => {
+                let last = entries
+                    .last()
+                    .map(|e| e.value.span.offset + e.value.span.len);
                 (Value::Map(merge(entries, &first_seen)?), last)
             }
         };
         // Flow collections end with a bracket; block ones end where the next token starts,
         // which may be lines later, so end them at their last child instead.
-        let end_offset = if end.len > 0 { end.offset + end.len } else { last_end.unwrap_or(end.offset) };
-        let span = Span { len: end_offset.saturating_sub(start.offset), ..start };
+        let end_offset = if end.len > 0 {
+            end.offset + end.len
+        } else {
+            last_end.unwrap_or(end.offset)
+        };
+        let span = Span {
+            len: end_offset.saturating_sub(start.offset),
+            ..start
+        };
         let node = Node { value, span };
         self.finish(node, frame.anchor, frame.size, frame.height, None)
     }
 
     fn alias(&mut self, id: usize, span: Span) -> Result<(), LoadError> {
         let Some(anchored) = self.anchors.get(&id) else {
-            return Err(LoadError::UnknownAnchor { span: self.pos.first_char(span) });
+            return Err(LoadError::UnknownAnchor {
+                span: self.pos.first_char(span),
+            });
         };
         let (size, height) = (anchored.size, anchored.height);
         if self.stack.len() + height > self.limits.max_depth {
-            return Err(LoadError::TooDeep { limit: self.limits.max_depth, span: self.pos.first_char(span) });
+            return Err(LoadError::TooDeep {
+                limit: self.limits.max_depth,
+                span: self.pos.first_char(span),
+            });
         }
         // Charging before cloning is what keeps an alias bomb from allocating anything.
         self.charge(size, span)?;
         let Some(anchored) = self.anchors.get(&id) else {
             return Ok(());
         };
-        let node = Node { value: anchored.node.value.clone(), span };
+        let node = Node {
+            value: anchored.node.value.clone(),
+            span,
+        };
         let key_info = scalar_key_text(&node.value).map(|t| (t, false));
         self.finish(node, 0, size, height, key_info)
     }
@@ -414,8 +560,15 @@ impl<'a> Builder<'a> {
         key_info: Option<(String, bool)>,
     ) -> Result<(), LoadError> {
         if anchor != 0 {
-            self.charge(size, node.span)?;
-            self.anchors.insert(anchor, Anchored { node: node.clone(), size, height });
+            self.anchored_nodes = self.within_limit(self.anchored_nodes, size, node.span)?;
+            self.anchors.insert(
+                anchor,
+                Anchored {
+                    node: node.clone(),
+                    size,
+                    height,
+                },
+            );
         }
         let Some(parent) = self.stack.last_mut() else {
             self.root = Some(node);
@@ -425,12 +578,19 @@ impl<'a> Builder<'a> {
         parent.height = parent.height.max(height + 1);
         match &mut parent.body {
             Body::Seq(items) => items.push(node),
-            Body::Map { entries, pending, first_seen } => match pending.take() {
+            Body::Map {
+                entries,
+                pending,
+                first_seen,
+            } => match pending.take() {
                 Some((key, merge)) => {
                     let value = match (&node.value, node.span.len) {
                         // An omitted value is reported where the next token starts, often on
                         // a later line; place it right after its key instead.
-                        (Value::Null, 0) => Node { value: Value::Null, span: after(&key.span, self.pos.text) },
+                        (Value::Null, 0) => Node {
+                            value: Value::Null,
+                            span: after(&key.span, self.pos.text),
+                        },
                         _ => node,
                     };
                     entries.push(Entry { key, value, merge });
@@ -440,9 +600,16 @@ impl<'a> Builder<'a> {
                         return Err(LoadError::NonScalarKey { span: node.span });
                     };
                     let merge = plain && name == "<<";
-                    let key = Key { name, span: node.span };
+                    let key = Key {
+                        name,
+                        span: node.span,
+                    };
                     if let Some(first) = first_seen.get(&key.name) {
-                        return Err(LoadError::DuplicateKey { key: key.name, span: key.span, first: *first });
+                        return Err(LoadError::DuplicateKey {
+                            key: key.name,
+                            span: key.span,
+                            first: *first,
+                        });
                     }
                     first_seen.insert(key.name.clone(), key.span);
                     *pending = Some((key, merge));
@@ -457,12 +624,21 @@ impl<'a> Builder<'a> {
 fn after(span: &Span, text: &str) -> Span {
     let end = span.offset + span.len;
     let chars = text.get(span.offset..end).map_or(0, |t| t.chars().count());
-    Span { offset: end, len: 0, line: span.line, column: span.column + chars }
+    Span {
+        offset: end,
+        len: 0,
+        line: span.line,
+        column: span.column + chars,
+    }
 }
 
 /// A tag as the user wrote it, e.g. `!!int` rather than the expanded core-schema URI.
 fn tag_name(tag: &Tag) -> String {
-    if tag.is_yaml_core_schema() { format!("!!{}", tag.suffix) } else { tag.to_string() }
+    if tag.is_yaml_core_schema() {
+        format!("!!{}", tag.suffix)
+    } else {
+        tag.to_string()
+    }
 }
 
 /// Text usable as a key for an alias that resolved to a scalar.
@@ -479,7 +655,10 @@ fn scalar_key_text(value: &Value) -> Option<String> {
 
 /// Applies `<<` merge keys: merged entries take the place of the `<<` entry, explicit keys win,
 /// and among several merged mappings the earlier one wins.
-fn merge(entries: Vec<Entry>, explicit: &HashMap<String, Span>) -> Result<Vec<(Key, Node)>, LoadError> {
+fn merge(
+    entries: Vec<Entry>,
+    explicit: &HashMap<String, Span>,
+) -> Result<Vec<(Key, Node)>, LoadError> {
     if !entries.iter().any(|e| e.merge) {
         return Ok(entries.into_iter().map(|e| (e.key, e.value)).collect());
     }
@@ -503,7 +682,9 @@ fn merge(entries: Vec<Entry>, explicit: &HashMap<String, Span>) -> Result<Vec<(K
                 maps
             }
             _ => {
-                return Err(LoadError::InvalidMerge { span: entry.value.span });
+                return Err(LoadError::InvalidMerge {
+                    span: entry.value.span,
+                });
             }
         };
         for (key, value) in sources.into_iter().flatten() {
@@ -517,12 +698,24 @@ fn merge(entries: Vec<Entry>, explicit: &HashMap<String, Span>) -> Result<Vec<(K
     Ok(out)
 }
 
-fn resolve_scalar(text: &str, style: ScalarStyle, tag: Option<&Tag>, span: Span) -> Result<Value, LoadError> {
+fn resolve_scalar(
+    text: &str,
+    style: ScalarStyle,
+    tag: Option<&Tag>,
+    span: Span,
+) -> Result<Value, LoadError> {
     let Some(tag) = tag else {
-        return Ok(if style == ScalarStyle::Plain { resolve_plain(text) } else { Value::String(text.to_string()) });
+        return Ok(if style == ScalarStyle::Plain {
+            resolve_plain(text)
+        } else {
+            Value::String(text.to_string())
+        });
     };
     if !tag.is_yaml_core_schema() {
-        return Err(LoadError::UnsupportedTag { tag: tag_name(tag), span });
+        return Err(LoadError::UnsupportedTag {
+            tag: tag_name(tag),
+            span,
+        });
     }
     let resolved = resolve_plain(text);
     let value = match (tag.suffix.as_str(), resolved) {
@@ -531,10 +724,16 @@ fn resolve_scalar(text: &str, style: ScalarStyle, tag: Option<&Tag>, span: Span)
         ("float", v @ Value::Float(_)) => v,
         ("float", Value::Int(i)) => Value::Float(i as f64),
         ("int" | "bool" | "null" | "float", _) => {
-            return Err(LoadError::TagMismatch { tag: tag_name(tag), span });
+            return Err(LoadError::TagMismatch {
+                tag: tag_name(tag),
+                span,
+            });
         }
         _ => {
-            return Err(LoadError::UnsupportedTag { tag: tag_name(tag), span });
+            return Err(LoadError::UnsupportedTag {
+                tag: tag_name(tag),
+                span,
+            });
         }
     };
     Ok(value)
@@ -558,19 +757,22 @@ fn resolve_plain(text: &str) -> Value {
             .filter(|d| !d.is_empty() && d.chars().all(valid))
             .map(|d| i64::from_str_radix(d, radix))
     };
-    let parsed = radix("0x", 16, |c| c.is_ascii_hexdigit()).or_else(|| radix("0o", 8, |c| matches!(c, '0'..='7')));
+    let parsed = radix("0x", 16, |c| c.is_ascii_hexdigit())
+        .or_else(|| radix("0o", 8, |c| matches!(c, '0'..='7')));
     if let Some(parsed) = parsed {
         // Out-of-range numbers stay text rather than silently losing precision.
         return parsed.map_or_else(|_| Value::String(text.to_string()), Value::Int);
     }
     let unsigned = text.strip_prefix(['-', '+']).unwrap_or(text);
     if !unsigned.is_empty() && unsigned.bytes().all(|b| b.is_ascii_digit()) {
-        return text.parse::<i64>().map_or_else(|_| Value::String(text.to_string()), Value::Int);
+        return text
+            .parse::<i64>()
+            .map_or_else(|_| Value::String(text.to_string()), Value::Int);
     }
-    if is_core_float(unsigned) {
-        if let Ok(f) = text.parse::<f64>() {
-            return Value::Float(f);
-        }
+    if is_core_float(unsigned)
+        && let Ok(f) = text.parse::<f64>()
+    {
+        return Value::Float(f);
     }
     Value::String(text.to_string())
 }
@@ -625,7 +827,12 @@ impl Node {
             ),
             Value::String(s) => J::String(s.clone()),
             Value::Seq(items) => J::Array(items.iter().map(Node::to_json).collect()),
-            Value::Map(entries) => J::Object(entries.iter().map(|(k, v)| (k.name.clone(), v.to_json())).collect()),
+            Value::Map(entries) => J::Object(
+                entries
+                    .iter()
+                    .map(|(k, v)| (k.name.clone(), v.to_json()))
+                    .collect(),
+            ),
         }
     }
 
@@ -649,7 +856,10 @@ impl Node {
             node = node.child(segment)?;
         }
         match &node.value {
-            Value::Map(entries) => entries.iter().find(|(k, _)| k.name == last).map(|(k, _)| k.span),
+            Value::Map(entries) => entries
+                .iter()
+                .find(|(k, _)| k.name == last)
+                .map(|(k, _)| k.span),
             _ => None,
         }
     }
@@ -668,7 +878,10 @@ impl Node {
 
     fn child(&self, segment: &str) -> Option<&Node> {
         match &self.value {
-            Value::Map(entries) => entries.iter().find(|(k, _)| k.name == segment).map(|(_, v)| v),
+            Value::Map(entries) => entries
+                .iter()
+                .find(|(k, _)| k.name == segment)
+                .map(|(_, v)| v),
             Value::Seq(items) => {
                 // RFC 6901: no signs, no leading zeros.
                 let valid = !segment.is_empty()
@@ -690,7 +903,11 @@ fn segments(pointer: &str) -> Option<Vec<String>> {
         return Some(Vec::new());
     }
     let rest = pointer.strip_prefix('/')?;
-    Some(rest.split('/').map(|s| s.replace("~1", "/").replace("~0", "~")).collect())
+    Some(
+        rest.split('/')
+            .map(|s| s.replace("~1", "/").replace("~0", "~"))
+            .collect(),
+    )
 }
 
 #[cfg(test)]
@@ -713,40 +930,569 @@ mod tests {
     }
 
     /// (line, column, text under the span)
-    fn at<'s>(src: &'s str, span: Span) -> (usize, usize, &'s str) {
-        (span.line, span.column, &src[span.offset..span.offset + span.len])
+    fn at(src: &str, span: Span) -> (usize, usize, &str) {
+        (
+            span.line,
+            span.column,
+            &src[span.offset..span.offset + span.len],
+        )
+    }
+
+    const PLAN: &str = "\
+name: web
+servers:
+  - host: a.example
+    port: 22
+  - host: b.example
+    optons: {private_ip: 10.0.0.2}
+timeout: 90s
+";
+
+    #[test]
+    fn scalar_key_and_item_positions() {
+        let root = ok(PLAN);
+        let Value::Map(entries) = &root.value else {
+            panic!("root is not a map")
+        };
+        assert_eq!(at(PLAN, entries[0].0.span), (1, 1, "name"));
+        assert_eq!(at(PLAN, entries[0].1.span), (1, 7, "web"));
+        assert_eq!(at(PLAN, entries[1].0.span), (2, 1, "servers"));
+        let servers = root.pointer("/servers").unwrap();
+        let Value::Seq(items) = &servers.value else {
+            panic!("servers is not a seq")
+        };
+        // A block item's mapping starts at its first key, not at the dash.
+        assert_eq!((items[0].span.line, items[0].span.column), (3, 5));
+        assert_eq!((items[1].span.line, items[1].span.column), (5, 5));
+        assert!(at(PLAN, items[1].span).2.ends_with("10.0.0.2}"));
+        assert_eq!(
+            at(PLAN, root.pointer("/servers/0/port").unwrap().span),
+            (4, 11, "22")
+        );
+        let ip = root.pointer("/servers/1/optons/private_ip").unwrap();
+        assert_eq!(at(PLAN, ip.span), (6, 26, "10.0.0.2"));
+        assert_eq!(
+            at(PLAN, root.pointer("/timeout").unwrap().span),
+            (7, 10, "90s")
+        );
+        assert_eq!(root.span.offset, 0);
     }
 
     #[test]
-    fn dump_spans() {
+    fn quoted_and_block_scalar_spans() {
+        let src = "a: \"x y\"\nb: 'z'\nc: |\n  lit\n  more\nd: plain\n  continued\ne:\n";
+        let root = ok(src);
+        assert_eq!(at(src, root.pointer("/a").unwrap().span), (1, 4, "\"x y\""));
+        assert_eq!(at(src, root.pointer("/b").unwrap().span), (2, 4, "'z'"));
+        assert_eq!(
+            at(src, root.pointer("/c").unwrap().span),
+            (4, 3, "lit\n  more")
+        );
+        assert_eq!(
+            at(src, root.pointer("/d").unwrap().span),
+            (6, 4, "plain\n  continued")
+        );
+        // An omitted value sits right after its key, not on the next line.
+        let e = root.pointer("/e").unwrap();
+        assert_eq!(e.value, Value::Null);
+        assert_eq!((e.span.line, e.span.column, e.span.len), (8, 2, 0));
+    }
+
+    #[test]
+    fn non_ascii_offsets_are_bytes_and_columns_are_chars() {
+        let src = "name: \"h\u{e9}llo\"\nk\u{f6}y: [\u{fc}, x]\nbad: \"open\n";
+        match err(src) {
+            LoadError::Syntax { span, .. } => {
+                assert_eq!((span.line, span.column), (3, 6));
+                assert_eq!(&src[span.offset..span.offset + span.len], "\"");
+            }
+            e => panic!("{e:?}"),
+        }
+        let src = "name: \"h\u{e9}llo\"\nk\u{f6}y: [\u{fc}, x]\n";
+        let root = ok(src);
+        assert_eq!(
+            at(src, root.pointer("/name").unwrap().span),
+            (1, 7, "\"h\u{e9}llo\"")
+        );
+        assert_eq!(
+            at(src, root.key_span("/k\u{f6}y").unwrap()),
+            (2, 1, "k\u{f6}y")
+        );
+        assert_eq!(
+            at(src, root.pointer("/k\u{f6}y/1").unwrap().span),
+            (2, 10, "x")
+        );
+        // Past the 64-character checkpoint stride, with multi-byte text before it.
+        let long = format!("a: \"{}\"\nb: here\n", "\u{e9}".repeat(200));
+        let root = ok(&long);
+        assert_eq!(at(&long, root.pointer("/b").unwrap().span), (2, 4, "here"));
+    }
+
+    #[test]
+    fn pointer_key_span_and_span_at() {
+        let root = ok(PLAN);
+        assert_eq!(root.pointer("").unwrap().span, root.span);
+        assert!(root.pointer("/servers/2").is_none());
+        assert!(root.pointer("/servers/01").is_none());
+        assert!(root.pointer("servers").is_none());
+        assert!(root.pointer("/name/x").is_none());
+        assert_eq!(
+            at(PLAN, root.key_span("/servers/1/optons").unwrap()),
+            (6, 5, "optons")
+        );
+        assert_eq!(root.key_span("/servers/1/options"), None);
+        assert_eq!(root.key_span("/servers/0"), None);
+        assert_eq!(root.key_span(""), None);
+        // Missing leaf: the nearest ancestor that exists.
+        let span = root.span_at("/servers/1/options/private_ip");
+        assert_eq!((span.line, span.column), (5, 5));
+        assert_eq!(
+            at(PLAN, root.span_at("/servers/0/host")),
+            (3, 11, "a.example")
+        );
+        assert_eq!(root.span_at("not a pointer"), root.span);
+
+        let src = "\"a/b\": 1\n\"m~n\": 2\n";
+        let root = ok(src);
+        assert_eq!(root.pointer("/a~1b").unwrap().value, Value::Int(1));
+        assert_eq!(root.pointer("/m~0n").unwrap().value, Value::Int(2));
+    }
+
+    #[test]
+    fn to_json_keeps_order_and_ints() {
+        let root = ok("z: 1\na: [1.5, true, ~, \"2\"]\nm: {y: 0x10, b: .inf}\n");
+        assert_eq!(
+            serde_json::to_string(&root.to_json()).unwrap(),
+            r#"{"z":1,"a":[1.5,true,null,"2"],"m":{"y":16,"b":".inf"}}"#
+        );
+    }
+
+    #[test]
+    fn core_schema_resolution() {
+        let cases: &[(&str, Value)] = &[
+            ("~", Value::Null),
+            ("null", Value::Null),
+            ("NULL", Value::Null),
+            ("true", Value::Bool(true)),
+            ("True", Value::Bool(true)),
+            ("FALSE", Value::Bool(false)),
+            ("yes", Value::String("yes".into())),
+            ("1", Value::Int(1)),
+            ("-17", Value::Int(-17)),
+            ("+3", Value::Int(3)),
+            ("0x1F", Value::Int(31)),
+            ("0o17", Value::Int(15)),
+            ("012", Value::Int(12)),
+            ("1.5", Value::Float(1.5)),
+            ("-.5", Value::Float(-0.5)),
+            ("1e3", Value::Float(1000.0)),
+            ("2.", Value::Float(2.0)),
+            ("-.inf", Value::Float(f64::NEG_INFINITY)),
+            (".Inf", Value::Float(f64::INFINITY)),
+            ("90s", Value::String("90s".into())),
+            ("1.2.3", Value::String("1.2.3".into())),
+            ("0x", Value::String("0x".into())),
+            ("0b101", Value::String("0b101".into())),
+            (".", Value::String(".".into())),
+            ("1e", Value::String("1e".into())),
+            (
+                "99999999999999999999",
+                Value::String("99999999999999999999".into()),
+            ),
+            ("\"1\"", Value::String("1".into())),
+            ("'true'", Value::String("true".into())),
+            ("\"\"", Value::String("".into())),
+            ("!!str 1", Value::String("1".into())),
+            ("!!float 1", Value::Float(1.0)),
+            ("!!int \"7\"", Value::Int(7)),
+        ];
+        for (text, want) in cases {
+            let src = format!("v: {text}\n");
+            let got = ok(&src).pointer("/v").unwrap().value.clone();
+            assert_eq!(&got, want, "{text}");
+            let span = ok(&src).pointer("/v").unwrap().span;
+            assert_eq!(&src[span.offset..span.offset + span.len], *text);
+        }
+        match ok("v: .nan\n").pointer("/v").unwrap().value {
+            Value::Float(f) => assert!(f.is_nan()),
+            ref v => panic!("{v:?}"),
+        }
+        assert!(matches!(
+            err("v: !!int abc\n"),
+            LoadError::TagMismatch { .. }
+        ));
+        match err("v: !custom x\n") {
+            LoadError::UnsupportedTag { tag, span } => {
+                assert_eq!(tag, "!custom");
+                assert_eq!((span.line, span.column), (1, 4));
+            }
+            e => panic!("{e:?}"),
+        }
+        assert!(matches!(
+            err("v: !!map [1]\n"),
+            LoadError::UnsupportedTag { .. }
+        ));
+        // Keys keep their text as written.
+        assert!(ok("1: a\n0x10: b\n").pointer("/0x10").is_some());
+    }
+
+    #[test]
+    fn duplicate_keys_point_at_the_second() {
+        let src = "name: a\nport: 1\nname: b\n";
+        match err(src) {
+            e @ LoadError::DuplicateKey { .. } => {
+                assert!(e.to_string().contains("line 1"), "{e}");
+                let LoadError::DuplicateKey { key, span, first } = e else {
+                    unreachable!()
+                };
+                assert_eq!(key, "name");
+                assert_eq!(at(src, span), (3, 1, "name"));
+                assert_eq!(at(src, first), (1, 1, "name"));
+            }
+            e => panic!("{e:?}"),
+        }
+        match err("a: {x: 1, x: 2}\n") {
+            LoadError::DuplicateKey { span, .. } => assert_eq!((span.line, span.column), (1, 11)),
+            e => panic!("{e:?}"),
+        }
+        // Same name in different maps is fine.
+        ok("a: {x: 1}\nb: {x: 2}\n");
+    }
+
+    #[test]
+    fn non_scalar_keys_and_unknown_anchors() {
+        match err("? [a]\n: b\n") {
+            LoadError::NonScalarKey { span } => assert_eq!((span.line, span.column), (1, 3)),
+            e => panic!("{e:?}"),
+        }
+        assert!(matches!(
+            err("{{a: 1}: b}\n"),
+            LoadError::NonScalarKey { .. }
+        ));
+        assert!(matches!(
+            err("x: &m {a: 1}\n? *m\n: 2\n"),
+            LoadError::NonScalarKey { .. }
+        ));
+        match err("a: 1\nb: *nope\n") {
+            LoadError::UnknownAnchor { span } => assert_eq!((span.line, span.column), (2, 4)),
+            e => panic!("{e:?}"),
+        }
+    }
+
+    #[test]
+    fn aliases_are_expanded() {
+        let src = "base: &b {user: deploy, port: 22}\nweb: *b\nport: &p 8080\nalt: *p\n";
+        let root = ok(src);
+        assert_eq!(
+            root.pointer("/web").unwrap().to_json(),
+            root.pointer("/base").unwrap().to_json()
+        );
+        assert_eq!(root.pointer("/alt").unwrap().value, Value::Int(8080));
+        assert_eq!(at(src, root.pointer("/web").unwrap().span), (2, 6, "*b"));
+        // An alias that would push the tree past the depth limit is refused.
+        let limits = Limits {
+            max_depth: 3,
+            ..Limits::default()
+        };
+        let deep = load(b"a: &a [[1]]\nb: [*a]\n", &limits).unwrap_err();
+        assert!(
+            matches!(deep, LoadError::TooDeep { limit: 3, .. }),
+            "{deep:?}"
+        );
+    }
+
+    #[test]
+    fn billion_laughs_stops_at_the_node_limit() {
+        let mut src = String::from("a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+        let names = ["a", "b", "c", "d", "e", "f", "g", "h", "i"];
+        for pair in names.windows(2) {
+            let (prev, name) = (pair[0], pair[1]);
+            let refs = vec![format!("*{prev}"); 9].join(", ");
+            src.push_str(&format!("{name}: &{name} [{refs}]\n"));
+        }
+        // Finishes quickly by construction: nothing past `max_nodes` is ever copied.
+        match err(&src) {
+            LoadError::TooManyNodes { limit, span } => {
+                assert_eq!(limit, 1_000_000);
+                assert_eq!(&src[span.offset..span.offset + span.len], "*");
+            }
+            e => panic!("{e:?}"),
+        }
+        let small = Limits {
+            max_nodes: 50,
+            ..Limits::default()
+        };
+        let e = load(
+            b"a: &a [1, 2, 3, 4, 5, 6, 7, 8, 9]\nb: [*a, *a, *a, *a]\n",
+            &small,
+        );
+        match e {
+            Err(LoadError::TooManyNodes { span, .. }) => {
+                assert_eq!((span.line, span.column), (2, 17));
+            }
+            e => panic!("{e:?}"),
+        }
+    }
+
+    #[test]
+    fn deep_flow_nesting_is_too_deep_not_a_stack_overflow() {
+        let src = "[".repeat(10_000);
+        match err(&src) {
+            LoadError::TooDeep { limit, span } => {
+                assert_eq!(limit, 128);
+                assert_eq!(
+                    (span.line, span.column, span.offset, span.len),
+                    (1, 129, 128, 1)
+                );
+            }
+            e => panic!("{e:?}"),
+        }
+        let src = format!("a:\n  b: {}\n", "{x: ".repeat(10_000));
+        match err(&src) {
+            LoadError::TooDeep { span, .. } => {
+                assert_eq!((span.line, span.column), (2, 6 + 4 * 126))
+            }
+            e => panic!("{e:?}"),
+        }
+        // Beyond saphyr's own 255-level flow cap, with a limit that does not trip first.
+        let limits = Limits {
+            max_depth: 1_000,
+            ..Limits::default()
+        };
+        match load("[".repeat(10_000).as_bytes(), &limits) {
+            Err(LoadError::Syntax { span, .. }) => assert_eq!(span.column, 256),
+            e => panic!("{e:?}"),
+        }
+    }
+
+    #[test]
+    fn deep_block_nesting_is_too_deep() {
+        let mut src = String::new();
+        for depth in 0..10_000 {
+            src.push_str(&" ".repeat(depth));
+            src.push_str("k:\n");
+        }
+        let limits = Limits {
+            max_bytes: usize::MAX,
+            ..Limits::default()
+        };
+        match load(src.as_bytes(), &limits) {
+            Err(LoadError::TooDeep { span, .. }) => {
+                assert_eq!((span.line, span.column), (129, 129))
+            }
+            e => panic!("{e:?}"),
+        }
+        let src = "- ".repeat(10_000) + "x\n";
+        match err(&src) {
+            LoadError::TooDeep { span, .. } => assert_eq!((span.line, span.column), (1, 257)),
+            e => panic!("{e:?}"),
+        }
+    }
+
+    #[test]
+    fn saphyr_event_stream_does_not_recurse_on_block_depth() {
+        // The depth limit protects our tree; this checks the parser underneath holds up on its
+        // own when events are pulled one at a time (its `load` method would recurse).
+        let src = "- ".repeat(10_000) + "x\n";
+        let mut parser = Parser::new_from_str(&src);
+        let mut events = 0;
+        while let Some(event) = parser.next_event() {
+            event.unwrap();
+            events += 1;
+        }
+        assert_eq!(events, 2 * 10_000 + 5);
+    }
+
+    #[test]
+    fn oversized_input_is_rejected_before_parsing() {
+        let huge = vec![b'['; 100 << 20];
+        match load(&huge, &Limits::default()) {
+            Err(LoadError::TooLarge { size, limit }) => {
+                assert_eq!(size, 100 << 20);
+                assert_eq!(limit, 4 << 20);
+            }
+            e => panic!("{e:?}"),
+        }
+        drop(huge);
+        let limits = Limits {
+            max_bytes: 8,
+            ..Limits::default()
+        };
+        assert!(matches!(
+            load(b"a: 123456", &limits),
+            Err(LoadError::TooLarge { size: 9, .. })
+        ));
+        assert!(load(b"a: 12345", &limits).is_ok());
+    }
+
+    #[test]
+    fn invalid_utf8_reports_the_first_bad_byte() {
+        let src = b"name: ok\nbad: \"\xc3\xa9\xff\"\n";
+        match load(src, &Limits::default()) {
+            Err(LoadError::NotUtf8 {
+                offset,
+                line,
+                column,
+            }) => {
+                assert_eq!((offset, line, column), (17, 2, 8));
+            }
+            e => panic!("{e:?}"),
+        }
+        match load(b"a: 1\r\nb: \x80", &Limits::default()) {
+            Err(LoadError::NotUtf8 { line, column, .. }) => assert_eq!((line, column), (2, 4)),
+            e => panic!("{e:?}"),
+        }
+    }
+
+    #[test]
+    fn empty_plans() {
         for src in [
-            "a: \"x\"\nb: 'y'\nc: |\n  lit\n  more\nd: plain\n  continued\ne:\nf: [1, 2]\n",
-            "- a\n- b:\n    c\n",
-            "a: \"abc\n",
-            "a:\n  b: 1\n c: 2\n",
-            "a:\n\tb: 1\n",
-            "a: 1\n---\nb: 2\n",
-            "a: *x\n",
+            "",
+            "\n\n",
+            "# just a comment\n  # another\n",
+            "---\n",
+            "--- # c\n...\n",
         ] {
-            let mut p = Parser::new_from_str(src);
-            while let Some(e) = p.next_event() {
-                match e {
-                    Ok((ev, sp)) => eprintln!(
-                        "{ev:?} {}:{}-{}:{} [{}..{}]",
-                        sp.start.line(),
-                        sp.start.col(),
-                        sp.end.line(),
-                        sp.end.col(),
-                        sp.start.index(),
-                        sp.end.index()
-                    ),
-                    Err(e) => {
-                        eprintln!("ERR {e}");
-                        break;
+            assert!(matches!(err(src), LoadError::Empty), "{src:?}");
+        }
+        assert_eq!(
+            err("").to_string(),
+            "the plan is empty; add the plan's settings"
+        );
+        assert_eq!(ok("~\n").value, Value::Null);
+    }
+
+    #[test]
+    fn syntax_error_positions() {
+        let cases: &[(&str, usize, usize)] = &[
+            // Unclosed quote: reported at the opening quote.
+            ("a: 1\nb: \"abc\n", 2, 4),
+            // Dedent to a column no mapping is at.
+            ("a:\n  b: 1\n c: 2\n", 3, 2),
+            // Tab used for indentation.
+            ("a:\n\tb: 1\n", 2, 2),
+            // Unclosed flow sequence.
+            ("a: [1, 2\nb: 3\n", 2, 2),
+        ];
+        for (src, line, column) in cases {
+            match err(src) {
+                LoadError::Syntax { span, message } => {
+                    assert_eq!(
+                        (span.line, span.column),
+                        (*line, *column),
+                        "{src:?}: {message}"
+                    );
+                    assert!(span.len >= 1);
+                }
+                e => panic!("{src:?}: {e:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn merge_keys() {
+        let src = "\
+defaults: &d {user: deploy, port: 22}
+extra: &e {port: 2222, shell: bash}
+web:
+  host: a
+  <<: *d
+  port: 2200
+many:
+  <<: [*d, *e]
+quoted:
+  \"<<\": *d
+";
+        let root = ok(src);
+        assert_eq!(
+            serde_json::to_string(&root.pointer("/web").unwrap().to_json()).unwrap(),
+            r#"{"host":"a","user":"deploy","port":2200}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&root.pointer("/many").unwrap().to_json()).unwrap(),
+            r#"{"user":"deploy","port":22,"shell":"bash"}"#
+        );
+        assert!(root.pointer("/quoted/<<").is_some());
+        match err("a: &a 1\nb:\n  <<: *a\n") {
+            LoadError::InvalidMerge { span } => assert_eq!((span.line, span.column), (3, 7)),
+            e => panic!("{e:?}"),
+        }
+        assert!(matches!(
+            err("b:\n  <<: [{a: 1}, 2]\n"),
+            LoadError::InvalidMerge { .. }
+        ));
+    }
+
+    #[test]
+    fn multiple_documents_are_refused_at_the_second() {
+        match err("a: 1\n---\nb: 2\n") {
+            LoadError::MultipleDocuments { span } => assert_eq!((span.line, span.column), (2, 1)),
+            e => panic!("{e:?}"),
+        }
+        match err("---\na: 1\n...\n---\nb: 2\n") {
+            LoadError::MultipleDocuments { span } => assert_eq!((span.line, span.column), (4, 1)),
+            e => panic!("{e:?}"),
+        }
+        assert!(ok("---\na: 1\n...\n").pointer("/a").is_some());
+    }
+
+    /// Small deterministic xorshift so the property loop needs no extra dependency.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    #[test]
+    fn never_panics_on_mangled_input() {
+        let plan = format!(
+            "{PLAN}anchors: &x {{a: [1, 2, {{b: \"q\"}}]}}\nuse:\n  <<: *x\n  lit: |\n    t\u{e9}xt\n  - 'bad\n"
+        );
+        let limits = Limits {
+            max_nodes: 10_000,
+            ..Limits::default()
+        };
+        let bytes = plan.as_bytes();
+        for cut in 0..=bytes.len() {
+            let _ = load(&bytes[..cut], &limits);
+        }
+        let alphabet = b"[]{}:,-?&*!|>'\"#%@` \t\n\rab0\xc3\xa9\xff~<.";
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        for _ in 0..3_000 {
+            let mut input = bytes.to_vec();
+            for _ in 0..1 + rng.below(6) {
+                let at = rng.below(input.len() + 1);
+                let byte = alphabet[rng.below(alphabet.len())];
+                match rng.below(3) {
+                    0 => input.insert(at, byte),
+                    1 if at < input.len() => input[at] = byte,
+                    _ if at < input.len() => {
+                        input.remove(at);
                     }
+                    _ => {}
                 }
             }
-            eprintln!("-- {:?}", load_str(src).map(|n| n.to_json()));
+            if let Err(e) = load(&input, &limits) {
+                // Every error with a position must point inside (or just past) the input.
+                if let Some(span) = e.span() {
+                    assert!(span.offset + span.len <= input.len(), "{e:?}");
+                    assert!(span.line >= 1 && span.column >= 1, "{e:?}");
+                }
+            }
+        }
+        for _ in 0..2_000 {
+            let len = rng.below(40);
+            let input: Vec<u8> = (0..len)
+                .map(|_| alphabet[rng.below(alphabet.len())])
+                .collect();
+            let _ = load(&input, &limits);
         }
     }
 }

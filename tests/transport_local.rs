@@ -95,3 +95,28 @@ async fn timeout_kills_the_whole_process_group() {
         marker.display()
     );
 }
+
+#[tokio::test]
+async fn stdin_is_empty() {
+    let (result, lines) =
+        exec_collect(&local(), "cat; echo done", Some(Duration::from_secs(5))).await;
+    assert!(result.expect("exec").success());
+    assert_eq!(lines_of(&lines, Stream::Stdout), ["done"]);
+}
+
+#[tokio::test]
+async fn cancelled_exec_kills_the_process_group() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let marker = dir.path().join("marker");
+    let command = format!("sleep 1; touch {}", marker.display());
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let transport = local();
+    let cancelled = tokio::time::timeout(
+        Duration::from_millis(300),
+        transport.exec(&command, None, tx),
+    )
+    .await;
+    assert!(cancelled.is_err(), "the command should still be running");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!marker.exists(), "the cancelled command kept running");
+}

@@ -123,6 +123,46 @@ async fn timeout_kills_the_remote_command_and_its_children() {
 }
 
 #[tokio::test]
+async fn cancelled_exec_kills_the_remote_command() {
+    if !support::require("sshd") {
+        return;
+    }
+    let fleet = Fleet::start(1);
+    let host = connect(&fleet, 1).await;
+    let dir = &fleet.host(1).dir;
+    let (started, marker) = (dir.join("started"), dir.join("marker"));
+    let command = format!(
+        "touch {}; sleep 1; touch {}",
+        started.display(),
+        marker.display()
+    );
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    // Dropping the future is how an executor cancels a step (second Ctrl-C).
+    let cancelled =
+        tokio::time::timeout(Duration::from_millis(400), host.exec(&command, None, tx)).await;
+    assert!(cancelled.is_err(), "the command should still be running");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(started.exists(), "the command never ran");
+    assert!(!marker.exists(), "the cancelled command kept running");
+}
+
+#[tokio::test]
+async fn remote_stdin_is_closed() {
+    if !support::require("sshd") {
+        return;
+    }
+    let fleet = Fleet::start(1);
+    let host = connect(&fleet, 1).await;
+    let (result, lines) = exec_collect(&host, "cat; echo done", Some(Duration::from_secs(5))).await;
+    assert!(
+        result
+            .expect("a command reading stdin must get EOF")
+            .success()
+    );
+    assert_eq!(lines_of(&lines, Stream::Stdout), ["done"]);
+}
+
+#[tokio::test]
 async fn three_hosts_in_parallel() {
     if !support::require("sshd") {
         return;

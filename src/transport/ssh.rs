@@ -98,7 +98,8 @@ impl SshTarget {
 /// steps on one host may run concurrently (up to the server's `MaxSessions`, 10 by
 /// default in OpenSSH).
 pub struct SshSession {
-    handle: Handle<HostKeyVerifier>,
+    // Shared with the kill that a cancelled `exec` leaves behind (see `RemoteOutput`).
+    handle: Arc<Handle<HostKeyVerifier>>,
     target: String,
 }
 
@@ -136,7 +137,7 @@ impl SshSession {
 
         authenticate(&mut handle, target, &name).await?;
         Ok(SshSession {
-            handle,
+            handle: Arc::new(handle),
             target: name,
         })
     }
@@ -152,7 +153,7 @@ impl SshSession {
         timeout: Option<Duration>,
         lines: UnboundedSender<OutputLine>,
     ) -> Result<Exit, TransportError> {
-        let mut output = RemoteOutput::new(lines);
+        let mut output = RemoteOutput::new(lines, self.handle.clone());
         let mut channel = None;
         let run = self.run(command, &mut channel, &mut output);
         let outcome = match timeout {
@@ -165,7 +166,16 @@ impl SshSession {
                 result
             }
             None => {
-                self.kill(output.pgid, channel.as_ref()).await;
+                let killed = match output.pgid {
+                    Some(pgid) => kill_group(&self.handle, pgid).await,
+                    None => false,
+                };
+                if let (false, Some(channel)) = (killed, channel.as_ref()) {
+                    // Without the process group (the marker not seen yet, or no
+                    // channel left for `kill`), at least the shell goes: OpenSSH 7.9+
+                    // honours `signal` requests.
+                    let _ = channel.signal(Sig::KILL).await;
+                }
                 if let Some(channel) = channel {
                     let _ = channel.close().await;
                 }
@@ -198,6 +208,9 @@ impl SshSession {
             .exec(true, format!("echo {PGID_MARKER}$$\n{command}"))
             .await
             .map_err(|e| self.channel_error(e))?;
+        // Like stdin from /dev/null locally: a command that reads stdin (a prompt)
+        // gets EOF instead of hanging until its timeout.
+        channel.eof().await.map_err(|e| self.channel_error(e))?;
 
         let mut code = None;
         let mut signal = None;
@@ -230,32 +243,6 @@ impl SshSession {
         Ok(Exit { code, signal })
     }
 
-    /// Kills a timed-out command: its whole process group when its pid is known, else
-    /// just the remote shell through an SSH `signal` request (OpenSSH 7.9 or later).
-    async fn kill(&self, pgid: Option<u32>, channel: Option<&Channel<Msg>>) {
-        let Some(pgid) = pgid else {
-            if let Some(channel) = channel {
-                let _ = channel.signal(Sig::KILL).await;
-            }
-            return;
-        };
-        let kill = async {
-            let mut channel = self.handle.channel_open_session().await.ok()?;
-            channel
-                .exec(true, format!("kill -9 -{pgid} 2>/dev/null; true"))
-                .await
-                .ok()?;
-            // Wait for it to finish so the command is gone when `exec` returns.
-            while let Some(msg) = channel.wait().await {
-                if matches!(msg, ChannelMsg::Close) {
-                    break;
-                }
-            }
-            Some(())
-        };
-        let _ = tokio::time::timeout(KILL_TIMEOUT, kill).await;
-    }
-
     fn channel_error(&self, e: russh::Error) -> TransportError {
         if self.handle.is_closed() {
             TransportError::ConnectionLost {
@@ -281,6 +268,30 @@ impl SshSession {
             .disconnect(Disconnect::ByApplication, "", "en")
             .await;
     }
+}
+
+/// Kills the process group of a remote command through a second channel and waits
+/// for that to finish, so the command is gone when `exec` returns. False when it could
+/// not be done (connection gone, no channel available).
+async fn kill_group(handle: &Handle<HostKeyVerifier>, pgid: u32) -> bool {
+    let kill = async {
+        let mut channel = handle.channel_open_session().await.ok()?;
+        channel
+            .exec(true, format!("kill -9 -{pgid} 2>/dev/null; true"))
+            .await
+            .ok()?;
+        let _ = channel.eof().await;
+        let mut status = None;
+        while let Some(msg) = channel.wait().await {
+            match msg {
+                ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status),
+                ChannelMsg::Close => break,
+                _ => {}
+            }
+        }
+        (status == Some(0)).then_some(())
+    };
+    matches!(tokio::time::timeout(KILL_TIMEOUT, kill).await, Ok(Some(())))
 }
 
 fn client_config() -> Arc<client::Config> {
@@ -756,20 +767,26 @@ fn lower_first(s: &str) -> String {
 }
 
 /// Splits channel data into lines and picks the process-group marker out of stdout.
+///
+/// Also the command's kill switch when `exec` is cancelled (its future dropped, as on
+/// a second Ctrl-C): russh does not close a dropped channel, and sshd would let the
+/// command run on, so dropping this before `finish` kills the remote process group.
 struct RemoteOutput {
     lines: UnboundedSender<OutputLine>,
     stdout: LineSplitter,
     stderr: LineSplitter,
     pgid: Option<u32>,
+    kill_on_drop: Option<Arc<Handle<HostKeyVerifier>>>,
 }
 
 impl RemoteOutput {
-    fn new(lines: UnboundedSender<OutputLine>) -> Self {
+    fn new(lines: UnboundedSender<OutputLine>, handle: Arc<Handle<HostKeyVerifier>>) -> Self {
         RemoteOutput {
             lines,
             stdout: LineSplitter::new(Stream::Stdout),
             stderr: LineSplitter::new(Stream::Stderr),
             pgid: None,
+            kill_on_drop: Some(handle),
         }
     }
 
@@ -794,12 +811,27 @@ impl RemoteOutput {
         }
     }
 
+    /// Flushes partial lines; the command is over (or was killed), so disarms the kill.
     fn finish(&mut self) {
+        self.kill_on_drop = None;
         for line in [self.stdout.finish(), self.stderr.finish()]
             .into_iter()
             .flatten()
         {
             let _ = self.lines.send(line);
+        }
+    }
+}
+
+impl Drop for RemoteOutput {
+    fn drop(&mut self) {
+        let (Some(handle), Some(pgid)) = (self.kill_on_drop.take(), self.pgid) else {
+            return;
+        };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                kill_group(&handle, pgid).await;
+            });
         }
     }
 }
@@ -811,7 +843,13 @@ mod tests {
     #[test]
     fn marker_is_removed_and_pgid_kept() {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let mut out = RemoteOutput::new(tx);
+        let mut out = RemoteOutput {
+            lines: tx,
+            stdout: LineSplitter::new(Stream::Stdout),
+            stderr: LineSplitter::new(Stream::Stderr),
+            pgid: None,
+            kill_on_drop: None,
+        };
         out.stdout(b"motd\n__planrun_pgid__ 4242\nhello\n__planrun_pgid__ 1\n");
         out.finish();
         assert_eq!(out.pgid, Some(4242));

@@ -13,6 +13,9 @@ use serde::Serialize;
 
 use crate::yaml::Span;
 
+/// Lines longer than this are not drawn as snippets.
+const MAX_SNIPPET_LINE: usize = 2000;
+
 /// A plan file's text, shared by every problem found in it.
 #[derive(Debug)]
 pub struct SourceFile {
@@ -113,7 +116,14 @@ impl PlanErrors {
             // The one-line form first: editors and terminals make `path:line:col` clickable,
             // and grep finds it.
             out.push_str(&format!("error: {}: {}\n", self.location(problem), problem.message));
-            if problem.span.is_some() {
+            if problem.span.is_some_and(|s| self.line_len(s.offset) > MAX_SNIPPET_LINE) {
+                // miette lays out whole lines; a line of megabytes (a minified or hostile
+                // file) is no use on a terminal and once made it panic.
+                out.push_str("  (the line is too long to show)\n");
+                if let Some(help) = &problem.help {
+                    out.push_str(&format!("  help: {help}\n"));
+                }
+            } else if problem.span.is_some() {
                 let mut text = String::new();
                 if handler.render_report(&mut text, &report).is_ok() {
                     // miette repeats the message above the snippet; the line above already
@@ -127,6 +137,14 @@ impl PlanErrors {
             out.push('\n');
         }
         out
+    }
+
+    fn line_len(&self, offset: usize) -> usize {
+        let text = self.source.text.as_bytes();
+        let offset = offset.min(text.len());
+        let start = text[..offset].iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let end = text[offset..].iter().position(|&b| b == b'\n').map_or(text.len(), |i| offset + i);
+        end - start
     }
 
     /// The problems as machines read them (`--format json`).

@@ -356,3 +356,12 @@ fn garbage_never_panics() {
         assert!(!out.stderr.contains("panicked"), "cut {cut}:\n{}", out.stderr);
     }
 }
+
+#[test]
+fn a_megabyte_long_line_is_refused_without_drawing_it() {
+    // A single flow list of 4 MB: past the value limit, on one line that no terminal
+    // could show (miette once panicked laying it out).
+    let text = format!("a: [{}1]\n", "1,".repeat(2 * 1024 * 1024));
+    let out = validate_text("long.yaml", &text);
+    assert_refused(&out, "the line is too long to show");
+}

@@ -11,5 +11,6 @@ pub mod graph;
 pub mod model;
 pub mod schema;
 pub mod select;
+pub mod template;
 pub mod validate;
 pub mod yaml;

@@ -9,6 +9,7 @@ pub mod duration;
 pub mod exit;
 pub mod graph;
 pub mod model;
+pub mod preview;
 pub mod schema;
 pub mod select;
 pub mod template;

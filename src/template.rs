@@ -20,8 +20,9 @@ pub struct TemplateId(usize);
 /// Compiled templates and the helpers they may call.
 pub struct Templates {
     registry: Handlebars<'static>,
-    /// Per template: the source, and whether it goes through Handlebars at all.
-    sources: Vec<(String, bool)>,
+    /// Per template: the source, and its name in the registry when it goes through
+    /// Handlebars at all.
+    sources: Vec<(String, Option<String>)>,
 }
 
 impl std::fmt::Debug for Templates {
@@ -73,13 +74,14 @@ impl Templates {
         let id = TemplateId(self.sources.len());
         // `{{` is the only way into Handlebars; a lone `}}` or `\{{` is left to it too.
         let templated = source.contains("{{") || source.contains("}}");
-        if templated {
+        let name = templated.then(|| id.0.to_string());
+        if let Some(name) = &name {
             if let Some(open) = unclosed(source) {
                 let rest = &source[open..];
                 let shown = rest.lines().next().unwrap_or(rest);
                 return Err(SyntaxError { message: format!("`{shown}` is not closed"), offset: Some(open) });
             }
-            self.registry.register_template_string(&id.0.to_string(), source).map_err(|e| {
+            self.registry.register_template_string(name, source).map_err(|e| {
                 let offset = e.pos().and_then(|(line, column)| offset_of(source, line, column));
                 let message = match e.reason() {
                     TemplateErrorReason::MismatchingClosedHelper(open, close) => {
@@ -93,7 +95,7 @@ impl Templates {
                 SyntaxError { message, offset }
             })?;
         }
-        self.sources.push((source.to_string(), templated));
+        self.sources.push((source.to_string(), name));
         Ok(id)
     }
 
@@ -103,11 +105,11 @@ impl Templates {
     }
 
     pub fn render(&self, id: TemplateId, context: &TemplateContext) -> Result<String, RenderFailure> {
-        let (source, templated) = &self.sources[id.0];
-        if !templated {
+        let (source, name) = &self.sources[id.0];
+        let Some(name) = name else {
             return Ok(source.clone());
-        }
-        self.registry.render_with_context(&id.0.to_string(), &context.0).map_err(|e| {
+        };
+        self.registry.render_with_context(name, &context.0).map_err(|e| {
             let offset = e.line_no.zip(e.column_no).and_then(|(line, column)| offset_of(source, line, column));
             match e.reason() {
                 RenderErrorReason::MissingVariable(variable) => {

@@ -1,15 +1,16 @@
 //! The command line: clap's types end here; everything past `main` sees resolved values.
 
-use std::io::{IsTerminal, Write};
+use std::io::{BufWriter, IsTerminal, Write};
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::apply::ApplyArgs;
 use crate::diagnostic::PlanErrors;
-use crate::graph::BuildOptions;
-use crate::model::{BatchSize, BatchStep};
 use crate::exit;
+use crate::graph::{self, BuildOptions};
+use crate::model::{BatchSize, BatchStep};
+use crate::preview;
 use crate::schema;
 use crate::validate;
 
@@ -37,6 +38,64 @@ pub enum ValidateFormat {
     Json,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PlanFormat {
+    /// Batches and steps in the order they run, with every command rendered.
+    Text,
+    /// The execution plan for programs; the shape is documented in docs/plan-json.md.
+    Json,
+    /// The step graph for Graphviz: `planrun plan --format dot PLAN | dot -Tsvg > plan.svg`.
+    Dot,
+    /// The step graph as a Mermaid flowchart, for Markdown that renders Mermaid.
+    Mermaid,
+}
+
+/// What the command line may change about the step graph; `plan` and `apply` share it.
+#[derive(Debug, Clone, Args)]
+pub struct GraphArgs {
+    /// Hosts out of rotation at once, overriding the plan's `rollout.batch_size`: a count
+    /// (`2`), a percentage of the selected hosts (`25%`), or a ramp whose last entry
+    /// repeats (`1,50%`).
+    #[arg(long, value_name = "N|P%|RAMP", value_parser = parse_batch_size)]
+    pub batch_size: Option<BatchSize>,
+
+    /// Overrides the plan variable NAME (`{{vars.NAME}}`); repeat for several.
+    #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]
+    pub vars: Vec<(String, String)>,
+
+    /// Only these selected hosts, by name or address, comma-separated.
+    #[arg(long, value_name = "HOSTS", value_delimiter = ',')]
+    pub limit: Option<Vec<String>>,
+}
+
+impl GraphArgs {
+    pub fn build_options(&self) -> BuildOptions {
+        BuildOptions { batch_size: self.batch_size.clone(), vars: self.vars.clone(), limit: self.limit.clone() }
+    }
+}
+
+fn parse_batch_size(text: &str) -> Result<BatchSize, String> {
+    let steps = text.split(',').map(str::parse::<BatchStep>).collect::<Result<Vec<_>, _>>()?;
+    Ok(match <[BatchStep; 1]>::try_from(steps) {
+        Ok([one]) => BatchSize::One(one),
+        Err(ramp) => BatchSize::Ramp(ramp),
+    })
+}
+
+fn parse_var(text: &str) -> Result<(String, String), String> {
+    let Some((name, value)) = text.split_once('=') else {
+        return Err(format!("`{text}` has no `=`: write NAME=VALUE, such as `--var branch=hotfix`"));
+    };
+    let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if !valid {
+        return Err(format!(
+            "`{name}` is not a variable name: use letters, digits, `_` and `-`, starting with a letter, such as `--var branch=hotfix`"
+        ));
+    }
+    Ok((name.to_string(), value.to_string()))
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Check plans against the schema and each other; nothing is executed.
@@ -50,8 +109,9 @@ pub enum Command {
         format: ValidateFormat,
     },
     /// Run the rollout: connect, then each batch's steps, halting safely on failure.
-    #[command(after_help = "Examples:\n  planrun apply plans/production.yaml\n  planrun apply examples/localhost.yaml --yes\n  \
-                            planrun apply plans/production.yaml --dry-run --limit app1")]
+    #[command(
+        after_help = "Examples:\n  planrun apply plans/production.yaml\n  planrun apply examples/localhost.yaml --yes\n  planrun apply plans/production.yaml --dry-run --limit app1"
+    )]
     Apply {
         /// The plan file.
         #[arg(value_name = "PLAN")]
@@ -65,6 +125,19 @@ pub enum Command {
         #[command(flatten)]
         graph: GraphArgs,
     },
+    /// Show the ordered step graph: batches, hosts and every rendered command; nothing is executed.
+    #[command(
+        after_help = "Examples:\n  planrun plan plans/production.yaml\n  planrun plan plans/production.yaml --batch-size 1,50% --var branch=hotfix\n  planrun plan plans/production.yaml --format dot | dot -Tsvg > plan.svg"
+    )]
+    Plan {
+        /// The plan file.
+        #[arg(value_name = "PLAN")]
+        plan: PathBuf,
+        #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+        format: PlanFormat,
+        #[command(flatten)]
+        graph: GraphArgs,
+    },
     /// Print the plan JSON schema (the one checked in at schemas/plan.schema.json).
     #[command(after_help = "Example:\n  planrun schema --output schemas/plan.schema.json")]
     Schema {
@@ -72,45 +145,6 @@ pub enum Command {
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
-}
-
-/// Options that change the step graph, shared by `plan` and `apply`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct GraphArgs {
-    /// Only these selected hosts, by name or address (comma-separated or repeated).
-    #[arg(long, value_name = "HOSTS", value_delimiter = ',')]
-    pub limit: Vec<String>,
-    /// Override `rollout.batch_size`: a count, a percentage, or a ramp such as `1,50%`.
-    #[arg(long, value_name = "N|P%", value_parser = parse_batch_size)]
-    pub batch_size: Option<BatchSize>,
-    /// Override a plan variable (repeatable).
-    #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]
-    pub vars: Vec<(String, String)>,
-}
-
-impl GraphArgs {
-    pub fn build_options(&self) -> BuildOptions {
-        BuildOptions {
-            batch_size: self.batch_size.clone(),
-            vars: self.vars.clone(),
-            limit: if self.limit.is_empty() { None } else { Some(self.limit.clone()) },
-        }
-    }
-}
-
-fn parse_batch_size(text: &str) -> Result<BatchSize, String> {
-    let steps = text.split(',').map(|s| s.parse::<BatchStep>()).collect::<Result<Vec<_>, _>>()?;
-    Ok(match steps.as_slice() {
-        [one] => BatchSize::One(*one),
-        _ => BatchSize::Ramp(steps),
-    })
-}
-
-fn parse_var(text: &str) -> Result<(String, String), String> {
-    match text.split_once('=') {
-        Some((name, value)) if !name.is_empty() => Ok((name.to_string(), value.to_string())),
-        _ => Err(format!("`{text}` is not `NAME=VALUE`")),
-    }
 }
 
 /// Runs planrun with the process's arguments and returns the exit code.
@@ -132,6 +166,7 @@ pub fn run(cli: Cli) -> i32 {
     let color = use_color(cli.color);
     match cli.command {
         Command::Validate { plans, format } => validate_plans(&plans, format, color),
+        Command::Plan { plan, format, graph } => show_plan(&plan, format, &graph, color),
         Command::Schema { output } => write_schema(output),
         Command::Apply { plan, yes, dry_run, graph } => {
             crate::apply::apply(ApplyArgs { plan, yes, dry_run, build: graph.build_options(), color })
@@ -153,7 +188,12 @@ fn validate_plans(plans: &[PathBuf], format: ValidateFormat, color: bool) -> i32
     let mut failed = false;
     let mut json = Vec::new();
     for path in plans {
-        match validate::load_plan(path) {
+        // Templates are rendered for every host while the graph is built, so a variable
+        // that does not resolve is a validation error too.
+        match validate::load_plan(path).and_then(|loaded| {
+            graph::build(&loaded, &BuildOptions::default())?;
+            Ok(loaded)
+        }) {
             Ok(loaded) => {
                 if format == ValidateFormat::Text {
                     println!("{}", validate::summary(&loaded));
@@ -173,6 +213,40 @@ fn validate_plans(plans: &[PathBuf], format: ValidateFormat, color: bool) -> i32
         println!("{out}");
     }
     if failed { exit::INVALID_INPUT } else { exit::SUCCESS }
+}
+
+fn show_plan(path: &std::path::Path, format: PlanFormat, args: &GraphArgs, color: bool) -> i32 {
+    let options = args.build_options();
+    let built = validate::load_plan(path).and_then(|loaded| graph::build(&loaded, &options).map(|p| (loaded, p)));
+    let (loaded, plan) = match built {
+        Ok(built) => built,
+        Err(errors) => {
+            report(&errors, color);
+            return exit::INVALID_INPUT;
+        }
+    };
+    let path = loaded.source.display_name();
+    let about = preview::About {
+        path: &path,
+        batch_size: options.batch_size.as_ref().unwrap_or(&loaded.plan.rollout.batch_size),
+        skipped_balancer: graph::balancer_skipped(&loaded),
+    };
+    let mut out = BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    let written = match format {
+        PlanFormat::Text => preview::text(&mut out, &plan, &about),
+        PlanFormat::Json => preview::json(&mut out, &plan, &about),
+        PlanFormat::Dot => preview::dot(&mut out, &plan, &about),
+        PlanFormat::Mermaid => preview::mermaid(&mut out, &plan, &about),
+    };
+    match written.and_then(|()| out.flush()) {
+        Ok(()) => exit::SUCCESS,
+        // `planrun plan ... | head` closes the pipe early; that is not a failure.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => exit::SUCCESS,
+        Err(e) => {
+            eprintln!("error: cannot write the plan: {e}");
+            exit::INVALID_INPUT
+        }
+    }
 }
 
 /// The one place plan problems are printed.

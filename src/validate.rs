@@ -30,8 +30,14 @@ pub struct LoadedPlan {
 /// this, something is wrong with the file, and reading it would only cost memory.
 pub const MAX_PLAN_BYTES: usize = 32 * 1024 * 1024;
 
+/// The most YAML values a plan may expand to. The YAML loader's default (1,000,000) is
+/// reached by a plain plan of ~77,000 servers (13 values each: the map, `host`, `name`,
+/// two roles, an option, and their keys); 3,000,000 takes 100,000 servers with room for
+/// richer entries, while an alias bomb still stops at a few hundred MB of tree.
+pub const MAX_PLAN_VALUES: usize = 3_000_000;
+
 pub fn limits() -> Limits {
-    Limits { max_bytes: MAX_PLAN_BYTES, ..Limits::default() }
+    Limits { max_bytes: MAX_PLAN_BYTES, max_nodes: MAX_PLAN_VALUES, ..Limits::default() }
 }
 
 /// Reads and checks one plan file.

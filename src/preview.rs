@@ -1,0 +1,376 @@
+//! What `planrun plan` prints: the execution plan as text for people, JSON for programs
+//! (shape documented in docs/plan-json.md), and Graphviz or Mermaid drawings of the DAG.
+//!
+//! Everything writes to a `Write` as it goes: a plan of 100,000 hosts is printed, not
+//! assembled in memory first.
+
+use std::io::{self, Write};
+use std::time::Duration;
+
+use petgraph::visit::EdgeRef;
+use serde::Serialize;
+
+use crate::graph::{
+    Action, Batch, Check, DEFAULT_STEP_TIMEOUT, ExecutionPlan, GraphNode, HostRef, StepInstance, StepRef, WaitCheck,
+};
+use crate::model::BatchSize;
+
+/// The version of the JSON shape; bumped only when a field changes meaning or goes away.
+pub const JSON_VERSION: u32 = 1;
+
+/// What the preview says about the plan besides the execution plan itself.
+#[derive(Debug, Clone)]
+pub struct About<'a> {
+    /// The plan file as the user named it.
+    pub path: &'a str,
+    /// The batch size in effect (`--batch-size` or the plan's).
+    pub batch_size: &'a BatchSize,
+    /// `single_host: skip_balancer` left the balancer steps out.
+    pub skipped_balancer: bool,
+}
+
+/// The JSON document of `planrun plan --format json`.
+#[derive(Serialize)]
+struct JsonPlan<'a> {
+    version: u32,
+    plan: &'a str,
+    application: &'a str,
+    batch_size: &'a BatchSize,
+    skipped_balancer: bool,
+    hosts: &'a [HostRef],
+    before: &'a [StepInstance],
+    batches: &'a [Batch],
+    after: &'a [StepInstance],
+}
+
+pub fn json(out: &mut impl Write, plan: &ExecutionPlan, about: &About) -> io::Result<()> {
+    let doc = JsonPlan {
+        version: JSON_VERSION,
+        plan: about.path,
+        application: &plan.application,
+        batch_size: about.batch_size,
+        skipped_balancer: about.skipped_balancer,
+        hosts: &plan.hosts,
+        before: &plan.before,
+        batches: &plan.batches,
+        after: &plan.after,
+    };
+    serde_json::to_writer(&mut *out, &doc)?;
+    writeln!(out)
+}
+
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+fn batch_size_text(size: &BatchSize) -> String {
+    match size {
+        BatchSize::One(s) => format!("batch size {s}"),
+        BatchSize::Ramp(steps) => {
+            let steps: Vec<String> = steps.iter().map(ToString::to_string).collect();
+            format!("batch sizes {}, the last repeating", steps.join(", "))
+        }
+    }
+}
+
+/// The text preview: a header, then `before`, each batch and `after`, one line per step
+/// instance in the order they run, with every command rendered.
+pub fn text(out: &mut impl Write, plan: &ExecutionPlan, about: &About) -> io::Result<()> {
+    let hosts = plan.hosts.len();
+    let (fewest, most) = plan
+        .batches
+        .iter()
+        .flat_map(|b| b.hosts.iter().map(|h| h.steps.len()))
+        .fold((usize::MAX, 0), |(lo, hi), n| (lo.min(n), hi.max(n)));
+    let per_host = if fewest == most || fewest == usize::MAX {
+        format!("{} per host", plural(most, "step", "steps"))
+    } else {
+        format!("{fewest} to {most} steps per host")
+    };
+    let hosts_text = if about.skipped_balancer {
+        format!("{}: balancer steps skipped (single_host: skip_balancer)", plural(hosts, "host", "hosts"))
+    } else {
+        format!(
+            "{} in {} ({})",
+            plural(hosts, "host", "hosts"),
+            plural(plan.batches.len(), "batch", "batches"),
+            batch_size_text(about.batch_size)
+        )
+    };
+    writeln!(out, "plan {}: {}, {hosts_text}, {per_host}", about.path, plan.application)?;
+
+    // One width for every line, so steps line up across batches.
+    let name_width = plan.hosts.iter().map(|h| h.name.chars().count()).max().unwrap_or(0).max("local".len());
+    let all = plan
+        .before
+        .iter()
+        .chain(&plan.after)
+        .chain(plan.batches.iter().flat_map(|b| b.hosts.iter()).flat_map(|h| &h.steps));
+    let step_width = all.map(|s| s.step.chars().count()).max().unwrap_or(0);
+    let line = |out: &mut dyn Write, s: &StepInstance| -> io::Result<()> {
+        let who = s.host.map_or("local", |h| plan.hosts[h].name.as_str());
+        writeln!(out, "  {who:name_width$}  {:step_width$}  {}", s.step, describe(s))
+    };
+
+    if !plan.before.is_empty() {
+        writeln!(out, "\nbefore (once, before the first batch; `run` steps on every host at once):")?;
+        for s in &plan.before {
+            line(out, s)?;
+        }
+    }
+    for batch in &plan.batches {
+        let names: Vec<&str> = batch.hosts.iter().map(|h| plan.hosts[h.host].name.as_str()).collect();
+        let together = if names.len() > 1 { " (at the same time)" } else { "" };
+        writeln!(out, "\nbatch {}: {}{together}", batch.index + 1, names.join(", "))?;
+        for host in &batch.hosts {
+            if host.steps.is_empty() {
+                let name = &plan.hosts[host.host].name;
+                writeln!(out, "  {name:name_width$}  (no step applies: every step's `when` leaves it out)")?;
+            }
+            for s in &host.steps {
+                line(out, s)?;
+            }
+        }
+    }
+    if !plan.after.is_empty() {
+        writeln!(out, "\nafter (once, after the last batch):")?;
+        for s in &plan.after {
+            line(out, s)?;
+        }
+    }
+    Ok(())
+}
+
+/// One step instance in a line: what it does, rendered, and its settings that differ
+/// from the defaults.
+pub fn describe(s: &StepInstance) -> String {
+    let mut text = match &s.action {
+        Action::Run { command } => format!("run: {command}"),
+        Action::Local { command } => format!("local: {command}"),
+        Action::Balancer { balancer, action, node, wait_up } => {
+            let then = if *wait_up { ", until the balancer reports it up" } else { "" };
+            format!("balancer {balancer}: {} {node}{then}", action.as_str())
+        }
+        Action::Wait(w) => describe_wait(w),
+    };
+    let mut extra = Vec::new();
+    let is_wait = matches!(s.action, Action::Wait(_));
+    if !is_wait && s.timeout != DEFAULT_STEP_TIMEOUT {
+        extra.push(format!("timeout {}", human(s.timeout)));
+    }
+    if s.retries > 0 {
+        extra.push(plural(s.retries as usize, "retry", "retries"));
+    }
+    if s.continue_on_error {
+        extra.push("failure ignored".into());
+    }
+    if !extra.is_empty() {
+        text.push_str(&format!("   ({})", extra.join(", ")));
+    }
+    text
+}
+
+fn describe_wait(w: &WaitCheck) -> String {
+    let check = match &w.check {
+        Check::Sleep { duration } => return format!("sleep {}", human(*duration)),
+        Check::Http { url, status } => format!("wait: {url} answers {status}"),
+        Check::Tcp { address } => format!("wait: {address} accepts connections"),
+        Check::Command { command } => format!("wait: `{command}` succeeds"),
+        Check::BalancerUp { balancer, node } => format!("wait: balancer {balancer} reports {node} up"),
+    };
+    let mut parts = vec![check];
+    if w.successes > 1 {
+        parts.push(format!("{} in a row", w.successes));
+    }
+    parts.push(format!("every {}", human(w.interval)));
+    if let Some(d) = w.stable_for {
+        parts.push(format!("stable for {}", human(d)));
+    }
+    parts.push(format!("up to {}", human(w.timeout)));
+    parts.join(", ")
+}
+
+fn human(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+/// A short label for a DAG node; `\n` separates lines.
+fn node_label(plan: &ExecutionPlan, node: &GraphNode) -> String {
+    match node {
+        GraphNode::Start => "start".into(),
+        GraphNode::End => "end".into(),
+        GraphNode::BeforeDone => "before done".into(),
+        GraphNode::BatchDone(k) => format!("batch {} done", k + 1),
+        GraphNode::Step(at) => {
+            let s = plan.instance(*at);
+            let who = s.host.map_or("local", |h| plan.hosts[h].name.as_str());
+            format!("{who}: {}\n{}", s.step, describe(s))
+        }
+    }
+}
+
+/// Which drawing cluster a node belongs to: before, batch k, after, or none (barriers).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Cluster {
+    None,
+    Before,
+    Batch(usize),
+    After,
+}
+
+fn clusters(plan: &ExecutionPlan) -> (Vec<usize>, Vec<Vec<usize>>, Vec<usize>, Vec<usize>) {
+    let mut before = Vec::new();
+    let mut batches = vec![Vec::new(); plan.batches.len()];
+    let mut after = Vec::new();
+    let mut loose = Vec::new();
+    for n in plan.graph.node_indices() {
+        let cluster = match &plan.graph[n] {
+            GraphNode::Step(StepRef::Before(_)) => Cluster::Before,
+            GraphNode::Step(StepRef::Rollout(b, _, _)) => Cluster::Batch(*b),
+            GraphNode::Step(StepRef::After(_)) => Cluster::After,
+            _ => Cluster::None,
+        };
+        match cluster {
+            Cluster::Before => before.push(n.index()),
+            Cluster::Batch(b) => batches[b].push(n.index()),
+            Cluster::After => after.push(n.index()),
+            Cluster::None => loose.push(n.index()),
+        }
+    }
+    (before, batches, after, loose)
+}
+
+/// A DOT double-quoted string: `\` and `"` escaped, line breaks as `\n`.
+fn dot_string(label: &str) -> String {
+    let mut out = String::with_capacity(label.len() + 2);
+    out.push('"');
+    for c in label.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            '\r' => {}
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Graphviz: one cluster per batch, plus `before` and `after`.
+pub fn dot(out: &mut impl Write, plan: &ExecutionPlan, about: &About) -> io::Result<()> {
+    let g = &plan.graph;
+    writeln!(out, "digraph plan {{")?;
+    writeln!(
+        out,
+        "  graph [rankdir=TB, fontname=\"Helvetica\", label={}];",
+        dot_string(&format!("plan {}", about.path))
+    )?;
+    writeln!(out, "  node [shape=box, style=rounded, fontname=\"Helvetica\", fontsize=10];")?;
+    let node = |out: &mut dyn Write, i: usize, indent: &str| -> io::Result<()> {
+        let n = &g[petgraph::graph::NodeIndex::new(i)];
+        let shape = match n {
+            GraphNode::Step(_) => "",
+            GraphNode::Start | GraphNode::End => ", shape=circle",
+            _ => ", shape=diamond",
+        };
+        writeln!(out, "{indent}n{i} [label={}{shape}];", dot_string(&node_label(plan, n)))
+    };
+    let (before, batches, after, loose) = clusters(plan);
+    for i in loose {
+        node(out, i, "  ")?;
+    }
+    let cluster = |out: &mut dyn Write, id: &str, label: &str, nodes: &[usize]| -> io::Result<()> {
+        if nodes.is_empty() {
+            return Ok(());
+        }
+        writeln!(out, "  subgraph cluster_{id} {{")?;
+        writeln!(out, "    label={};", dot_string(label))?;
+        for &i in nodes {
+            node(out, i, "    ")?;
+        }
+        writeln!(out, "  }}")
+    };
+    cluster(out, "before", "before", &before)?;
+    for (k, nodes) in batches.iter().enumerate() {
+        cluster(out, &format!("batch_{k}"), &format!("batch {}", k + 1), nodes)?;
+    }
+    cluster(out, "after", "after", &after)?;
+    for e in g.edge_references() {
+        writeln!(out, "  n{} -> n{};", e.source().index(), e.target().index())?;
+    }
+    writeln!(out, "}}")
+}
+
+/// A Mermaid quoted label: the characters Mermaid reads as markup written as entities.
+fn mermaid_string(label: &str) -> String {
+    let mut out = String::with_capacity(label.len() + 2);
+    out.push('"');
+    for c in label.chars() {
+        match c {
+            '"' => out.push_str("#quot;"),
+            '#' => out.push_str("#35;"),
+            '&' => out.push_str("#amp;"),
+            '<' => out.push_str("#lt;"),
+            '>' => out.push_str("#gt;"),
+            '`' => out.push_str("#96;"),
+            '\n' => out.push_str("<br/>"),
+            '\r' => {}
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Mermaid flowchart: one subgraph per batch, plus `before` and `after`.
+pub fn mermaid(out: &mut impl Write, plan: &ExecutionPlan, _about: &About) -> io::Result<()> {
+    let g = &plan.graph;
+    writeln!(out, "flowchart TD")?;
+    let node = |out: &mut dyn Write, i: usize, indent: &str| -> io::Result<()> {
+        let n = &g[petgraph::graph::NodeIndex::new(i)];
+        let label = mermaid_string(&node_label(plan, n));
+        match n {
+            GraphNode::Step(_) => writeln!(out, "{indent}n{i}[{label}]"),
+            GraphNode::Start | GraphNode::End => writeln!(out, "{indent}n{i}(({label}))"),
+            _ => writeln!(out, "{indent}n{i}{{{label}}}"),
+        }
+    };
+    let (before, batches, after, loose) = clusters(plan);
+    for i in loose {
+        node(out, i, "  ")?;
+    }
+    let cluster = |out: &mut dyn Write, id: &str, label: &str, nodes: &[usize]| -> io::Result<()> {
+        if nodes.is_empty() {
+            return Ok(());
+        }
+        writeln!(out, "  subgraph {id} [{}]", mermaid_string(label))?;
+        for &i in nodes {
+            node(out, i, "    ")?;
+        }
+        writeln!(out, "  end")
+    };
+    cluster(out, "before", "before", &before)?;
+    for (k, nodes) in batches.iter().enumerate() {
+        cluster(out, &format!("batch_{k}"), &format!("batch {}", k + 1), nodes)?;
+    }
+    cluster(out, "after", "after", &after)?;
+    for e in g.edge_references() {
+        writeln!(out, "  n{} --> n{}", e.source().index(), e.target().index())?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_escaped() {
+        assert_eq!(dot_string("a \"b\" \\c\nd"), r#""a \"b\" \\c\nd""#);
+        assert_eq!(
+            mermaid_string("say \"hi\" <b> #1 & `x`\nnext"),
+            "\"say #quot;hi#quot; #lt;b#gt; #35;1 #amp; #96;x#96;<br/>next\""
+        );
+    }
+}

@@ -100,7 +100,11 @@ async fn run(loaded: LoadedPlan, exec: Arc<ExecutionPlan>, balancers: Balancers,
         match connect_all(&loaded.plan, &exec).await {
             Ok(t) => t,
             Err(failures) => {
-                eprintln!("error: pre-flight: cannot reach {} of {} hosts; nothing was changed", failures.len(), exec.hosts.len());
+                eprintln!(
+                    "error: pre-flight: cannot reach {} of {} hosts; nothing was changed",
+                    failures.len(),
+                    exec.hosts.len()
+                );
                 for (host, why) in failures {
                     eprintln!("  {host}: {why}");
                 }

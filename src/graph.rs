@@ -114,6 +114,12 @@ pub enum Action {
         node: String,
         /// For `accept`: wait until the balancer reports the node up.
         wait_up: bool,
+        /// For `command` balancers: the action's command, rendered for this host.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        command: Option<String>,
+        /// For `command` balancers with `status`: the status command, rendered.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        status_command: Option<String>,
     },
     /// A check to wait for.
     Wait(WaitCheck),
@@ -155,6 +161,9 @@ pub enum Check {
     BalancerUp {
         balancer: String,
         node: String,
+        /// For `command` balancers: the status command, rendered for this host.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        status_command: Option<String>,
     },
 }
 
@@ -589,8 +598,17 @@ impl<'p> Builder<'p> {
             Compiled::Local(f) => Action::Local { command: self.render(*f, name) },
             Compiled::Balancer { balancer, action, node, wait_up } => {
                 let node = self.render(*node, name);
-                self.check_balancer_templates(balancer, *action, *wait_up, &node, name);
-                Action::Balancer { balancer: balancer.clone(), action: *action, node, wait_up: *wait_up }
+                let command = self.balancer_command(balancer, action.as_str(), &node, name);
+                let status_command =
+                    if *wait_up { self.balancer_command(balancer, "status", &node, name) } else { None };
+                Action::Balancer {
+                    balancer: balancer.clone(),
+                    action: *action,
+                    node,
+                    wait_up: *wait_up,
+                    command,
+                    status_command,
+                }
             }
             Compiled::Wait { check, successes, interval, timeout, stable_for } => {
                 let check = match check {
@@ -600,8 +618,8 @@ impl<'p> Builder<'p> {
                     CompiledCheck::Command(f) => Check::Command { command: self.render(*f, name) },
                     CompiledCheck::BalancerUp(balancer, f) => {
                         let node = self.render(*f, name);
-                        self.check_status_template(balancer, &node, name);
-                        Check::BalancerUp { balancer: balancer.clone(), node }
+                        let status_command = self.balancer_command(balancer, "status", &node, name);
+                        Check::BalancerUp { balancer: balancer.clone(), node, status_command }
                     }
                 };
                 Action::Wait(WaitCheck {
@@ -627,28 +645,31 @@ impl<'p> Builder<'p> {
 
     /// `http` and `command` balancers template their requests with `{{node}}` and the
     /// host: render them here so a typo there is found now, not halfway through a run.
-    /// The executor renders them again with the same context.
-    fn check_balancer_templates(
+    /// The executor runs what is rendered here.
+    /// The rendered command of a `command` balancer for `request`, if it is one.
+    fn balancer_command(
         &mut self,
         balancer: &str,
-        action: BalancerAction,
-        wait_up: bool,
+        request: &'static str,
         node: &str,
         host: Option<&str>,
-    ) {
-        self.render_balancer(balancer, action.as_str(), node, host);
-        if wait_up {
-            self.check_status_template(balancer, node, host);
+    ) -> Option<String> {
+        let rendered = self.render_balancer(balancer, request, node, host);
+        match self.plan.balancers.get(balancer) {
+            Some(Balancer::Command(_)) => rendered.into_iter().next(),
+            _ => None,
         }
-    }
-
-    fn check_status_template(&mut self, balancer: &str, node: &str, host: Option<&str>) {
-        self.render_balancer(balancer, "status", node, host)
     }
 
     /// Renders the templates of `request` (`reject`, `drain`, `accept` or `status`) of
     /// `balancer` for the current host and `node`, compiling them on first use.
-    fn render_balancer(&mut self, balancer: &str, request: &'static str, node: &str, host: Option<&str>) {
+    fn render_balancer(
+        &mut self,
+        balancer: &str,
+        request: &'static str,
+        node: &str,
+        host: Option<&str>,
+    ) -> Vec<String> {
         let key = (balancer.to_string(), request);
         let fields = match self.balancer_fields.get(&key) {
             Some(fields) => fields.clone(),
@@ -659,13 +680,12 @@ impl<'p> Builder<'p> {
             }
         };
         if fields.is_empty() {
-            return;
+            return Vec::new();
         }
         self.ctx.set_node(Some(node));
-        for f in fields {
-            self.render(f, host);
-        }
+        let rendered = fields.into_iter().map(|f| self.render(f, host)).collect();
         self.ctx.set_node(None);
+        rendered
     }
 
     fn compile_balancer(&mut self, name: &str, request: &'static str) -> Vec<usize> {

@@ -147,7 +147,7 @@ pub fn describe(s: &StepInstance) -> String {
     let mut text = match &s.action {
         Action::Run { command } => format!("run: {command}"),
         Action::Local { command } => format!("local: {command}"),
-        Action::Balancer { balancer, action, node, wait_up } => {
+        Action::Balancer { balancer, action, node, wait_up, .. } => {
             let then = if *wait_up { ", until the balancer reports it up" } else { "" };
             format!("balancer {balancer}: {} {node}{then}", action.as_str())
         }
@@ -176,7 +176,7 @@ fn describe_wait(w: &WaitCheck) -> String {
         Check::Http { url, status } => format!("wait: {url} answers {status}"),
         Check::Tcp { address } => format!("wait: {address} accepts connections"),
         Check::Command { command } => format!("wait: `{command}` succeeds"),
-        Check::BalancerUp { balancer, node } => format!("wait: balancer {balancer} reports {node} up"),
+        Check::BalancerUp { balancer, node, .. } => format!("wait: balancer {balancer} reports {node} up"),
     };
     let mut parts = vec![check];
     if w.successes > 1 {

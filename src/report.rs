@@ -68,7 +68,9 @@ impl Reporter {
                 if *batches == 1 { "" } else { "es" }
             ),
             Event::PhaseStarted { phase } => format!("{} steps", phase_name(*phase)),
-            Event::BatchStarted { batch, hosts } => format!("batch {}/{}: {}", batch + 1, self.exec.batches.len(), hosts.join(", ")),
+            Event::BatchStarted { batch, hosts } => {
+                format!("batch {}/{}: {}", batch + 1, self.exec.batches.len(), hosts.join(", "))
+            }
             Event::StepStarted { host, step, description, .. } => {
                 format!("{} {step}: {}{description}", who(host), if self.dry_run { "would " } else { "" })
             }
@@ -157,7 +159,9 @@ impl Summary {
             }
         }
         if !result.failures.is_empty() {
-            out.push_str("  failed hosts were left where they failed: check them before putting them back in rotation\n");
+            out.push_str(
+                "  failed hosts were left where they failed: check them before putting them back in rotation\n",
+            );
         }
         if !result.cancelled_hosts.is_empty() {
             out.push_str(&format!(
@@ -190,8 +194,9 @@ impl Summary {
             rows.push(row);
         }
         let columns = rows[0].len();
-        let widths: Vec<usize> =
-            (0..columns).map(|c| rows.iter().map(|r| r.get(c).map_or(0, |s| s.chars().count())).max().unwrap_or(0)).collect();
+        let widths: Vec<usize> = (0..columns)
+            .map(|c| rows.iter().map(|r| r.get(c).map_or(0, |s| s.chars().count())).max().unwrap_or(0))
+            .collect();
         let mut out = String::new();
         for row in rows {
             let cells: Vec<String> = row.iter().enumerate().map(|(c, s)| format!("{s:<w$}", w = widths[c])).collect();

@@ -299,9 +299,9 @@ fn one_of(
     let meant = alternatives
         .and_then(Value::as_array)
         .and_then(|a| a.iter().find(|b| b.get("type").and_then(Value::as_str) != Some("null")));
-    let help = meant
-        .and_then(|b| description(schema, b))
-        .or_else(|| schema_at(schema, &parent_pointer(&error.schema_path().to_string())).and_then(|h| description(schema, h)));
+    let help = meant.and_then(|b| description(schema, b)).or_else(|| {
+        schema_at(schema, &parent_pointer(&error.schema_path().to_string())).and_then(|h| description(schema, h))
+    });
     out.push(
         Problem::at(span, format!("{} is not a valid value for {place}", found_value(instance)))
             .label("not valid here")

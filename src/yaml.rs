@@ -66,11 +66,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            max_bytes: 4 * 1024 * 1024,
-            max_depth: 128,
-            max_nodes: 1_000_000,
-        }
+        Limits { max_bytes: 4 * 1024 * 1024, max_depth: 128, max_nodes: 1_000_000 }
     }
 }
 
@@ -92,11 +88,7 @@ pub enum LoadError {
         "duplicate key `{key}` (first defined on line {}); remove or rename one of them",
         first.line
     )]
-    DuplicateKey {
-        key: String,
-        span: Span,
-        first: Span,
-    },
+    DuplicateKey { key: String, span: Span, first: Span },
     #[error("mapping keys must be plain values, not lists or mappings; use a string key")]
     NonScalarKey { span: Span },
     #[error("alias refers to an anchor that is not defined before it; define `&name` first")]
@@ -107,11 +99,7 @@ pub enum LoadError {
         "the file is not valid utf-8 (bad byte at line {line}, column {column}); \
          save it as utf-8"
     )]
-    NotUtf8 {
-        offset: usize,
-        line: usize,
-        column: usize,
-    },
+    NotUtf8 { offset: usize, line: usize, column: usize },
     #[error("the plan is empty; add the plan's settings")]
     Empty,
     #[error("`<<` must be given a mapping or a list of mappings, e.g. `<<: *defaults`")]
@@ -136,16 +124,9 @@ impl LoadError {
             | LoadError::InvalidMerge { span }
             | LoadError::UnsupportedTag { span, .. }
             | LoadError::TagMismatch { span, .. } => Some(*span),
-            LoadError::NotUtf8 {
-                offset,
-                line,
-                column,
-            } => Some(Span {
-                offset: *offset,
-                len: 1,
-                line: *line,
-                column: *column,
-            }),
+            LoadError::NotUtf8 { offset, line, column } => {
+                Some(Span { offset: *offset, len: 1, line: *line, column: *column })
+            }
             LoadError::TooLarge { .. } | LoadError::Empty => None,
         }
     }
@@ -156,10 +137,7 @@ impl LoadError {
 /// Checks the size first (so huge input is never scanned), then UTF-8, then parses.
 pub fn load(bytes: &[u8], limits: &Limits) -> Result<Node, LoadError> {
     if bytes.len() > limits.max_bytes {
-        return Err(LoadError::TooLarge {
-            size: bytes.len() as u64,
-            limit: limits.max_bytes,
-        });
+        return Err(LoadError::TooLarge { size: bytes.len() as u64, limit: limits.max_bytes });
     }
     let text = match std::str::from_utf8(bytes) {
         Ok(text) => text,
@@ -168,11 +146,7 @@ pub fn load(bytes: &[u8], limits: &Limits) -> Result<Node, LoadError> {
             // The prefix is valid UTF-8 by construction, so this cannot fail.
             let prefix = std::str::from_utf8(&bytes[..offset]).unwrap_or_default();
             let (line, column) = end_position(prefix);
-            return Err(LoadError::NotUtf8 {
-                offset,
-                line,
-                column,
-            });
+            return Err(LoadError::NotUtf8 { offset, line, column });
         }
     };
     match Builder::new(text, limits).run() {
@@ -234,19 +208,9 @@ const STRIDE: usize = 64;
 impl<'a> Positions<'a> {
     fn new(text: &'a str) -> Self {
         let ascii = text.is_ascii();
-        let checkpoints = if ascii {
-            Vec::new()
-        } else {
-            text.char_indices()
-                .step_by(STRIDE)
-                .map(|(byte, _)| byte)
-                .collect()
-        };
-        Positions {
-            text,
-            ascii,
-            checkpoints,
-        }
+        let checkpoints =
+            if ascii { Vec::new() } else { text.char_indices().step_by(STRIDE).map(|(byte, _)| byte).collect() };
+        Positions { text, ascii, checkpoints }
     }
 
     fn byte(&self, char_index: usize) -> usize {
@@ -256,29 +220,18 @@ impl<'a> Positions<'a> {
         let Some(&base) = self.checkpoints.get(char_index / STRIDE) else {
             return self.text.len();
         };
-        self.text[base..]
-            .char_indices()
-            .nth(char_index % STRIDE)
-            .map_or(self.text.len(), |(b, _)| base + b)
+        self.text[base..].char_indices().nth(char_index % STRIDE).map_or(self.text.len(), |(b, _)| base + b)
     }
 
     fn span(&self, span: saphyr_parser::Span) -> Span {
         let offset = self.byte(span.start.index());
         let end = self.byte(span.end.index()).max(offset);
-        Span {
-            offset,
-            len: end - offset,
-            line: span.start.line(),
-            column: span.start.col() + 1,
-        }
+        Span { offset, len: end - offset, line: span.start.line(), column: span.start.col() + 1 }
     }
 
     /// A span covering just the character at `span`'s start, for pointing at an indicator.
     fn first_char(&self, span: Span) -> Span {
-        let len = self.text[span.offset..]
-            .chars()
-            .next()
-            .map_or(0, char::len_utf8);
+        let len = self.text[span.offset..].chars().next().map_or(0, char::len_utf8);
         Span { len, ..span }
     }
 
@@ -288,10 +241,7 @@ impl<'a> Positions<'a> {
         if e.info() == SAPHYR_UNKNOWN_ANCHOR {
             return LoadError::UnknownAnchor { span };
         }
-        LoadError::Syntax {
-            message: e.info().to_string(),
-            span,
-        }
+        LoadError::Syntax { message: e.info().to_string(), span }
     }
 }
 
@@ -313,11 +263,7 @@ struct Entry {
 
 enum Body {
     Seq(Vec<Node>),
-    Map {
-        entries: Vec<Entry>,
-        pending: Option<(Key, bool)>,
-        first_seen: HashMap<String, Span>,
-    },
+    Map { entries: Vec<Entry>, pending: Option<(Key, bool)>, first_seen: HashMap<String, Span> },
 }
 
 /// A sequence or mapping still being read.
@@ -366,19 +312,13 @@ impl<'a> Builder<'a> {
                 Event::DocumentStart(_) => {
                     documents += 1;
                     if documents > 1 {
-                        return Err(LoadError::MultipleDocuments {
-                            span: self.pos.first_char(span),
-                        });
+                        return Err(LoadError::MultipleDocuments { span: self.pos.first_char(span) });
                     }
                 }
                 Event::Scalar(text, style, anchor, tag) => {
                     self.charge(1, span)?;
                     let mut span = span;
-                    if text.is_empty()
-                        && style == ScalarStyle::Plain
-                        && tag.is_none()
-                        && anchor == 0
-                    {
+                    if text.is_empty() && style == ScalarStyle::Plain && tag.is_none() && anchor == 0 {
                         // saphyr gives an omitted node the span of whatever token follows it
                         // (`...`, the next key); it has no text of its own.
                         span.len = 0;
@@ -401,11 +341,7 @@ impl<'a> Builder<'a> {
                     self.open(Body::Seq(Vec::new()), span, anchor, tag.as_deref(), "seq")?;
                 }
                 Event::MappingStart(anchor, tag) => {
-                    let body = Body::Map {
-                        entries: Vec::new(),
-                        pending: None,
-                        first_seen: HashMap::new(),
-                    };
+                    let body = Body::Map { entries: Vec::new(), pending: None, first_seen: HashMap::new() };
                     self.open(body, span, anchor, tag.as_deref(), "map")?;
                 }
                 Event::SequenceEnd | Event::MappingEnd => self.close(span)?,
@@ -416,10 +352,7 @@ impl<'a> Builder<'a> {
         match self.root {
             // A lone `---` or an empty document reads as an empty plain scalar.
             None => Err(LoadError::Empty),
-            Some(Node {
-                value: Value::Null,
-                span,
-            }) if span.len == 0 => Err(LoadError::Empty),
+            Some(Node { value: Value::Null, span }) if span.len == 0 => Err(LoadError::Empty),
             Some(root) => Ok(root),
         }
     }
@@ -432,58 +365,28 @@ impl<'a> Builder<'a> {
     fn within_limit(&self, used: usize, count: usize, span: Span) -> Result<usize, LoadError> {
         match used.checked_add(count) {
             Some(total) if total <= self.limits.max_nodes => Ok(total),
-            _ => Err(LoadError::TooManyNodes {
-                limit: self.limits.max_nodes,
-                span: self.pos.first_char(span),
-            }),
+            _ => Err(LoadError::TooManyNodes { limit: self.limits.max_nodes, span: self.pos.first_char(span) }),
         }
     }
 
     fn expecting_key(&self) -> bool {
-        matches!(
-            self.stack.last(),
-            Some(Frame {
-                body: Body::Map { pending: None, .. },
-                ..
-            })
-        )
+        matches!(self.stack.last(), Some(Frame { body: Body::Map { pending: None, .. }, .. }))
     }
 
-    fn open(
-        &mut self,
-        body: Body,
-        span: Span,
-        anchor: usize,
-        tag: Option<&Tag>,
-        kind: &str,
-    ) -> Result<(), LoadError> {
+    fn open(&mut self, body: Body, span: Span, anchor: usize, tag: Option<&Tag>, kind: &str) -> Result<(), LoadError> {
         if self.expecting_key() {
-            return Err(LoadError::NonScalarKey {
-                span: self.pos.first_char(span),
-            });
+            return Err(LoadError::NonScalarKey { span: self.pos.first_char(span) });
         }
         if let Some(tag) = tag
             && !(tag.is_yaml_core_schema() && tag.suffix == kind)
         {
-            return Err(LoadError::UnsupportedTag {
-                tag: tag_name(tag),
-                span,
-            });
+            return Err(LoadError::UnsupportedTag { tag: tag_name(tag), span });
         }
         if self.stack.len() >= self.limits.max_depth {
-            return Err(LoadError::TooDeep {
-                limit: self.limits.max_depth,
-                span: self.pos.first_char(span),
-            });
+            return Err(LoadError::TooDeep { limit: self.limits.max_depth, span: self.pos.first_char(span) });
         }
         self.charge(1, span)?;
-        self.stack.push(Frame {
-            body,
-            start: span,
-            anchor,
-            size: 1,
-            height: 1,
-        });
+        self.stack.push(Frame { body, start: span, anchor, size: 1, height: 1 });
         Ok(())
     }
 
@@ -497,54 +400,33 @@ impl<'a> Builder<'a> {
                 let last = items.last().map(|n| n.span.offset + n.span.len);
                 (Value::Seq(items), last)
             }
-            Body::Map {
-                entries,
-                first_seen,
-                ..
-            } => {
-                let last = entries
-                    .last()
-                    .map(|e| e.value.span.offset + e.value.span.len);
+            Body::Map { entries, first_seen, .. } => {
+                let last = entries.last().map(|e| e.value.span.offset + e.value.span.len);
                 (Value::Map(merge(entries, &first_seen)?), last)
             }
         };
         // Flow collections end with a bracket; block ones end where the next token starts,
         // which may be lines later, so end them at their last child instead.
-        let end_offset = if end.len > 0 {
-            end.offset + end.len
-        } else {
-            last_end.unwrap_or(end.offset)
-        };
-        let span = Span {
-            len: end_offset.saturating_sub(start.offset),
-            ..start
-        };
+        let end_offset = if end.len > 0 { end.offset + end.len } else { last_end.unwrap_or(end.offset) };
+        let span = Span { len: end_offset.saturating_sub(start.offset), ..start };
         let node = Node { value, span };
         self.finish(node, frame.anchor, frame.size, frame.height, None)
     }
 
     fn alias(&mut self, id: usize, span: Span) -> Result<(), LoadError> {
         let Some(anchored) = self.anchors.get(&id) else {
-            return Err(LoadError::UnknownAnchor {
-                span: self.pos.first_char(span),
-            });
+            return Err(LoadError::UnknownAnchor { span: self.pos.first_char(span) });
         };
         let (size, height) = (anchored.size, anchored.height);
         if self.stack.len() + height > self.limits.max_depth {
-            return Err(LoadError::TooDeep {
-                limit: self.limits.max_depth,
-                span: self.pos.first_char(span),
-            });
+            return Err(LoadError::TooDeep { limit: self.limits.max_depth, span: self.pos.first_char(span) });
         }
         // Charging before cloning is what keeps an alias bomb from allocating anything.
         self.charge(size, span)?;
         let Some(anchored) = self.anchors.get(&id) else {
             return Ok(());
         };
-        let node = Node {
-            value: anchored.node.value.clone(),
-            span,
-        };
+        let node = Node { value: anchored.node.value.clone(), span };
         let key_info = scalar_key_text(&node.value).map(|t| (t, false));
         self.finish(node, 0, size, height, key_info)
     }
@@ -561,14 +443,7 @@ impl<'a> Builder<'a> {
     ) -> Result<(), LoadError> {
         if anchor != 0 {
             self.anchored_nodes = self.within_limit(self.anchored_nodes, size, node.span)?;
-            self.anchors.insert(
-                anchor,
-                Anchored {
-                    node: node.clone(),
-                    size,
-                    height,
-                },
-            );
+            self.anchors.insert(anchor, Anchored { node: node.clone(), size, height });
         }
         let Some(parent) = self.stack.last_mut() else {
             self.root = Some(node);
@@ -578,19 +453,12 @@ impl<'a> Builder<'a> {
         parent.height = parent.height.max(height + 1);
         match &mut parent.body {
             Body::Seq(items) => items.push(node),
-            Body::Map {
-                entries,
-                pending,
-                first_seen,
-            } => match pending.take() {
+            Body::Map { entries, pending, first_seen } => match pending.take() {
                 Some((key, merge)) => {
                     let value = match (&node.value, node.span.len) {
                         // An omitted value is reported where the next token starts, often on
                         // a later line; place it right after its key instead.
-                        (Value::Null, 0) => Node {
-                            value: Value::Null,
-                            span: after(&key.span, self.pos.text),
-                        },
+                        (Value::Null, 0) => Node { value: Value::Null, span: after(&key.span, self.pos.text) },
                         _ => node,
                     };
                     entries.push(Entry { key, value, merge });
@@ -600,16 +468,9 @@ impl<'a> Builder<'a> {
                         return Err(LoadError::NonScalarKey { span: node.span });
                     };
                     let merge = plain && name == "<<";
-                    let key = Key {
-                        name,
-                        span: node.span,
-                    };
+                    let key = Key { name, span: node.span };
                     if let Some(first) = first_seen.get(&key.name) {
-                        return Err(LoadError::DuplicateKey {
-                            key: key.name,
-                            span: key.span,
-                            first: *first,
-                        });
+                        return Err(LoadError::DuplicateKey { key: key.name, span: key.span, first: *first });
                     }
                     first_seen.insert(key.name.clone(), key.span);
                     *pending = Some((key, merge));
@@ -624,21 +485,12 @@ impl<'a> Builder<'a> {
 fn after(span: &Span, text: &str) -> Span {
     let end = span.offset + span.len;
     let chars = text.get(span.offset..end).map_or(0, |t| t.chars().count());
-    Span {
-        offset: end,
-        len: 0,
-        line: span.line,
-        column: span.column + chars,
-    }
+    Span { offset: end, len: 0, line: span.line, column: span.column + chars }
 }
 
 /// A tag as the user wrote it, e.g. `!!int` rather than the expanded core-schema URI.
 fn tag_name(tag: &Tag) -> String {
-    if tag.is_yaml_core_schema() {
-        format!("!!{}", tag.suffix)
-    } else {
-        tag.to_string()
-    }
+    if tag.is_yaml_core_schema() { format!("!!{}", tag.suffix) } else { tag.to_string() }
 }
 
 /// Text usable as a key for an alias that resolved to a scalar.
@@ -655,10 +507,7 @@ fn scalar_key_text(value: &Value) -> Option<String> {
 
 /// Applies `<<` merge keys: merged entries take the place of the `<<` entry, explicit keys win,
 /// and among several merged mappings the earlier one wins.
-fn merge(
-    entries: Vec<Entry>,
-    explicit: &HashMap<String, Span>,
-) -> Result<Vec<(Key, Node)>, LoadError> {
+fn merge(entries: Vec<Entry>, explicit: &HashMap<String, Span>) -> Result<Vec<(Key, Node)>, LoadError> {
     if !entries.iter().any(|e| e.merge) {
         return Ok(entries.into_iter().map(|e| (e.key, e.value)).collect());
     }
@@ -682,9 +531,7 @@ fn merge(
                 maps
             }
             _ => {
-                return Err(LoadError::InvalidMerge {
-                    span: entry.value.span,
-                });
+                return Err(LoadError::InvalidMerge { span: entry.value.span });
             }
         };
         for (key, value) in sources.into_iter().flatten() {
@@ -698,24 +545,12 @@ fn merge(
     Ok(out)
 }
 
-fn resolve_scalar(
-    text: &str,
-    style: ScalarStyle,
-    tag: Option<&Tag>,
-    span: Span,
-) -> Result<Value, LoadError> {
+fn resolve_scalar(text: &str, style: ScalarStyle, tag: Option<&Tag>, span: Span) -> Result<Value, LoadError> {
     let Some(tag) = tag else {
-        return Ok(if style == ScalarStyle::Plain {
-            resolve_plain(text)
-        } else {
-            Value::String(text.to_string())
-        });
+        return Ok(if style == ScalarStyle::Plain { resolve_plain(text) } else { Value::String(text.to_string()) });
     };
     if !tag.is_yaml_core_schema() {
-        return Err(LoadError::UnsupportedTag {
-            tag: tag_name(tag),
-            span,
-        });
+        return Err(LoadError::UnsupportedTag { tag: tag_name(tag), span });
     }
     let resolved = resolve_plain(text);
     let value = match (tag.suffix.as_str(), resolved) {
@@ -724,16 +559,10 @@ fn resolve_scalar(
         ("float", v @ Value::Float(_)) => v,
         ("float", Value::Int(i)) => Value::Float(i as f64),
         ("int" | "bool" | "null" | "float", _) => {
-            return Err(LoadError::TagMismatch {
-                tag: tag_name(tag),
-                span,
-            });
+            return Err(LoadError::TagMismatch { tag: tag_name(tag), span });
         }
         _ => {
-            return Err(LoadError::UnsupportedTag {
-                tag: tag_name(tag),
-                span,
-            });
+            return Err(LoadError::UnsupportedTag { tag: tag_name(tag), span });
         }
     };
     Ok(value)
@@ -757,17 +586,14 @@ fn resolve_plain(text: &str) -> Value {
             .filter(|d| !d.is_empty() && d.chars().all(valid))
             .map(|d| i64::from_str_radix(d, radix))
     };
-    let parsed = radix("0x", 16, |c| c.is_ascii_hexdigit())
-        .or_else(|| radix("0o", 8, |c| matches!(c, '0'..='7')));
+    let parsed = radix("0x", 16, |c| c.is_ascii_hexdigit()).or_else(|| radix("0o", 8, |c| matches!(c, '0'..='7')));
     if let Some(parsed) = parsed {
         // Out-of-range numbers stay text rather than silently losing precision.
         return parsed.map_or_else(|_| Value::String(text.to_string()), Value::Int);
     }
     let unsigned = text.strip_prefix(['-', '+']).unwrap_or(text);
     if !unsigned.is_empty() && unsigned.bytes().all(|b| b.is_ascii_digit()) {
-        return text
-            .parse::<i64>()
-            .map_or_else(|_| Value::String(text.to_string()), Value::Int);
+        return text.parse::<i64>().map_or_else(|_| Value::String(text.to_string()), Value::Int);
     }
     if is_core_float(unsigned)
         && let Ok(f) = text.parse::<f64>()
@@ -827,12 +653,7 @@ impl Node {
             ),
             Value::String(s) => J::String(s.clone()),
             Value::Seq(items) => J::Array(items.iter().map(Node::to_json).collect()),
-            Value::Map(entries) => J::Object(
-                entries
-                    .iter()
-                    .map(|(k, v)| (k.name.clone(), v.to_json()))
-                    .collect(),
-            ),
+            Value::Map(entries) => J::Object(entries.iter().map(|(k, v)| (k.name.clone(), v.to_json())).collect()),
         }
     }
 
@@ -856,10 +677,7 @@ impl Node {
             node = node.child(segment)?;
         }
         match &node.value {
-            Value::Map(entries) => entries
-                .iter()
-                .find(|(k, _)| k.name == last)
-                .map(|(k, _)| k.span),
+            Value::Map(entries) => entries.iter().find(|(k, _)| k.name == last).map(|(k, _)| k.span),
             _ => None,
         }
     }
@@ -878,10 +696,7 @@ impl Node {
 
     fn child(&self, segment: &str) -> Option<&Node> {
         match &self.value {
-            Value::Map(entries) => entries
-                .iter()
-                .find(|(k, _)| k.name == segment)
-                .map(|(_, v)| v),
+            Value::Map(entries) => entries.iter().find(|(k, _)| k.name == segment).map(|(_, v)| v),
             Value::Seq(items) => {
                 // RFC 6901: no signs, no leading zeros.
                 let valid = !segment.is_empty()
@@ -903,11 +718,7 @@ fn segments(pointer: &str) -> Option<Vec<String>> {
         return Some(Vec::new());
     }
     let rest = pointer.strip_prefix('/')?;
-    Some(
-        rest.split('/')
-            .map(|s| s.replace("~1", "/").replace("~0", "~"))
-            .collect(),
-    )
+    Some(rest.split('/').map(|s| s.replace("~1", "/").replace("~0", "~")).collect())
 }
 
 #[cfg(test)]
@@ -931,11 +742,7 @@ mod tests {
 
     /// (line, column, text under the span)
     fn at(src: &str, span: Span) -> (usize, usize, &str) {
-        (
-            span.line,
-            span.column,
-            &src[span.offset..span.offset + span.len],
-        )
+        (span.line, span.column, &src[span.offset..span.offset + span.len])
     }
 
     const PLAN: &str = "\
@@ -951,30 +758,20 @@ timeout: 90s
     #[test]
     fn scalar_key_and_item_positions() {
         let root = ok(PLAN);
-        let Value::Map(entries) = &root.value else {
-            panic!("root is not a map")
-        };
+        let Value::Map(entries) = &root.value else { panic!("root is not a map") };
         assert_eq!(at(PLAN, entries[0].0.span), (1, 1, "name"));
         assert_eq!(at(PLAN, entries[0].1.span), (1, 7, "web"));
         assert_eq!(at(PLAN, entries[1].0.span), (2, 1, "servers"));
         let servers = root.pointer("/servers").unwrap();
-        let Value::Seq(items) = &servers.value else {
-            panic!("servers is not a seq")
-        };
+        let Value::Seq(items) = &servers.value else { panic!("servers is not a seq") };
         // A block item's mapping starts at its first key, not at the dash.
         assert_eq!((items[0].span.line, items[0].span.column), (3, 5));
         assert_eq!((items[1].span.line, items[1].span.column), (5, 5));
         assert!(at(PLAN, items[1].span).2.ends_with("10.0.0.2}"));
-        assert_eq!(
-            at(PLAN, root.pointer("/servers/0/port").unwrap().span),
-            (4, 11, "22")
-        );
+        assert_eq!(at(PLAN, root.pointer("/servers/0/port").unwrap().span), (4, 11, "22"));
         let ip = root.pointer("/servers/1/optons/private_ip").unwrap();
         assert_eq!(at(PLAN, ip.span), (6, 26, "10.0.0.2"));
-        assert_eq!(
-            at(PLAN, root.pointer("/timeout").unwrap().span),
-            (7, 10, "90s")
-        );
+        assert_eq!(at(PLAN, root.pointer("/timeout").unwrap().span), (7, 10, "90s"));
         assert_eq!(root.span.offset, 0);
     }
 
@@ -984,14 +781,8 @@ timeout: 90s
         let root = ok(src);
         assert_eq!(at(src, root.pointer("/a").unwrap().span), (1, 4, "\"x y\""));
         assert_eq!(at(src, root.pointer("/b").unwrap().span), (2, 4, "'z'"));
-        assert_eq!(
-            at(src, root.pointer("/c").unwrap().span),
-            (4, 3, "lit\n  more")
-        );
-        assert_eq!(
-            at(src, root.pointer("/d").unwrap().span),
-            (6, 4, "plain\n  continued")
-        );
+        assert_eq!(at(src, root.pointer("/c").unwrap().span), (4, 3, "lit\n  more"));
+        assert_eq!(at(src, root.pointer("/d").unwrap().span), (6, 4, "plain\n  continued"));
         // An omitted value sits right after its key, not on the next line.
         let e = root.pointer("/e").unwrap();
         assert_eq!(e.value, Value::Null);
@@ -1010,18 +801,9 @@ timeout: 90s
         }
         let src = "name: \"h\u{e9}llo\"\nk\u{f6}y: [\u{fc}, x]\n";
         let root = ok(src);
-        assert_eq!(
-            at(src, root.pointer("/name").unwrap().span),
-            (1, 7, "\"h\u{e9}llo\"")
-        );
-        assert_eq!(
-            at(src, root.key_span("/k\u{f6}y").unwrap()),
-            (2, 1, "k\u{f6}y")
-        );
-        assert_eq!(
-            at(src, root.pointer("/k\u{f6}y/1").unwrap().span),
-            (2, 10, "x")
-        );
+        assert_eq!(at(src, root.pointer("/name").unwrap().span), (1, 7, "\"h\u{e9}llo\""));
+        assert_eq!(at(src, root.key_span("/k\u{f6}y").unwrap()), (2, 1, "k\u{f6}y"));
+        assert_eq!(at(src, root.pointer("/k\u{f6}y/1").unwrap().span), (2, 10, "x"));
         // Past the 64-character checkpoint stride, with multi-byte text before it.
         let long = format!("a: \"{}\"\nb: here\n", "\u{e9}".repeat(200));
         let root = ok(&long);
@@ -1036,20 +818,14 @@ timeout: 90s
         assert!(root.pointer("/servers/01").is_none());
         assert!(root.pointer("servers").is_none());
         assert!(root.pointer("/name/x").is_none());
-        assert_eq!(
-            at(PLAN, root.key_span("/servers/1/optons").unwrap()),
-            (6, 5, "optons")
-        );
+        assert_eq!(at(PLAN, root.key_span("/servers/1/optons").unwrap()), (6, 5, "optons"));
         assert_eq!(root.key_span("/servers/1/options"), None);
         assert_eq!(root.key_span("/servers/0"), None);
         assert_eq!(root.key_span(""), None);
         // Missing leaf: the nearest ancestor that exists.
         let span = root.span_at("/servers/1/options/private_ip");
         assert_eq!((span.line, span.column), (5, 5));
-        assert_eq!(
-            at(PLAN, root.span_at("/servers/0/host")),
-            (3, 11, "a.example")
-        );
+        assert_eq!(at(PLAN, root.span_at("/servers/0/host")), (3, 11, "a.example"));
         assert_eq!(root.span_at("not a pointer"), root.span);
 
         let src = "\"a/b\": 1\n\"m~n\": 2\n";
@@ -1095,10 +871,7 @@ timeout: 90s
             ("0b101", Value::String("0b101".into())),
             (".", Value::String(".".into())),
             ("1e", Value::String("1e".into())),
-            (
-                "99999999999999999999",
-                Value::String("99999999999999999999".into()),
-            ),
+            ("99999999999999999999", Value::String("99999999999999999999".into())),
             ("\"1\"", Value::String("1".into())),
             ("'true'", Value::String("true".into())),
             ("\"\"", Value::String("".into())),
@@ -1117,10 +890,7 @@ timeout: 90s
             Value::Float(f) => assert!(f.is_nan()),
             ref v => panic!("{v:?}"),
         }
-        assert!(matches!(
-            err("v: !!int abc\n"),
-            LoadError::TagMismatch { .. }
-        ));
+        assert!(matches!(err("v: !!int abc\n"), LoadError::TagMismatch { .. }));
         match err("v: !custom x\n") {
             LoadError::UnsupportedTag { tag, span } => {
                 assert_eq!(tag, "!custom");
@@ -1128,10 +898,7 @@ timeout: 90s
             }
             e => panic!("{e:?}"),
         }
-        assert!(matches!(
-            err("v: !!map [1]\n"),
-            LoadError::UnsupportedTag { .. }
-        ));
+        assert!(matches!(err("v: !!map [1]\n"), LoadError::UnsupportedTag { .. }));
         // Keys keep their text as written.
         assert!(ok("1: a\n0x10: b\n").pointer("/0x10").is_some());
     }
@@ -1142,9 +909,7 @@ timeout: 90s
         match err(src) {
             e @ LoadError::DuplicateKey { .. } => {
                 assert!(e.to_string().contains("line 1"), "{e}");
-                let LoadError::DuplicateKey { key, span, first } = e else {
-                    unreachable!()
-                };
+                let LoadError::DuplicateKey { key, span, first } = e else { unreachable!() };
                 assert_eq!(key, "name");
                 assert_eq!(at(src, span), (3, 1, "name"));
                 assert_eq!(at(src, first), (1, 1, "name"));
@@ -1165,14 +930,8 @@ timeout: 90s
             LoadError::NonScalarKey { span } => assert_eq!((span.line, span.column), (1, 3)),
             e => panic!("{e:?}"),
         }
-        assert!(matches!(
-            err("{{a: 1}: b}\n"),
-            LoadError::NonScalarKey { .. }
-        ));
-        assert!(matches!(
-            err("x: &m {a: 1}\n? *m\n: 2\n"),
-            LoadError::NonScalarKey { .. }
-        ));
+        assert!(matches!(err("{{a: 1}: b}\n"), LoadError::NonScalarKey { .. }));
+        assert!(matches!(err("x: &m {a: 1}\n? *m\n: 2\n"), LoadError::NonScalarKey { .. }));
         match err("a: 1\nb: *nope\n") {
             LoadError::UnknownAnchor { span } => assert_eq!((span.line, span.column), (2, 4)),
             e => panic!("{e:?}"),
@@ -1183,22 +942,13 @@ timeout: 90s
     fn aliases_are_expanded() {
         let src = "base: &b {user: deploy, port: 22}\nweb: *b\nport: &p 8080\nalt: *p\n";
         let root = ok(src);
-        assert_eq!(
-            root.pointer("/web").unwrap().to_json(),
-            root.pointer("/base").unwrap().to_json()
-        );
+        assert_eq!(root.pointer("/web").unwrap().to_json(), root.pointer("/base").unwrap().to_json());
         assert_eq!(root.pointer("/alt").unwrap().value, Value::Int(8080));
         assert_eq!(at(src, root.pointer("/web").unwrap().span), (2, 6, "*b"));
         // An alias that would push the tree past the depth limit is refused.
-        let limits = Limits {
-            max_depth: 3,
-            ..Limits::default()
-        };
+        let limits = Limits { max_depth: 3, ..Limits::default() };
         let deep = load(b"a: &a [[1]]\nb: [*a]\n", &limits).unwrap_err();
-        assert!(
-            matches!(deep, LoadError::TooDeep { limit: 3, .. }),
-            "{deep:?}"
-        );
+        assert!(matches!(deep, LoadError::TooDeep { limit: 3, .. }), "{deep:?}");
     }
 
     #[test]
@@ -1218,14 +968,8 @@ timeout: 90s
             }
             e => panic!("{e:?}"),
         }
-        let small = Limits {
-            max_nodes: 50,
-            ..Limits::default()
-        };
-        let e = load(
-            b"a: &a [1, 2, 3, 4, 5, 6, 7, 8, 9]\nb: [*a, *a, *a, *a]\n",
-            &small,
-        );
+        let small = Limits { max_nodes: 50, ..Limits::default() };
+        let e = load(b"a: &a [1, 2, 3, 4, 5, 6, 7, 8, 9]\nb: [*a, *a, *a, *a]\n", &small);
         match e {
             Err(LoadError::TooManyNodes { span, .. }) => {
                 assert_eq!((span.line, span.column), (2, 17));
@@ -1240,10 +984,7 @@ timeout: 90s
         match err(&src) {
             LoadError::TooDeep { limit, span } => {
                 assert_eq!(limit, 128);
-                assert_eq!(
-                    (span.line, span.column, span.offset, span.len),
-                    (1, 129, 128, 1)
-                );
+                assert_eq!((span.line, span.column, span.offset, span.len), (1, 129, 128, 1));
             }
             e => panic!("{e:?}"),
         }
@@ -1255,10 +996,7 @@ timeout: 90s
             e => panic!("{e:?}"),
         }
         // Beyond saphyr's own 255-level flow cap, with a limit that does not trip first.
-        let limits = Limits {
-            max_depth: 1_000,
-            ..Limits::default()
-        };
+        let limits = Limits { max_depth: 1_000, ..Limits::default() };
         match load("[".repeat(10_000).as_bytes(), &limits) {
             Err(LoadError::Syntax { span, .. }) => assert_eq!(span.column, 256),
             e => panic!("{e:?}"),
@@ -1272,10 +1010,7 @@ timeout: 90s
             src.push_str(&" ".repeat(depth));
             src.push_str("k:\n");
         }
-        let limits = Limits {
-            max_bytes: usize::MAX,
-            ..Limits::default()
-        };
+        let limits = Limits { max_bytes: usize::MAX, ..Limits::default() };
         match load(src.as_bytes(), &limits) {
             Err(LoadError::TooDeep { span, .. }) => {
                 assert_eq!((span.line, span.column), (129, 129))
@@ -1314,14 +1049,8 @@ timeout: 90s
             e => panic!("{e:?}"),
         }
         drop(huge);
-        let limits = Limits {
-            max_bytes: 8,
-            ..Limits::default()
-        };
-        assert!(matches!(
-            load(b"a: 123456", &limits),
-            Err(LoadError::TooLarge { size: 9, .. })
-        ));
+        let limits = Limits { max_bytes: 8, ..Limits::default() };
+        assert!(matches!(load(b"a: 123456", &limits), Err(LoadError::TooLarge { size: 9, .. })));
         assert!(load(b"a: 12345", &limits).is_ok());
     }
 
@@ -1329,11 +1058,7 @@ timeout: 90s
     fn invalid_utf8_reports_the_first_bad_byte() {
         let src = b"name: ok\nbad: \"\xc3\xa9\xff\"\n";
         match load(src, &Limits::default()) {
-            Err(LoadError::NotUtf8 {
-                offset,
-                line,
-                column,
-            }) => {
+            Err(LoadError::NotUtf8 { offset, line, column }) => {
                 assert_eq!((offset, line, column), (17, 2, 8));
             }
             e => panic!("{e:?}"),
@@ -1346,19 +1071,10 @@ timeout: 90s
 
     #[test]
     fn empty_plans() {
-        for src in [
-            "",
-            "\n\n",
-            "# just a comment\n  # another\n",
-            "---\n",
-            "--- # c\n...\n",
-        ] {
+        for src in ["", "\n\n", "# just a comment\n  # another\n", "---\n", "--- # c\n...\n"] {
             assert!(matches!(err(src), LoadError::Empty), "{src:?}");
         }
-        assert_eq!(
-            err("").to_string(),
-            "the plan is empty; add the plan's settings"
-        );
+        assert_eq!(err("").to_string(), "the plan is empty; add the plan's settings");
         assert_eq!(ok("~\n").value, Value::Null);
     }
 
@@ -1377,11 +1093,7 @@ timeout: 90s
         for (src, line, column) in cases {
             match err(src) {
                 LoadError::Syntax { span, message } => {
-                    assert_eq!(
-                        (span.line, span.column),
-                        (*line, *column),
-                        "{src:?}: {message}"
-                    );
+                    assert_eq!((span.line, span.column), (*line, *column), "{src:?}: {message}");
                     assert!(span.len >= 1);
                 }
                 e => panic!("{src:?}: {e:?}"),
@@ -1417,10 +1129,7 @@ quoted:
             LoadError::InvalidMerge { span } => assert_eq!((span.line, span.column), (3, 7)),
             e => panic!("{e:?}"),
         }
-        assert!(matches!(
-            err("b:\n  <<: [{a: 1}, 2]\n"),
-            LoadError::InvalidMerge { .. }
-        ));
+        assert!(matches!(err("b:\n  <<: [{a: 1}, 2]\n"), LoadError::InvalidMerge { .. }));
     }
 
     #[test]
@@ -1455,10 +1164,7 @@ quoted:
         let plan = format!(
             "{PLAN}anchors: &x {{a: [1, 2, {{b: \"q\"}}]}}\nuse:\n  <<: *x\n  lit: |\n    t\u{e9}xt\n  - 'bad\n"
         );
-        let limits = Limits {
-            max_nodes: 10_000,
-            ..Limits::default()
-        };
+        let limits = Limits { max_nodes: 10_000, ..Limits::default() };
         let bytes = plan.as_bytes();
         for cut in 0..=bytes.len() {
             let _ = load(&bytes[..cut], &limits);
@@ -1489,9 +1195,7 @@ quoted:
         }
         for _ in 0..2_000 {
             let len = rng.below(40);
-            let input: Vec<u8> = (0..len)
-                .map(|_| alphabet[rng.below(alphabet.len())])
-                .collect();
+            let input: Vec<u8> = (0..len).map(|_| alphabet[rng.below(alphabet.len())]).collect();
             let _ = load(&input, &limits);
         }
     }

@@ -94,7 +94,14 @@ fn batch_size_one_rolls_hosts_one_after_another() {
     assert_eq!(
         record(&dir),
         [
-            "reject h1", "restart h1", "accept h1", "reject h2", "restart h2", "accept h2", "reject h3", "restart h3",
+            "reject h1",
+            "restart h1",
+            "accept h1",
+            "reject h2",
+            "restart h2",
+            "accept h2",
+            "reject h3",
+            "restart h3",
             "accept h3"
         ]
     );
@@ -270,11 +277,7 @@ fn an_unset_secret_is_refused_before_anything_runs() {
     dir.write("plan.yaml", text);
     let out = apply(&dir, &[]);
     assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
-    assert!(
-        out.stderr.contains("the environment variable `PLANRUN_TEST_UNSET_SECRET` must be set"),
-        "{}",
-        out.stderr
-    );
+    assert!(out.stderr.contains("the environment variable `PLANRUN_TEST_UNSET_SECRET` must be set"), "{}", out.stderr);
     assert!(!dir.path().join("pool").exists());
 }
 

@@ -11,12 +11,8 @@ fn local() -> Transport {
 
 #[tokio::test]
 async fn separates_streams_and_keeps_order() {
-    let (result, lines) = exec_collect(
-        &local(),
-        "echo one; echo err1 >&2; echo two; echo err2 >&2; printf partial",
-        None,
-    )
-    .await;
+    let (result, lines) =
+        exec_collect(&local(), "echo one; echo err1 >&2; echo two; echo err2 >&2; printf partial", None).await;
     let exit = result.expect("exec");
     assert!(exit.success(), "{exit:?}");
     assert_eq!(lines_of(&lines, Stream::Stdout), ["one", "two", "partial"]);
@@ -25,17 +21,11 @@ async fn separates_streams_and_keeps_order() {
 
 #[tokio::test]
 async fn reports_exit_codes_and_signals() {
-    let exit = exec_collect(&local(), "exit 7", None)
-        .await
-        .0
-        .expect("exec");
+    let exit = exec_collect(&local(), "exit 7", None).await.0.expect("exec");
     assert_eq!(exit.code, Some(7));
     assert!(!exit.success());
 
-    let exit = exec_collect(&local(), "kill -9 $$", None)
-        .await
-        .0
-        .expect("exec");
+    let exit = exec_collect(&local(), "kill -9 $$", None).await.0.expect("exec");
     assert_eq!(exit.code, None);
     assert_eq!(exit.signal.as_deref(), Some("KILL"));
 }
@@ -44,11 +34,7 @@ async fn reports_exit_codes_and_signals() {
 async fn streams_lines_while_the_command_runs() {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let start = Instant::now();
-    let exec = tokio::spawn(async move {
-        local()
-            .exec("echo first; sleep 1; echo second", None, tx)
-            .await
-    });
+    let exec = tokio::spawn(async move { local().exec("echo first; sleep 1; echo second", None, tx).await });
     let first = rx.recv().await.expect("first line");
     let first_at = start.elapsed();
     assert_eq!(first.line, "first");
@@ -73,33 +59,17 @@ async fn timeout_kills_the_whole_process_group() {
         }
         other => panic!("expected a timeout, got {other:?}"),
     }
-    assert!(
-        start.elapsed() < Duration::from_secs(3),
-        "{:?}",
-        start.elapsed()
-    );
-    let message = TransportError::Timeout {
-        target: "local".into(),
-        after: Duration::from_millis(300),
-    }
-    .to_string();
-    assert_eq!(
-        message,
-        "command timed out after 300ms on `local` and was killed"
-    );
+    assert!(start.elapsed() < Duration::from_secs(3), "{:?}", start.elapsed());
+    let message = TransportError::Timeout { target: "local".into(), after: Duration::from_millis(300) }.to_string();
+    assert_eq!(message, "command timed out after 300ms on `local` and was killed");
 
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(
-        !marker.exists(),
-        "a child of the timed-out shell survived and wrote {}",
-        marker.display()
-    );
+    assert!(!marker.exists(), "a child of the timed-out shell survived and wrote {}", marker.display());
 }
 
 #[tokio::test]
 async fn stdin_is_empty() {
-    let (result, lines) =
-        exec_collect(&local(), "cat; echo done", Some(Duration::from_secs(5))).await;
+    let (result, lines) = exec_collect(&local(), "cat; echo done", Some(Duration::from_secs(5))).await;
     assert!(result.expect("exec").success());
     assert_eq!(lines_of(&lines, Stream::Stdout), ["done"]);
 }
@@ -111,11 +81,7 @@ async fn cancelled_exec_kills_the_process_group() {
     let command = format!("sleep 1; touch {}", marker.display());
     let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
     let transport = local();
-    let cancelled = tokio::time::timeout(
-        Duration::from_millis(300),
-        transport.exec(&command, None, tx),
-    )
-    .await;
+    let cancelled = tokio::time::timeout(Duration::from_millis(300), transport.exec(&command, None, tx)).await;
     assert!(cancelled.is_err(), "the command should still be running");
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(!marker.exists(), "the cancelled command kept running");

@@ -24,28 +24,18 @@ async fn exec_returns_output_lines_and_exit_code() {
     let fleet = Fleet::start(1);
     let host = connect(&fleet, 1).await;
 
-    let (result, lines) = exec_collect(
-        &host,
-        "echo one; echo err1 >&2; echo two; echo err2 >&2; printf partial",
-        None,
-    )
-    .await;
+    let (result, lines) =
+        exec_collect(&host, "echo one; echo err1 >&2; echo two; echo err2 >&2; printf partial", None).await;
     let exit = result.expect("exec");
     assert!(exit.success(), "{exit:?}");
     assert_eq!(lines_of(&lines, Stream::Stdout), ["one", "two", "partial"]);
     assert_eq!(lines_of(&lines, Stream::Stderr), ["err1", "err2"]);
 
-    let exit = exec_collect(&host, "echo nope; exit 3", None)
-        .await
-        .0
-        .expect("exec");
+    let exit = exec_collect(&host, "echo nope; exit 3", None).await.0.expect("exec");
     assert_eq!(exit.code, Some(3));
     assert!(!exit.success());
 
-    let exit = exec_collect(&host, "kill -9 $$", None)
-        .await
-        .0
-        .expect("exec");
+    let exit = exec_collect(&host, "kill -9 $$", None).await.0.expect("exec");
     assert_eq!(exit.code, None);
     assert_eq!(exit.signal.as_deref(), Some("KILL"));
 
@@ -104,18 +94,11 @@ async fn timeout_kills_the_remote_command_and_its_children() {
         }
         other => panic!("expected a timeout, got {other:?}"),
     }
-    assert!(
-        start.elapsed() < Duration::from_secs(3),
-        "{:?}",
-        start.elapsed()
-    );
+    assert!(start.elapsed() < Duration::from_secs(3), "{:?}", start.elapsed());
     assert!(started.exists(), "the command never ran");
 
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(
-        !marker.exists(),
-        "the timed-out command (or its child) kept running and wrote the marker"
-    );
+    assert!(!marker.exists(), "the timed-out command (or its child) kept running and wrote the marker");
 
     // The session survives a timed-out command.
     let exit = exec_collect(&host, "true", None).await.0.expect("exec");
@@ -131,15 +114,10 @@ async fn cancelled_exec_kills_the_remote_command() {
     let host = connect(&fleet, 1).await;
     let dir = &fleet.host(1).dir;
     let (started, marker) = (dir.join("started"), dir.join("marker"));
-    let command = format!(
-        "touch {}; sleep 1; touch {}",
-        started.display(),
-        marker.display()
-    );
+    let command = format!("touch {}; sleep 1; touch {}", started.display(), marker.display());
     let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
     // Dropping the future is how an executor cancels a step (second Ctrl-C).
-    let cancelled =
-        tokio::time::timeout(Duration::from_millis(400), host.exec(&command, None, tx)).await;
+    let cancelled = tokio::time::timeout(Duration::from_millis(400), host.exec(&command, None, tx)).await;
     assert!(cancelled.is_err(), "the command should still be running");
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(started.exists(), "the command never ran");
@@ -154,11 +132,7 @@ async fn remote_stdin_is_closed() {
     let fleet = Fleet::start(1);
     let host = connect(&fleet, 1).await;
     let (result, lines) = exec_collect(&host, "cat; echo done", Some(Duration::from_secs(5))).await;
-    assert!(
-        result
-            .expect("a command reading stdin must get EOF")
-            .success()
-    );
+    assert!(result.expect("a command reading stdin must get EOF").success());
     assert_eq!(lines_of(&lines, Stream::Stdout), ["done"]);
 }
 
@@ -182,10 +156,7 @@ async fn three_hosts_in_parallel() {
         let out = lines_of(&lines, Stream::Stdout);
         assert!(out[0].ends_with(&expected), "{out:?} vs {expected}");
     }
-    assert!(
-        elapsed < Duration::from_millis(1400),
-        "three 0.5 s commands took {elapsed:?}: not in parallel"
-    );
+    assert!(elapsed < Duration::from_millis(1400), "three 0.5 s commands took {elapsed:?}: not in parallel");
 }
 
 /// `join_all` without pulling in the futures crate: spawn-free, polls all at once.
@@ -205,11 +176,7 @@ async fn futures_join_all<F: Future>(futures: impl Iterator<Item = F>) -> Vec<F:
                 }
             }
         }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
+        if pending { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
     })
     .await;
     outputs.into_iter().flatten().collect()
@@ -235,11 +202,7 @@ async fn one_connection_serves_many_execs() {
         assert!(result.expect("exec").success());
         assert_eq!(lines_of(&lines, Stream::Stdout), [format!("c{i}")]);
     }
-    assert!(
-        start.elapsed() < Duration::from_millis(1400),
-        "{:?}",
-        start.elapsed()
-    );
+    assert!(start.elapsed() < Duration::from_millis(1400), "{:?}", start.elapsed());
 
     let h = fleet.host(1);
     assert_eq!(h.accepted_logins(), 1, "{}", h.log());
@@ -255,30 +218,13 @@ async fn unknown_host_key_is_refused_when_strict() {
     let fleet = Fleet::start(1);
     let mut target = fleet.target(1);
     target.known_hosts = fleet.dir().join("empty_known_hosts");
-    let err = SshSession::connect(&target)
-        .await
-        .expect_err("an unknown host key must be refused");
-    assert!(
-        matches!(err, TransportError::HostKeyUnknown { .. }),
-        "{err:?}"
-    );
+    let err = SshSession::connect(&target).await.expect_err("an unknown host key must be refused");
+    assert!(matches!(err, TransportError::HostKeyUnknown { .. }), "{err:?}");
     let message = err.to_string();
     let addr = &fleet.host(1).addr;
-    assert!(
-        message.contains(&format!("`root@{addr}:2222`")),
-        "{message}"
-    );
-    assert!(
-        message.contains(&format!(
-            "ssh-keyscan -p 2222 {addr} >> {}",
-            target.known_hosts.display()
-        )),
-        "{message}"
-    );
-    assert!(
-        message.contains("host_key_checking: accept-new"),
-        "{message}"
-    );
+    assert!(message.contains(&format!("`root@{addr}:2222`")), "{message}");
+    assert!(message.contains(&format!("ssh-keyscan -p 2222 {addr} >> {}", target.known_hosts.display())), "{message}");
+    assert!(message.contains("host_key_checking: accept-new"), "{message}");
     assert!(message.contains("SHA256:"), "{message}");
 }
 
@@ -295,33 +241,16 @@ async fn accept_new_records_the_key_for_later_strict_connections() {
     session.close().await;
 
     let recorded = std::fs::read_to_string(&target.known_hosts).expect("known_hosts written");
-    let key = fleet
-        .host(1)
-        .host_public_key
-        .split(' ')
-        .nth(1)
-        .expect("key");
-    assert!(
-        recorded.contains(&format!("[{}]:2222 ssh-ed25519 {key}", fleet.host(1).addr)),
-        "{recorded}"
-    );
+    let key = fleet.host(1).host_public_key.split(' ').nth(1).expect("key");
+    assert!(recorded.contains(&format!("[{}]:2222 ssh-ed25519 {key}", fleet.host(1).addr)), "{recorded}");
     // russh starts a new file with an empty line; OpenSSH ignores it.
-    assert_eq!(
-        recorded.lines().filter(|l| !l.is_empty()).count(),
-        1,
-        "{recorded}"
-    );
+    assert_eq!(recorded.lines().filter(|l| !l.is_empty()).count(), 1, "{recorded}");
 
     target.host_key_checking = HostKeyChecking::Strict;
-    let session = SshSession::connect(&target)
-        .await
-        .expect("strict after accept-new");
+    let session = SshSession::connect(&target).await.expect("strict after accept-new");
     session.close().await;
     let recorded_again = std::fs::read_to_string(&target.known_hosts).expect("read");
-    assert_eq!(
-        recorded, recorded_again,
-        "a known key must not be appended again"
-    );
+    assert_eq!(recorded, recorded_again, "a known key must not be appended again");
 }
 
 #[tokio::test]
@@ -332,42 +261,20 @@ async fn changed_host_key_is_refused_even_with_accept_new() {
     let fleet = Fleet::start(2);
     // Host 1's name with host 2's key: what a reinstalled (or impersonated) host looks like.
     let known_hosts = fleet.dir().join("stale_known_hosts");
-    std::fs::write(
-        &known_hosts,
-        format!(
-            "[{}]:2222 {}\n",
-            fleet.host(1).addr,
-            fleet.host(2).host_public_key
-        ),
-    )
-    .expect("write");
+    std::fs::write(&known_hosts, format!("[{}]:2222 {}\n", fleet.host(1).addr, fleet.host(2).host_public_key))
+        .expect("write");
     let mut target = fleet.target(1);
     target.known_hosts = known_hosts.clone();
     target.host_key_checking = HostKeyChecking::AcceptNew;
-    let err = SshSession::connect(&target)
-        .await
-        .expect_err("a changed host key must be refused");
-    assert!(
-        matches!(err, TransportError::HostKeyChanged { line: 1, .. }),
-        "{err:?}"
-    );
+    let err = SshSession::connect(&target).await.expect_err("a changed host key must be refused");
+    assert!(matches!(err, TransportError::HostKeyChanged { line: 1, .. }), "{err:?}");
     let message = err.to_string();
     assert!(
-        message.contains(&format!(
-            "ssh-keygen -R '[{}]:2222' -f {}",
-            fleet.host(1).addr,
-            known_hosts.display()
-        )),
+        message.contains(&format!("ssh-keygen -R '[{}]:2222' -f {}", fleet.host(1).addr, known_hosts.display())),
         "{message}"
     );
     // Nothing was appended.
-    assert_eq!(
-        std::fs::read_to_string(&known_hosts)
-            .expect("read")
-            .lines()
-            .count(),
-        1
-    );
+    assert_eq!(std::fs::read_to_string(&known_hosts).expect("read").lines().count(), 1);
 }
 
 #[tokio::test]
@@ -393,9 +300,7 @@ async fn wrong_client_key_lists_what_was_tried() {
     let stranger = fleet.generate_key("stranger_key");
     let mut target = fleet.target(1);
     target.identity_file = Some(stranger.clone());
-    let err = SshSession::connect(&target)
-        .await
-        .expect_err("an unauthorized key must fail");
+    let err = SshSession::connect(&target).await.expect_err("an unauthorized key must fail");
     let message = err.to_string();
     assert!(matches!(err, TransportError::AuthFailed { .. }), "{err:?}");
     assert!(
@@ -406,10 +311,7 @@ async fn wrong_client_key_lists_what_was_tried() {
         )),
         "{message}"
     );
-    assert!(
-        message.contains("the server accepts: publickey"),
-        "{message}"
-    );
+    assert!(message.contains("the server accepts: publickey"), "{message}");
 }
 
 #[tokio::test]
@@ -429,15 +331,8 @@ async fn encrypted_key_without_terminal_says_how_to_fix() {
     let mut target = fleet.target(1);
     target.identity_file = Some(key.clone());
     let err = SshSession::connect(&target).await.expect_err("encrypted");
-    assert!(
-        matches!(err, TransportError::KeyEncrypted { .. }),
-        "{err:?}"
-    );
-    assert!(
-        err.to_string()
-            .contains(&format!("ssh-add {}", key.display())),
-        "{err}"
-    );
+    assert!(matches!(err, TransportError::KeyEncrypted { .. }), "{err:?}");
+    assert!(err.to_string().contains(&format!("ssh-add {}", key.display())), "{err}");
 }
 
 #[tokio::test]
@@ -452,10 +347,7 @@ async fn closed_port_fails_fast_and_clearly() {
     let start = Instant::now();
     let err = SshSession::connect(&target).await.expect_err("closed port");
     assert!(start.elapsed() < target.connect_timeout);
-    assert!(
-        matches!(err, TransportError::ConnectionRefused { .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, TransportError::ConnectionRefused { .. }), "{err:?}");
     assert_eq!(
         err.to_string(),
         format!(
@@ -468,9 +360,7 @@ async fn closed_port_fails_fast_and_clearly() {
 #[tokio::test]
 async fn silent_server_times_out_within_connect_timeout() {
     // A listener that accepts TCP but never speaks SSH, like a wedged host.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let accept = tokio::spawn(async move {
         let mut held = Vec::new();
@@ -482,19 +372,12 @@ async fn silent_server_times_out_within_connect_timeout() {
     target.port = port;
     target.connect_timeout = Duration::from_millis(500);
     let start = Instant::now();
-    let err = SshSession::connect(&target)
-        .await
-        .expect_err("silent server");
+    let err = SshSession::connect(&target).await.expect_err("silent server");
     let elapsed = start.elapsed();
-    assert!(
-        matches!(err, TransportError::ConnectTimeout { .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, TransportError::ConnectTimeout { .. }), "{err:?}");
     assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
     assert!(
-        err.to_string().starts_with(&format!(
-            "connecting to `root@127.0.0.1:{port}` timed out after 500ms"
-        )),
+        err.to_string().starts_with(&format!("connecting to `root@127.0.0.1:{port}` timed out after 500ms")),
         "{err}"
     );
     accept.abort();
@@ -508,12 +391,7 @@ async fn lost_connection_is_reported() {
     let fleet = Fleet::start(1);
     let host = connect(&fleet, 1).await;
     // The shell's parent is the sshd process serving this connection.
-    let (result, _) = exec_collect(
-        &host,
-        "kill -9 $PPID; sleep 5",
-        Some(Duration::from_secs(10)),
-    )
-    .await;
+    let (result, _) = exec_collect(&host, "kill -9 $PPID; sleep 5", Some(Duration::from_secs(10))).await;
     match result {
         Err(e @ TransportError::ConnectionLost { .. }) => {
             assert!(e.to_string().starts_with("connection to `root@"), "{e}")
@@ -522,10 +400,7 @@ async fn lost_connection_is_reported() {
     }
     // Later commands fail the same way instead of hanging.
     let (result, _) = exec_collect(&host, "true", Some(Duration::from_secs(5))).await;
-    assert!(
-        matches!(result, Err(TransportError::ConnectionLost { .. })),
-        "{result:?}"
-    );
+    assert!(matches!(result, Err(TransportError::ConnectionLost { .. })), "{result:?}");
 }
 
 /// Not a check: prints connection and exec latencies for the report.
@@ -549,9 +424,7 @@ async fn measure_latency() {
             exec_collect(&host, "true", None).await.0.expect("exec");
         }
         let per_exec = start.elapsed() / n;
-        eprintln!(
-            "connect+handshake+auth {connected:?}, +first exec {first:?}, reused exec {per_exec:?}"
-        );
+        eprintln!("connect+handshake+auth {connected:?}, +first exec {first:?}, reused exec {per_exec:?}");
         host.close().await;
     }
 }

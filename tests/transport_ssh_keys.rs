@@ -19,13 +19,8 @@ fn agent_keys_then_default_keys() {
     let socket = fleet.dir().join("agent.sock");
     let home = fleet.dir().join("home");
     std::fs::create_dir_all(home.join(".ssh")).expect("home");
-    let mut agent = Command::new("ssh-agent")
-        .arg("-D")
-        .arg("-a")
-        .arg(&socket)
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("ssh-agent");
+    let mut agent =
+        Command::new("ssh-agent").arg("-D").arg("-a").arg(&socket).stdout(Stdio::null()).spawn().expect("ssh-agent");
     for _ in 0..100 {
         if socket.exists() {
             break;
@@ -38,22 +33,14 @@ fn agent_keys_then_default_keys() {
         std::env::set_var("SSH_AUTH_SOCK", &socket);
         std::env::set_var("HOME", &home);
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let mut target = fleet.target(1);
     target.identity_file = None;
 
     // An empty agent and no default keys: the message says so.
-    let err = runtime
-        .block_on(SshSession::connect(&target))
-        .expect_err("no usable key");
+    let err = runtime.block_on(SshSession::connect(&target)).expect_err("no usable key");
     assert!(matches!(err, TransportError::AuthFailed { .. }), "{err:?}");
-    assert!(
-        err.to_string().contains("tried: ssh-agent (holds no keys)"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("tried: ssh-agent (holds no keys)"), "{err}");
 
     // A stranger key in the agent is tried and listed; the authorized default key wins.
     let stranger = fleet.generate_key("stranger_key");
@@ -64,18 +51,10 @@ fn agent_keys_then_default_keys() {
         .status()
         .expect("ssh-add");
     assert!(added.success());
-    let err = runtime
-        .block_on(SshSession::connect(&target))
-        .expect_err("only a stranger key");
-    assert!(
-        err.to_string()
-            .contains("tried: ssh-agent key `stranger_key` (ssh-ed25519 SHA256:"),
-        "{err}"
-    );
+    let err = runtime.block_on(SshSession::connect(&target)).expect_err("only a stranger key");
+    assert!(err.to_string().contains("tried: ssh-agent key `stranger_key` (ssh-ed25519 SHA256:"), "{err}");
     std::fs::copy(&fleet.client_key, home.join(".ssh/id_ed25519")).expect("copy key");
-    let session = runtime
-        .block_on(SshSession::connect(&target))
-        .expect("default key");
+    let session = runtime.block_on(SshSession::connect(&target)).expect("default key");
     runtime.block_on(session.close());
 
     // The authorized key in the agent is enough on its own.
@@ -87,9 +66,7 @@ fn agent_keys_then_default_keys() {
         .status()
         .expect("ssh-add");
     assert!(added.success());
-    let session = runtime
-        .block_on(SshSession::connect(&target))
-        .expect("agent key");
+    let session = runtime.block_on(SshSession::connect(&target)).expect("agent key");
     runtime.block_on(session.close());
 
     let _ = agent.kill();

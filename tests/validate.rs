@@ -172,7 +172,8 @@ fn a_duration_without_a_unit_is_refused() {
     let (error, stderr) = single_error(&BASE.replace("run: echo restart", "run: echo restart\n      timeout: 90"));
     assert_eq!(error, "error: p.yaml:11:16: `90` is not a valid value for `rollout.steps[0].timeout`");
     assert!(stderr.contains("help: a duration with a unit: `500ms`, `90s`, `2m`, `1h 30m`"), "{stderr}");
-    let (error, _) = single_error(&BASE.replace("run: echo restart", "run: echo restart\n      timeout: 90 seconds please"));
+    let (error, _) =
+        single_error(&BASE.replace("run: echo restart", "run: echo restart\n      timeout: 90 seconds please"));
     assert_eq!(error, "error: p.yaml:11:16: `90 seconds please` is not a valid value for `rollout.steps[0].timeout`");
 }
 

@@ -52,36 +52,32 @@ impl Balancers {
 
     /// Sets `node`'s state; for `accept` with `wait_up`, also waits until the balancer
     /// reports it up, since apps answer before balancers re-admit them.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn apply(
         &self,
         ctx: &Arc<Ctx>,
-        name: &str,
-        action: BalancerAction,
-        node: &str,
-        wait_up: bool,
+        call: &Call<'_>,
         timeout: Duration,
         output: &mut Output,
     ) -> Result<(), String> {
         let started = Instant::now();
-        match self.client(name)? {
-            Client::Command(c) => {
-                let template = match action {
-                    BalancerAction::Reject => &c.reject,
-                    BalancerAction::Drain => c.drain.as_ref().unwrap_or(&c.reject),
-                    BalancerAction::Accept => &c.accept,
-                };
-                let command = render_node(template, node)?;
-                step::exec(&ctx.transports.local, &command, timeout, output).await.result?;
+        match self.client(call.balancer)? {
+            Client::Command(_) => {
+                let command = call.command.ok_or_else(|| format!("no command rendered for `{}`", call.balancer))?;
+                step::exec(&ctx.transports.local, command, timeout, output).await.result?;
             }
         }
-        if action == BalancerAction::Accept && wait_up && self.can_report(name) {
+        if call.action == BalancerAction::Accept && call.wait_up && self.can_report(call.balancer) {
             loop {
-                if self.is_up(ctx, name, node).await? {
+                if self.is_up(ctx, call.balancer, call.node, call.status_command).await? {
                     return Ok(());
                 }
                 if started.elapsed() + UP_POLL >= timeout {
-                    return Err(format!("`{name}` did not report {node} up within {}", humantime::format_duration(timeout)));
+                    return Err(format!(
+                        "`{}` did not report {} up within {}",
+                        call.balancer,
+                        call.node,
+                        humantime::format_duration(timeout)
+                    ));
                 }
                 tokio::time::sleep(UP_POLL).await;
             }
@@ -98,25 +94,37 @@ impl Balancers {
     }
 
     /// Whether the balancer itself reports `node` up (its own view is what traffic follows).
-    pub(crate) async fn is_up(&self, ctx: &Arc<Ctx>, name: &str, node: &str) -> Result<bool, String> {
+    pub(crate) async fn is_up(
+        &self,
+        ctx: &Arc<Ctx>,
+        name: &str,
+        node: &str,
+        status_command: Option<&str>,
+    ) -> Result<bool, String> {
         match self.client(name)? {
-            Client::Command(c) => {
-                let Some(status) = &c.status else {
-                    return Err(format!("`{name}` has no `status` command, so it cannot report whether a node is up"));
+            Client::Command(_) => {
+                let Some(command) = status_command else {
+                    return Err(format!("`{name}` has no `status` command, so it cannot report whether {node} is up"));
                 };
-                let command = render_node(status, node)?;
                 let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-                let exit = ctx.transports.local.exec(&command, Some(Duration::from_secs(30)), tx).await.map_err(|e| e.to_string())?;
+                let exit = ctx
+                    .transports
+                    .local
+                    .exec(command, Some(Duration::from_secs(30)), tx)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 Ok(exit.success())
             }
         }
     }
 }
 
-/// Balancer templates see `{{node}}`.
-fn render_node(template: &str, node: &str) -> Result<String, String> {
-    let mut hb = handlebars::Handlebars::new();
-    hb.set_strict_mode(true);
-    hb.register_escape_fn(handlebars::no_escape);
-    hb.render_template(template, &serde_json::json!({ "node": node })).map_err(|e| format!("cannot render `{template}`: {e}"))
+/// One balancer step, as the graph rendered it.
+pub(crate) struct Call<'a> {
+    pub balancer: &'a str,
+    pub action: BalancerAction,
+    pub node: &'a str,
+    pub wait_up: bool,
+    pub command: Option<&'a str>,
+    pub status_command: Option<&'a str>,
 }

@@ -119,11 +119,7 @@ pub async fn run(
         events,
         control,
         settings,
-        http: reqwest::Client::builder()
-            .no_proxy()
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .unwrap_or_default(),
+        http: reqwest::Client::builder().no_proxy().connect_timeout(Duration::from_secs(5)).build().unwrap_or_default(),
         failures: Mutex::new(Vec::new()),
         cancelled_hosts: Mutex::new(Vec::new()),
     });
@@ -140,11 +136,7 @@ pub async fn run(
     let failures = ctx.failures.lock().map(|f| f.clone()).unwrap_or_default();
     let cancelled_hosts = ctx.cancelled_hosts.lock().map(|c| c.clone()).unwrap_or_default();
     let duration = started.elapsed();
-    ctx.emit(Event::RunFinished {
-        outcome,
-        duration,
-        failed_hosts: failures.iter().map(|f| f.host.clone()).collect(),
-    });
+    ctx.emit(Event::RunFinished { outcome, duration, failed_hosts: failures.iter().map(|f| f.host.clone()).collect() });
     RunResult { outcome, failures, cancelled_hosts, duration }
 }
 

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use super::{Ctx, wait};
+use crate::balancer::Call;
 use crate::events::{Event, Outcome};
 use crate::graph::{Action, StepInstance};
 use crate::transport::{OutputLine, Stream, Transport};
@@ -36,7 +37,8 @@ pub(crate) async fn run(ctx: &Arc<Ctx>, instance: &StepInstance) -> StepResult {
         description: describe(&instance.action),
     });
     let started = Instant::now();
-    let mut output = Output { ctx: ctx.clone(), host: host.clone(), step: instance.step.clone(), last: VecDeque::new() };
+    let mut output =
+        Output { ctx: ctx.clone(), host: host.clone(), step: instance.step.clone(), last: VecDeque::new() };
 
     let result = if ctx.settings.dry_run {
         StepResult { outcome: Outcome::Skipped, exit_code: None, error: None, last_lines: vec![] }
@@ -81,7 +83,12 @@ async fn attempts(ctx: &Arc<Ctx>, instance: &StepInstance, output: &mut Output) 
         };
         match attempt.result {
             Ok(()) => {
-                return StepResult { outcome: Outcome::Ok, exit_code: attempt.exit_code, error: None, last_lines: vec![] };
+                return StepResult {
+                    outcome: Outcome::Ok,
+                    exit_code: attempt.exit_code,
+                    error: None,
+                    last_lines: vec![],
+                };
             }
             Err(error) => {
                 let left = deadline.saturating_duration_since(Instant::now());
@@ -119,8 +126,16 @@ async fn once(ctx: &Arc<Ctx>, instance: &StepInstance, remaining: Duration, outp
             exec(transport, command, remaining, output).await
         }
         Action::Local { command } => exec(&ctx.transports.local, command, remaining, output).await,
-        Action::Balancer { balancer, action, node, wait_up } => {
-            let result = ctx.balancers.apply(ctx, balancer, *action, node, *wait_up, remaining, output).await;
+        Action::Balancer { balancer, action, node, wait_up, command, status_command } => {
+            let call = Call {
+                balancer,
+                action: *action,
+                node,
+                wait_up: *wait_up,
+                command: command.as_deref(),
+                status_command: status_command.as_deref(),
+            };
+            let result = ctx.balancers.apply(ctx, &call, remaining, output).await;
             Attempt { exit_code: None, result }
         }
         Action::Wait(check) => {

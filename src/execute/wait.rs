@@ -11,7 +11,12 @@ use super::step::Output;
 use crate::graph::{Check, WaitCheck};
 use crate::transport::Transport;
 
-pub(crate) async fn wait(ctx: &Arc<Ctx>, w: &WaitCheck, host: Option<&Transport>, output: &mut Output) -> Result<(), String> {
+pub(crate) async fn wait(
+    ctx: &Arc<Ctx>,
+    w: &WaitCheck,
+    host: Option<&Transport>,
+    output: &mut Output,
+) -> Result<(), String> {
     if let Check::Sleep { duration } = &w.check {
         tokio::time::sleep(*duration).await;
         return Ok(());
@@ -79,15 +84,19 @@ async fn check_once(ctx: &Arc<Ctx>, check: &Check, host: Option<&Transport>) -> 
             let (tx, _rx) = mpsc::unbounded_channel();
             match transport.exec(command, None, tx).await {
                 Ok(exit) if exit.success() => Ok(()),
-                Ok(exit) => Err(format!("`{command}` exited with {}", exit.code.map_or("a signal".into(), |c| c.to_string()))),
+                Ok(exit) => {
+                    Err(format!("`{command}` exited with {}", exit.code.map_or("a signal".into(), |c| c.to_string())))
+                }
                 Err(e) => Err(e.to_string()),
             }
         }
-        Check::BalancerUp { balancer, node } => match ctx.balancers.is_up(ctx, balancer, node).await {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(format!("`{balancer}` does not report {node} up yet")),
-            Err(e) => Err(e),
-        },
+        Check::BalancerUp { balancer, node, status_command } => {
+            match ctx.balancers.is_up(ctx, balancer, node, status_command.as_deref()).await {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(format!("`{balancer}` does not report {node} up yet")),
+                Err(e) => Err(e),
+            }
+        }
     }
 }
 
@@ -109,7 +118,7 @@ pub fn describe(w: &WaitCheck) -> String {
         Check::Http { url, status } => format!("GET {url} answers {status}"),
         Check::Tcp { address } => format!("{address} accepts connections"),
         Check::Command { command } => format!("`{command}` exits 0"),
-        Check::BalancerUp { balancer, node } => format!("{balancer} reports {node} up"),
+        Check::BalancerUp { balancer, node, .. } => format!("{balancer} reports {node} up"),
     };
     let mut text = what;
     if w.successes > 1 {

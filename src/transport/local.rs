@@ -49,11 +49,7 @@ impl LocalTransport {
 
         let mut readers = Vec::new();
         if let Some(out) = child.stdout.take() {
-            readers.push(tokio::spawn(forward_lines(
-                out,
-                Stream::Stdout,
-                lines.clone(),
-            )));
+            readers.push(tokio::spawn(forward_lines(out, Stream::Stdout, lines.clone())));
         }
         if let Some(err) = child.stderr.take() {
             readers.push(tokio::spawn(forward_lines(err, Stream::Stderr, lines)));
@@ -101,10 +97,7 @@ impl LocalTransport {
                         reader.abort();
                     }
                 }
-                Err(TransportError::Timeout {
-                    target: TARGET.to_string(),
-                    after: timeout.unwrap_or_default(),
-                })
+                Err(TransportError::Timeout { target: TARGET.to_string(), after: timeout.unwrap_or_default() })
             }
         }
     }
@@ -136,11 +129,7 @@ fn signal_name(signal: i32) -> String {
     }
 }
 
-async fn forward_lines(
-    mut reader: impl AsyncRead + Unpin,
-    stream: Stream,
-    lines: UnboundedSender<OutputLine>,
-) {
+async fn forward_lines(mut reader: impl AsyncRead + Unpin, stream: Stream, lines: UnboundedSender<OutputLine>) {
     let mut splitter = LineSplitter::new(stream);
     let mut buf = vec![0u8; 8192];
     loop {

@@ -66,9 +66,7 @@ pub enum TransportError {
     #[error("cannot resolve the address of `{target}`: {reason}; check the host name")]
     Resolve { target: String, reason: String },
 
-    #[error(
-        "cannot connect to `{target}`: connection refused; is sshd running and listening on port {port}?"
-    )]
+    #[error("cannot connect to `{target}`: connection refused; is sshd running and listening on port {port}?")]
     ConnectionRefused { target: String, port: u16 },
 
     #[error("cannot connect to `{target}`: {reason}")]
@@ -88,44 +86,24 @@ pub enum TransportError {
         known_hosts.display(),
         known_hosts.display()
     )]
-    HostKeyUnknown {
-        target: String,
-        host: String,
-        port: u16,
-        known_hosts: PathBuf,
-        fingerprint: String,
-    },
+    HostKeyUnknown { target: String, host: String, port: u16, known_hosts: PathBuf, fingerprint: String },
 
     #[error(
         "host key of `{target}` has changed: the server offered {fingerprint}, line {line} of `{}` records another key; this could be a man-in-the-middle attack. if the host was reinstalled, remove the old key with `ssh-keygen -R '{host_pattern}' -f {}` and connect again",
         known_hosts.display(),
         known_hosts.display()
     )]
-    HostKeyChanged {
-        target: String,
-        host_pattern: String,
-        known_hosts: PathBuf,
-        line: usize,
-        fingerprint: String,
-    },
+    HostKeyChanged { target: String, host_pattern: String, known_hosts: PathBuf, line: usize, fingerprint: String },
 
     #[error("cannot use known hosts file `{}` for `{target}`: {reason}", path.display())]
-    KnownHosts {
-        target: String,
-        path: PathBuf,
-        reason: String,
-    },
+    KnownHosts { target: String, path: PathBuf, reason: String },
 
     #[error(
         "authentication to `{target}` failed; tried: {}; the server accepts: {}. add one of these public keys to `~/.ssh/authorized_keys` of `{target}`, set `identity_file`, or load the right key into ssh-agent",
         if tried.is_empty() { "no keys (no `identity_file`, no ssh-agent, no `~/.ssh/id_ed25519` or `~/.ssh/id_rsa`)".to_string() } else { tried.join(", ") },
         if accepted.is_empty() { "nothing more (it may have closed the connection after too many attempts)".to_string() } else { accepted.join(", ") }
     )]
-    AuthFailed {
-        target: String,
-        tried: Vec<String>,
-        accepted: Vec<String>,
-    },
+    AuthFailed { target: String, tried: Vec<String>, accepted: Vec<String> },
 
     #[error(
         "key `{}` is encrypted and there is no terminal to ask for its passphrase; load it into ssh-agent with `ssh-add {}` or use an unencrypted deploy key",
@@ -143,10 +121,7 @@ pub enum TransportError {
     #[error("cannot start a command on `{target}`: {reason}")]
     Channel { target: String, reason: String },
 
-    #[error(
-        "command timed out after {} on `{target}` and was killed",
-        fmt_duration(after)
-    )]
+    #[error("command timed out after {} on `{target}` and was killed", fmt_duration(after))]
     Timeout { target: String, after: Duration },
 
     #[error("cannot run a command on `{target}`: {reason}")]
@@ -202,10 +177,7 @@ struct LineSplitter {
 
 impl LineSplitter {
     fn new(stream: Stream) -> Self {
-        LineSplitter {
-            stream,
-            pending: Vec::new(),
-        }
+        LineSplitter { stream, pending: Vec::new() }
     }
 
     /// Appends `data` and returns the lines it completed.
@@ -236,10 +208,7 @@ impl LineSplitter {
         // Output from Windows tools or `printf '\r\n'` keeps its CR; it is part of the
         // terminator, not of the line.
         let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
-        OutputLine {
-            stream: self.stream,
-            line: String::from_utf8_lossy(bytes).into_owned(),
-        }
+        OutputLine { stream: self.stream, line: String::from_utf8_lossy(bytes).into_owned() }
     }
 }
 
@@ -255,10 +224,7 @@ mod tests {
         assert_eq!(lines.len(), 1);
         assert_eq!(lines[0].line, "hello");
         let lines = s.push(b"ld\n\nlast");
-        assert_eq!(
-            lines.iter().map(|l| l.line.as_str()).collect::<Vec<_>>(),
-            ["world", ""]
-        );
+        assert_eq!(lines.iter().map(|l| l.line.as_str()).collect::<Vec<_>>(), ["world", ""]);
         assert_eq!(s.finish().map(|l| l.line), Some("last".to_string()));
         assert_eq!(s.finish(), None);
     }
@@ -275,26 +241,8 @@ mod tests {
 
     #[test]
     fn exit_success_only_for_zero() {
-        assert!(
-            Exit {
-                code: Some(0),
-                signal: None
-            }
-            .success()
-        );
-        assert!(
-            !Exit {
-                code: Some(1),
-                signal: None
-            }
-            .success()
-        );
-        assert!(
-            !Exit {
-                code: None,
-                signal: Some("KILL".into())
-            }
-            .success()
-        );
+        assert!(Exit { code: Some(0), signal: None }.success());
+        assert!(!Exit { code: Some(1), signal: None }.success());
+        assert!(!Exit { code: None, signal: Some("KILL".into()) }.success());
     }
 }

@@ -86,11 +86,7 @@ impl SshTarget {
 
     /// The host as known_hosts and `ssh-keygen -R` spell it.
     fn known_hosts_pattern(&self) -> String {
-        if self.port == 22 {
-            self.host.clone()
-        } else {
-            format!("[{}]:{}", self.host, self.port)
-        }
+        if self.port == 22 { self.host.clone() } else { format!("[{}]:{}", self.host, self.port) }
     }
 }
 
@@ -105,9 +101,7 @@ pub struct SshSession {
 
 impl std::fmt::Debug for SshSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SshSession")
-            .field("target", &self.target)
-            .finish_non_exhaustive()
+        f.debug_struct("SshSession").field("target", &self.target).finish_non_exhaustive()
     }
 }
 
@@ -124,22 +118,14 @@ impl SshSession {
         };
         let handshake = async {
             let stream = open_tcp(target, &name).await?;
-            client::connect_stream(client_config(), stream, verifier)
-                .await
-                .map_err(|e| handshake_error(e, &name))
+            client::connect_stream(client_config(), stream, verifier).await.map_err(|e| handshake_error(e, &name))
         };
         let mut handle = tokio::time::timeout(target.connect_timeout, handshake)
             .await
-            .map_err(|_| TransportError::ConnectTimeout {
-                target: name.clone(),
-                after: target.connect_timeout,
-            })??;
+            .map_err(|_| TransportError::ConnectTimeout { target: name.clone(), after: target.connect_timeout })??;
 
         authenticate(&mut handle, target, &name).await?;
-        Ok(SshSession {
-            handle: Arc::new(handle),
-            target: name,
-        })
+        Ok(SshSession { handle: Arc::new(handle), target: name })
     }
 
     /// `user@host:port`.
@@ -180,10 +166,7 @@ impl SshSession {
                     let _ = channel.close().await;
                 }
                 output.finish();
-                Err(TransportError::Timeout {
-                    target: self.target.clone(),
-                    after: timeout.unwrap_or_default(),
-                })
+                Err(TransportError::Timeout { target: self.target.clone(), after: timeout.unwrap_or_default() })
             }
         }
     }
@@ -196,18 +179,11 @@ impl SshSession {
         slot: &mut Option<Channel<Msg>>,
         output: &mut RemoteOutput,
     ) -> Result<Exit, TransportError> {
-        let channel = self
-            .handle
-            .channel_open_session()
-            .await
-            .map_err(|e| self.channel_error(e))?;
+        let channel = self.handle.channel_open_session().await.map_err(|e| self.channel_error(e))?;
         let channel = slot.insert(channel);
         // A newline, not `;`, so the command is parsed exactly as if it came alone
         // (a leading comment or a here-document keeps working).
-        channel
-            .exec(true, format!("echo {PGID_MARKER}$$\n{command}"))
-            .await
-            .map_err(|e| self.channel_error(e))?;
+        channel.exec(true, format!("echo {PGID_MARKER}$$\n{command}")).await.map_err(|e| self.channel_error(e))?;
         // Like stdin from /dev/null locally: a command that reads stdin (a prompt)
         // gets EOF instead of hanging until its timeout.
         channel.eof().await.map_err(|e| self.channel_error(e))?;
@@ -224,7 +200,8 @@ impl SshSession {
                 ChannelMsg::Failure => {
                     return Err(TransportError::Channel {
                         target: self.target.clone(),
-                        reason: "the server refused to execute the command (a `ForceCommand` or a restricted key?)".into(),
+                        reason: "the server refused to execute the command (a `ForceCommand` or a restricted key?)"
+                            .into(),
                     });
                 }
                 ChannelMsg::Close => {
@@ -245,10 +222,7 @@ impl SshSession {
 
     fn channel_error(&self, e: russh::Error) -> TransportError {
         if self.handle.is_closed() {
-            TransportError::ConnectionLost {
-                target: self.target.clone(),
-                reason: lower_first(&e.to_string()),
-            }
+            TransportError::ConnectionLost { target: self.target.clone(), reason: lower_first(&e.to_string()) }
         } else {
             TransportError::Channel {
                 target: self.target.clone(),
@@ -263,10 +237,7 @@ impl SshSession {
     }
 
     pub async fn close(self) {
-        let _ = self
-            .handle
-            .disconnect(Disconnect::ByApplication, "", "en")
-            .await;
+        let _ = self.handle.disconnect(Disconnect::ByApplication, "", "en").await;
     }
 }
 
@@ -276,10 +247,7 @@ impl SshSession {
 async fn kill_group(handle: &Handle<HostKeyVerifier>, pgid: u32) -> bool {
     let kill = async {
         let mut channel = handle.channel_open_session().await.ok()?;
-        channel
-            .exec(true, format!("kill -9 -{pgid} 2>/dev/null; true"))
-            .await
-            .ok()?;
+        channel.exec(true, format!("kill -9 -{pgid} 2>/dev/null; true")).await.ok()?;
         let _ = channel.eof().await;
         let mut status = None;
         while let Some(msg) = channel.wait().await {
@@ -299,19 +267,9 @@ fn client_config() -> Arc<client::Config> {
     // per connection, which adds up over a fleet; the rest of russh's safe defaults
     // (and the ext-info/strict-kex markers) follow.
     let mut kex = vec![russh::kex::CURVE25519, russh::kex::CURVE25519_PRE_RFC_8731];
-    kex.extend(
-        Preferred::DEFAULT
-            .kex
-            .iter()
-            .filter(|name| !kex.contains(name))
-            .copied()
-            .collect::<Vec<_>>(),
-    );
+    kex.extend(Preferred::DEFAULT.kex.iter().filter(|name| !kex.contains(name)).copied().collect::<Vec<_>>());
     Arc::new(client::Config {
-        preferred: Preferred {
-            kex: Cow::Owned(kex),
-            ..Preferred::DEFAULT
-        },
+        preferred: Preferred { kex: Cow::Owned(kex), ..Preferred::DEFAULT },
         keepalive_interval: Some(KEEPALIVE_INTERVAL),
         keepalive_max: KEEPALIVE_MAX,
         // Commands are short request/response exchanges; Nagle would delay them.
@@ -323,10 +281,7 @@ fn client_config() -> Arc<client::Config> {
 async fn open_tcp(target: &SshTarget, name: &str) -> Result<TcpStream, TransportError> {
     let addrs: Vec<SocketAddr> = tokio::net::lookup_host((target.host.as_str(), target.port))
         .await
-        .map_err(|e| TransportError::Resolve {
-            target: name.to_string(),
-            reason: lower_first(&e.to_string()),
-        })?
+        .map_err(|e| TransportError::Resolve { target: name.to_string(), reason: lower_first(&e.to_string()) })?
         .collect();
     let mut last_error = None;
     for addr in addrs {
@@ -339,20 +294,11 @@ async fn open_tcp(target: &SshTarget, name: &str) -> Result<TcpStream, Transport
         }
     }
     Err(match last_error {
-        None => TransportError::Resolve {
-            target: name.to_string(),
-            reason: "the name has no addresses".into(),
-        },
+        None => TransportError::Resolve { target: name.to_string(), reason: "the name has no addresses".into() },
         Some(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-            TransportError::ConnectionRefused {
-                target: name.to_string(),
-                port: target.port,
-            }
+            TransportError::ConnectionRefused { target: name.to_string(), port: target.port }
         }
-        Some(e) => TransportError::Connect {
-            target: name.to_string(),
-            reason: lower_first(&e.to_string()),
-        },
+        Some(e) => TransportError::Connect { target: name.to_string(), reason: lower_first(&e.to_string()) },
     })
 }
 
@@ -361,12 +307,12 @@ fn handshake_error(e: HandlerError, name: &str) -> TransportError {
         HandlerError::Rejected(e) => *e,
         HandlerError::Ssh(russh::Error::Disconnect) => TransportError::Handshake {
             target: name.to_string(),
-            reason: "the server closed the connection (see its log; too many connections at once for `MaxStartups`?)".into(),
+            reason: "the server closed the connection (see its log; too many connections at once for `MaxStartups`?)"
+                .into(),
         },
-        HandlerError::Ssh(e) => TransportError::Handshake {
-            target: name.to_string(),
-            reason: lower_first(&e.to_string()),
-        },
+        HandlerError::Ssh(e) => {
+            TransportError::Handshake { target: name.to_string(), reason: lower_first(&e.to_string()) }
+        }
     }
 }
 
@@ -398,11 +344,7 @@ struct HostKeyVerifier {
 
 impl HostKeyVerifier {
     fn verify(&self, key: &PublicKey) -> Result<(), TransportError> {
-        let fingerprint = format!(
-            "{} {}",
-            key.algorithm().as_str(),
-            key.fingerprint(HashAlg::Sha256)
-        );
+        let fingerprint = format!("{} {}", key.algorithm().as_str(), key.fingerprint(HashAlg::Sha256));
         if self.mode == HostKeyChecking::Off {
             eprintln!(
                 "warning: host key checking is off for `{}` ({fingerprint}); the connection is not protected against a man-in-the-middle",
@@ -436,20 +378,13 @@ impl HostKeyVerifier {
     }
 
     fn learn(&self, key: &PublicKey, fingerprint: &str) -> Result<(), TransportError> {
-        let _guard = KNOWN_HOSTS_WRITE
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _guard = KNOWN_HOSTS_WRITE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         // Another connection to the same host may have recorded it meanwhile.
         if matches!(self.check(key), Ok(true)) {
             return Ok(());
         }
-        russh::keys::known_hosts::learn_known_hosts_path(
-            &self.host,
-            self.port,
-            key,
-            &self.known_hosts,
-        )
-        .map_err(|e| self.known_hosts_error(&e.to_string()))?;
+        russh::keys::known_hosts::learn_known_hosts_path(&self.host, self.port, key, &self.known_hosts)
+            .map_err(|e| self.known_hosts_error(&e.to_string()))?;
         eprintln!(
             "notice: added the host key of `{}` ({fingerprint}) to `{}`",
             self.target,
@@ -470,24 +405,19 @@ impl HostKeyVerifier {
 impl client::Handler for HostKeyVerifier {
     type Error = HandlerError;
 
-    async fn check_server_key(
-        &mut self,
-        server_public_key: &PublicKeyOrCertificate,
-    ) -> Result<bool, Self::Error> {
+    async fn check_server_key(&mut self, server_public_key: &PublicKeyOrCertificate) -> Result<bool, Self::Error> {
         match server_public_key {
-            PublicKeyOrCertificate::PublicKey { key, .. } => self
-                .verify(key)
-                .map(|()| true)
-                .map_err(|e| HandlerError::Rejected(Box::new(e))),
+            PublicKeyOrCertificate::PublicKey { key, .. } => {
+                self.verify(key).map(|()| true).map_err(|e| HandlerError::Rejected(Box::new(e)))
+            }
             // Certificate host-key algorithms are never advertised, so a server that
             // sends one anyway is not following the negotiation.
-            PublicKeyOrCertificate::Certificate(_) => Err(HandlerError::Rejected(Box::new(
-                TransportError::Handshake {
+            PublicKeyOrCertificate::Certificate(_) => {
+                Err(HandlerError::Rejected(Box::new(TransportError::Handshake {
                     target: self.target.clone(),
-                    reason: "the server presented a host certificate, which was not asked for"
-                        .into(),
-                },
-            ))),
+                    reason: "the server presented a host certificate, which was not asked for".into(),
+                })))
+            }
         }
     }
 }
@@ -502,14 +432,8 @@ struct AuthLog {
 impl AuthLog {
     fn record(&mut self, what: String, result: &AuthResult) {
         self.tried.push(what);
-        if let AuthResult::Failure {
-            remaining_methods, ..
-        } = result
-        {
-            self.accepted = remaining_methods
-                .iter()
-                .map(|m: &MethodKind| <&str>::from(m).to_string())
-                .collect();
+        if let AuthResult::Failure { remaining_methods, .. } = result {
+            self.accepted = remaining_methods.iter().map(|m: &MethodKind| <&str>::from(m).to_string()).collect();
         }
     }
 }
@@ -539,17 +463,11 @@ async fn authenticate(
                         return Ok(());
                     }
                 }
-                Err(e) => log
-                    .tried
-                    .push(format!("`{}` (skipped: {e})", path.display())),
+                Err(e) => log.tried.push(format!("`{}` (skipped: {e})", path.display())),
             }
         }
     }
-    Err(TransportError::AuthFailed {
-        target: name.to_string(),
-        tried: log.tried,
-        accepted: log.accepted,
-    })
+    Err(TransportError::AuthFailed { target: name.to_string(), tried: log.tried, accepted: log.accepted })
 }
 
 fn default_identity_files() -> Vec<PathBuf> {
@@ -565,17 +483,10 @@ async fn try_key(
     key: Arc<PrivateKey>,
     log: &mut AuthLog,
 ) -> Result<bool, TransportError> {
-    let what = format!(
-        "`{}` ({})",
-        path.display(),
-        key_description(key.public_key())
-    );
+    let what = format!("`{}` ({})", path.display(), key_description(key.public_key()));
     let hash = rsa_hash(handle, &key.public_key().clone()).await;
-    let attempt =
-        handle.authenticate_publickey(&target.user, PrivateKeyWithHashAlg::new(key, hash));
-    let result = within(target, name, attempt)
-        .await?
-        .map_err(|e| auth_error(e, name))?;
+    let attempt = handle.authenticate_publickey(&target.user, PrivateKeyWithHashAlg::new(key, hash));
+    let result = within(target, name, attempt).await?.map_err(|e| auth_error(e, name))?;
     let ok = result.success();
     log.record(what, &result);
     Ok(ok)
@@ -632,10 +543,7 @@ async fn try_agent(
                 }
                 log.record(what, &result);
             }
-            Err(e) => log.tried.push(format!(
-                "{what} (the agent did not sign: {})",
-                lower_first(&e.to_string())
-            )),
+            Err(e) => log.tried.push(format!("{what} (the agent did not sign: {})", lower_first(&e.to_string()))),
         }
     }
     Ok(false)
@@ -646,29 +554,18 @@ async fn rsa_hash(handle: &Handle<HostKeyVerifier>, key: &PublicKey) -> Option<H
     if !key.algorithm().is_rsa() {
         return None;
     }
-    handle
-        .best_supported_rsa_hash()
-        .await
-        .ok()
-        .flatten()
-        .flatten()
+    handle.best_supported_rsa_hash().await.ok().flatten().flatten()
 }
 
 /// Bounds one authentication exchange with the server by the connect timeout.
-async fn within<T>(
-    target: &SshTarget,
-    name: &str,
-    attempt: impl Future<Output = T>,
-) -> Result<T, TransportError> {
-    tokio::time::timeout(target.connect_timeout, attempt)
-        .await
-        .map_err(|_| TransportError::Handshake {
-            target: name.to_string(),
-            reason: format!(
-                "the server did not answer an authentication request within {}",
-                humantime::format_duration(target.connect_timeout)
-            ),
-        })
+async fn within<T>(target: &SshTarget, name: &str, attempt: impl Future<Output = T>) -> Result<T, TransportError> {
+    tokio::time::timeout(target.connect_timeout, attempt).await.map_err(|_| TransportError::Handshake {
+        target: name.to_string(),
+        reason: format!(
+            "the server did not answer an authentication request within {}",
+            humantime::format_duration(target.connect_timeout)
+        ),
+    })
 }
 
 fn auth_error(e: russh::Error, name: &str) -> TransportError {
@@ -679,11 +576,7 @@ fn auth_error(e: russh::Error, name: &str) -> TransportError {
 }
 
 fn key_description(key: &PublicKey) -> String {
-    format!(
-        "{} {}",
-        key.algorithm().as_str(),
-        key.fingerprint(HashAlg::Sha256)
-    )
+    format!("{} {}", key.algorithm().as_str(), key.fingerprint(HashAlg::Sha256))
 }
 
 /// Decrypted keys, so a passphrase is asked once per run, not once per host.
@@ -700,9 +593,7 @@ async fn load_identity(path: &Path) -> Result<Arc<PrivateKey>, TransportError> {
         Ok(key) => key,
         Err(russh::keys::Error::KeyIsEncrypted) => {
             if !std::io::stdin().is_terminal() {
-                return Err(TransportError::KeyEncrypted {
-                    path: path.to_path_buf(),
-                });
+                return Err(TransportError::KeyEncrypted { path: path.to_path_buf() });
             }
             let owned = path.to_path_buf();
             tokio::task::spawn_blocking(move || decrypt_with_prompt(&owned))
@@ -720,18 +611,14 @@ async fn load_identity(path: &Path) -> Result<Arc<PrivateKey>, TransportError> {
 }
 
 fn decrypt_with_prompt(path: &Path) -> Result<PrivateKey, TransportError> {
-    let passphrase =
-        rpassword::prompt_password(format!("enter passphrase for key `{}`: ", path.display()))
-            .map_err(|e| key_error(path, &format!("cannot read the passphrase: {e}")))?;
+    let passphrase = rpassword::prompt_password(format!("enter passphrase for key `{}`: ", path.display()))
+        .map_err(|e| key_error(path, &format!("cannot read the passphrase: {e}")))?;
     russh::keys::load_secret_key(path, Some(&passphrase))
         .map_err(|e| key_error(path, &format!("cannot decrypt it (wrong passphrase?): {e}")))
 }
 
 fn key_error(path: &Path, reason: &str) -> TransportError {
-    TransportError::KeyLoad {
-        path: path.to_path_buf(),
-        reason: lower_first(reason),
-    }
+    TransportError::KeyLoad { path: path.to_path_buf(), reason: lower_first(reason) }
 }
 
 fn home_dir() -> PathBuf {
@@ -814,10 +701,7 @@ impl RemoteOutput {
     /// Flushes partial lines; the command is over (or was killed), so disarms the kill.
     fn finish(&mut self) {
         self.kill_on_drop = None;
-        for line in [self.stdout.finish(), self.stderr.finish()]
-            .into_iter()
-            .flatten()
-        {
+        for line in [self.stdout.finish(), self.stderr.finish()].into_iter().flatten() {
             let _ = self.lines.send(line);
         }
     }

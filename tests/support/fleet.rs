@@ -82,10 +82,7 @@ impl Fleet {
     /// start: tests cannot do anything useful without their fleet. Call
     /// [`super::require`]`("sshd")` first to skip cleanly where sshd is missing.
     pub fn start(n: usize) -> Fleet {
-        assert!(
-            (1..=254).contains(&n),
-            "a fleet has 1 to 254 hosts, not {n}"
-        );
+        assert!((1..=254).contains(&n), "a fleet has 1 to 254 hosts, not {n}");
         let mut last_error = String::new();
         for _ in 0..8 {
             match Fleet::try_start(n, next_block()) {
@@ -99,11 +96,7 @@ impl Fleet {
 
     /// Host `index`, 1-based like the addresses.
     pub fn host(&self, index: usize) -> &Host {
-        assert!(
-            (1..=self.hosts.len()).contains(&index),
-            "the fleet has hosts 1 to {}, not {index}",
-            self.hosts.len()
-        );
+        assert!((1..=self.hosts.len()).contains(&index), "the fleet has hosts 1 to {}, not {index}", self.hosts.len());
         &self.hosts[index - 1]
     }
 
@@ -140,9 +133,8 @@ impl Fleet {
     }
 
     fn try_start(n: usize, (x, y): (u8, u8)) -> Result<Fleet, StartError> {
-        let sshd_bin = find_tool("sshd").ok_or_else(|| {
-            StartError::Other("`sshd` is not installed (apt-get install -y openssh-server)".into())
-        })?;
+        let sshd_bin = find_tool("sshd")
+            .ok_or_else(|| StartError::Other("`sshd` is not installed (apt-get install -y openssh-server)".into()))?;
         ensure_privsep_dir().map_err(StartError::Other)?;
 
         let dir = tempfile::Builder::new()
@@ -164,9 +156,8 @@ impl Fleet {
             let addr = format!("127.{x}.{y}.{index}");
             let app_dir = root.join(format!("host-{index}"));
             let sshd_dir = app_dir.join(".sshd");
-            fs::create_dir_all(&sshd_dir).map_err(|e| {
-                StartError::Other(format!("cannot create {}: {e}", sshd_dir.display()))
-            })?;
+            fs::create_dir_all(&sshd_dir)
+                .map_err(|e| StartError::Other(format!("cannot create {}: {e}", sshd_dir.display())))?;
             let host_key = sshd_dir.join("ssh_host_ed25519_key");
             keygen(&host_key, &format!("host-{index}")).map_err(StartError::Other)?;
             let host_public_key = fs::read_to_string(host_key.with_extension("pub"))
@@ -178,11 +169,8 @@ impl Fleet {
             let config = sshd_dir.join("sshd_config");
             let pid_file = sshd_dir.join("sshd.pid");
             let log_path = sshd_dir.join("sshd.log");
-            fs::write(
-                &config,
-                sshd_config(&addr, &host_key, &pid_file, &authorized),
-            )
-            .map_err(|e| StartError::Other(format!("cannot write sshd_config: {e}")))?;
+            fs::write(&config, sshd_config(&addr, &host_key, &pid_file, &authorized))
+                .map_err(|e| StartError::Other(format!("cannot write sshd_config: {e}")))?;
             let stderr = fs::File::create(sshd_dir.join("sshd.stderr"))
                 .map_err(|e| StartError::Other(format!("cannot create sshd.stderr: {e}")))?;
             // `-D`: sshd stays our child, so drop can kill and reap it at once rather than
@@ -197,29 +185,12 @@ impl Fleet {
                 .stdout(Stdio::null())
                 .stderr(stderr)
                 .spawn()
-                .map_err(|e| {
-                    StartError::Other(format!("cannot run {}: {e}", sshd_bin.display()))
-                })?;
-            hosts.push(Host {
-                index,
-                addr,
-                port: SSH_PORT,
-                dir: app_dir,
-                log_path,
-                host_public_key,
-                sshd,
-            });
+                .map_err(|e| StartError::Other(format!("cannot run {}: {e}", sshd_bin.display())))?;
+            hosts.push(Host { index, addr, port: SSH_PORT, dir: app_dir, log_path, host_public_key, sshd });
         }
-        fs::write(&known_hosts, known)
-            .map_err(|e| StartError::Other(format!("cannot write known_hosts: {e}")))?;
+        fs::write(&known_hosts, known).map_err(|e| StartError::Other(format!("cannot write known_hosts: {e}")))?;
 
-        let mut fleet = Fleet {
-            hosts,
-            client_key,
-            known_hosts,
-            user,
-            dir,
-        };
+        let mut fleet = Fleet { hosts, client_key, known_hosts, user, dir };
         fleet.wait_ready()?;
         Ok(fleet)
     }
@@ -235,12 +206,8 @@ impl Fleet {
                 }
                 if let Ok(Some(status)) = host.sshd.try_wait() {
                     let log = fs::read_to_string(&host.log_path).unwrap_or_default()
-                        + &fs::read_to_string(host.log_path.with_file_name("sshd.stderr"))
-                            .unwrap_or_default();
-                    let message = format!(
-                        "sshd for {}:{} exited ({status}):\n{log}",
-                        host.addr, host.port
-                    );
+                        + &fs::read_to_string(host.log_path.with_file_name("sshd.stderr")).unwrap_or_default();
+                    let message = format!("sshd for {}:{} exited ({status}):\n{log}", host.addr, host.port);
                     return Err(if log.contains("Address already in use") {
                         StartError::AddressInUse(message)
                     } else {
@@ -283,10 +250,7 @@ fn next_block() -> (u8, u8) {
     // 127.11.0.0 – 127.250.255.0.
     let blocks = 240 * 256;
     let n = NEXT_BLOCK.fetch_add(1, Ordering::Relaxed);
-    let block = (std::process::id()
-        .wrapping_mul(7919)
-        .wrapping_add(n.wrapping_mul(257)))
-        % blocks;
+    let block = (std::process::id().wrapping_mul(7919).wrapping_add(n.wrapping_mul(257))) % blocks;
     ((11 + block / 256) as u8, (block % 256) as u8)
 }
 
@@ -320,8 +284,7 @@ MaxStartups 100:30:200
 }
 
 fn keygen(path: &Path, comment: &str) -> Result<(), String> {
-    let keygen = find_tool("ssh-keygen")
-        .ok_or("`ssh-keygen` is not installed (apt-get install -y openssh-client)")?;
+    let keygen = find_tool("ssh-keygen").ok_or("`ssh-keygen` is not installed (apt-get install -y openssh-client)")?;
     let output = Command::new(keygen)
         .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
         .arg(path)
@@ -329,11 +292,7 @@ fn keygen(path: &Path, comment: &str) -> Result<(), String> {
         .output()
         .map_err(|e| format!("cannot run ssh-keygen: {e}"))?;
     if !output.status.success() {
-        return Err(format!(
-            "ssh-keygen failed for {}: {}",
-            path.display(),
-            String::from_utf8_lossy(&output.stderr)
-        ));
+        return Err(format!("ssh-keygen failed for {}: {}", path.display(), String::from_utf8_lossy(&output.stderr)));
     }
     Ok(())
 }
@@ -356,11 +315,7 @@ fn current_user() -> String {
         .ok()
         .filter(|u| !u.is_empty())
         .or_else(|| {
-            Command::new("id")
-                .arg("-un")
-                .output()
-                .ok()
-                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            Command::new("id").arg("-un").output().ok().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         })
         .unwrap_or_else(|| "root".to_string())
 }

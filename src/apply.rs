@@ -123,6 +123,11 @@ async fn run(loaded: LoadedPlan, exec: Arc<ExecutionPlan>, balancers: Balancers,
     };
     let result = execute::run(exec.clone(), transports, balancers, events, control, settings).await;
     interrupts.abort();
+    if !result.cancelled_hosts.is_empty() {
+        // Cancelled commands are killed by background tasks (remote: a `kill` over the
+        // host's connection); leaving now would end the runtime before they ran.
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    }
     let summary = reporting.await.ok();
     if let Some(summary) = summary {
         print!("{}", summary.render(&result, &args.plan, &log_dir));

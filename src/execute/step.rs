@@ -12,6 +12,9 @@ use crate::events::{Event, Outcome};
 use crate::graph::{Action, StepInstance};
 use crate::transport::{OutputLine, Stream, Transport};
 
+/// How long past its timeout a step may take to stop what it runs.
+const KILL_GRACE: Duration = Duration::from_secs(5);
+
 /// How many output lines of a failing step the summary shows.
 const LAST_LINES: usize = 10;
 
@@ -65,7 +68,12 @@ async fn attempts(ctx: &Arc<Ctx>, instance: &StepInstance, output: &mut Output) 
     let mut attempt_no = 0;
     loop {
         attempt_no += 1;
-        let remaining = deadline.saturating_duration_since(Instant::now());
+        // Whole milliseconds: the remaining time shows in messages ("timed out after 1s").
+        let remaining = if attempt_no == 1 {
+            instance.timeout
+        } else {
+            Duration::from_millis(deadline.saturating_duration_since(Instant::now()).as_millis() as u64)
+        };
         let attempt = tokio::select! {
             biased;
             _ = ctx.control.cancel.cancelled() => {
@@ -76,7 +84,11 @@ async fn attempts(ctx: &Arc<Ctx>, instance: &StepInstance, output: &mut Output) 
                     last_lines: output.last_lines(),
                 };
             }
-            a = tokio::time::timeout(remaining, once(ctx, instance, remaining, output)) => a.unwrap_or_else(|_| Attempt {
+            // Commands, checks and balancer calls each stop themselves at `remaining`, a
+            // command killing its process group first; this outer bound only catches one
+            // that does not. Dropping a command's future kills it from a background task,
+            // which a run that ends right after may never let run.
+            a = tokio::time::timeout(remaining + KILL_GRACE, once(ctx, instance, remaining, output)) => a.unwrap_or_else(|_| Attempt {
                 exit_code: None,
                 result: Err(format!("timed out after {}", humantime::format_duration(instance.timeout))),
             }),

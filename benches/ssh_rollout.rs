@@ -72,7 +72,12 @@ fn main() {
                 .stdin(Stdio::null())
                 .output()
                 .expect("planrun runs");
-            assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
             started.elapsed()
         })
     };
@@ -105,7 +110,15 @@ fn steps(n: usize) -> String {
     (1..=n).map(|i| format!("    - {{ name: step{i}, run: \"true\" }}\n")).collect()
 }
 
-fn write_plan(fleet: &Fleet, dir: &Path, name: &str, hosts: usize, before: &str, steps: &str, batch: &str) -> std::path::PathBuf {
+fn write_plan(
+    fleet: &Fleet,
+    dir: &Path,
+    name: &str,
+    hosts: usize,
+    before: &str,
+    steps: &str,
+    batch: &str,
+) -> std::path::PathBuf {
     let servers: String = fleet.hosts()[..hosts]
         .iter()
         .map(|h| format!("  - {{ host: \"{}\", name: h{}, roles: [app] }}\n", h.addr, h.index))

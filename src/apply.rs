@@ -10,19 +10,26 @@ use crate::balancer::Balancers;
 use crate::execute::{self, Control, Settings, Transports};
 use crate::exit;
 use crate::graph::{self, BuildOptions, ExecutionPlan};
+use crate::journal;
+use crate::lock;
 use crate::model::{self, Plan, Server, TransportKind};
-use crate::report::Reporter;
+use crate::redact::Redactor;
+use crate::report::{Mode, Reporter, Verbosity};
 use crate::transport::{HostKeyChecking, LocalTransport, SshSession, SshTarget, Transport};
 use crate::validate::{self, LoadedPlan};
 
 /// What the command line asked of `apply`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ApplyArgs {
     pub plan: PathBuf,
     pub yes: bool,
     pub dry_run: bool,
+    pub resume: bool,
+    pub force: bool,
     pub build: BuildOptions,
     pub color: bool,
+    pub json: bool,
+    pub verbosity: Verbosity,
 }
 
 /// How many hosts planrun connects to, or fans a `before` step out to, at once.
@@ -36,8 +43,8 @@ pub fn apply(args: ApplyArgs) -> i32 {
             return exit::INVALID_INPUT;
         }
     };
-    let exec = match graph::build(&loaded, &args.build) {
-        Ok(e) => Arc::new(e),
+    let mut exec = match graph::build(&loaded, &args.build) {
+        Ok(e) => e,
         Err(errors) => {
             crate::cli::report(&errors, args.color);
             return exit::INVALID_INPUT;
@@ -58,6 +65,20 @@ pub fn apply(args: ApplyArgs) -> i32 {
         eprintln!("error: {message}; nothing was executed");
         return exit::INVALID_INPUT;
     }
+    let redactor = Redactor::from_plan(&loaded.plan);
+
+    let resume_of = if args.resume {
+        match resume(&args, &loaded, &mut exec) {
+            Ok(Some(run)) => Some(run),
+            Ok(None) => return exit::SUCCESS,
+            Err(message) => {
+                eprintln!("{}", redactor.redact(&message));
+                return exit::INVALID_INPUT;
+            }
+        }
+    } else {
+        None
+    };
 
     if !args.dry_run {
         match confirm(&loaded, &exec, args.yes) {
@@ -80,24 +101,70 @@ pub fn apply(args: ApplyArgs) -> i32 {
             return exit::ROLLOUT_FAILED;
         }
     };
-    runtime.block_on(run(loaded, exec, balancers, args))
+    runtime.block_on(run(loaded, Arc::new(exec), balancers, redactor, resume_of, args))
 }
 
-async fn run(loaded: LoadedPlan, exec: Arc<ExecutionPlan>, balancers: Balancers, args: ApplyArgs) -> i32 {
+/// Leaves out of `exec` what the runs since the last fresh one completed; `Ok(None)` when
+/// nothing is left to do.
+fn resume(args: &ApplyArgs, loaded: &LoadedPlan, exec: &mut ExecutionPlan) -> Result<Option<String>, String> {
+    let plan_key = plan_key(&args.plan);
+    let records = journal::read(&state_dir(&args.plan), &plan_key);
+    let Some(campaign) = journal::campaign(&records) else {
+        return Err(format!(
+            "error: there is no earlier run of `{}` to resume; nothing was executed\n  help: run it without `--resume`",
+            args.plan.display()
+        ));
+    };
+    if !campaign.resumable() {
+        return Err(format!(
+            "error: the last run of `{}` ({}) succeeded: there is nothing to resume; nothing was executed\n  help: run it without `--resume` to roll again",
+            args.plan.display(),
+            campaign.last_run
+        ));
+    }
+    let hash = journal::plan_hash(&loaded.source.text);
+    if hash != campaign.plan_hash {
+        if !args.force {
+            return Err(format!(
+                "error: `{}` changed since run {} started; a resume would mix two plans; nothing was executed\n  help: restore the plan, or pass `--force` to resume with the plan as it is now",
+                args.plan.display(),
+                campaign.last_run
+            ));
+        }
+        eprintln!(
+            "warning: `{}` changed since run {}; resuming anyway (--force)",
+            args.plan.display(),
+            campaign.last_run
+        );
+    }
+    exec.retain_undone(|instance, host| campaign.is_done(instance, host));
+    if exec.step_count() == 0 {
+        println!("every step of run {} is done: nothing left to resume", campaign.last_run);
+        return Ok(None);
+    }
+    Ok(Some(campaign.last_run))
+}
+
+async fn run(
+    loaded: LoadedPlan,
+    exec: Arc<ExecutionPlan>,
+    balancers: Balancers,
+    redactor: Redactor,
+    resume_of: Option<String>,
+    args: ApplyArgs,
+) -> i32 {
     let run_id = run_id();
     let state_dir = state_dir(&args.plan);
     let log_dir = state_dir.join("runs").join(&run_id);
-    let (events, rx) = tokio::sync::mpsc::unbounded_channel();
-    let reporter = Reporter::new(exec.clone(), log_dir.clone(), args.dry_run);
-    let reporting = tokio::spawn(reporter.consume(rx));
+    let plan_name = args.plan.display().to_string();
 
     let control = Control::default();
     let interrupts = tokio::spawn(watch_interrupts(control.clone()));
 
-    let transports = if args.dry_run {
-        Transports { hosts: HashMap::new(), local: Arc::new(Transport::Local(LocalTransport::new())) }
+    let (transports, lock) = if args.dry_run {
+        (Transports { hosts: HashMap::new(), local: Arc::new(Transport::Local(LocalTransport::new())) }, None)
     } else {
-        match connect_all(&loaded.plan, &exec).await {
+        let transports = match connect_all(&loaded.plan, &exec).await {
             Ok(t) => t,
             Err(failures) => {
                 eprintln!(
@@ -106,21 +173,62 @@ async fn run(loaded: LoadedPlan, exec: Arc<ExecutionPlan>, balancers: Balancers,
                     exec.hosts.len()
                 );
                 for (host, why) in failures {
-                    eprintln!("  {host}: {why}");
+                    eprintln!("  {host}: {}", redactor.redact(&why));
                 }
+                interrupts.abort();
+                return exit::ROLLOUT_FAILED;
+            }
+        };
+        match take_lock(&loaded, &exec, &transports, &plan_name, &run_id).await {
+            Ok(lock) => (transports, Some(lock)),
+            Err(message) => {
+                eprintln!("{message}");
                 interrupts.abort();
                 return exit::ROLLOUT_FAILED;
             }
         }
     };
 
+    let journal = (!args.dry_run).then(|| {
+        let mut writer = journal::Writer::open(&state_dir, &run_id, &plan_key(&args.plan));
+        let me = lock::Holder::me(&plan_name, &run_id);
+        writer.write(&journal::Record::RunStarted {
+            v: journal::JOURNAL_VERSION,
+            run_id: run_id.clone(),
+            plan: plan_key(&args.plan),
+            plan_hash: journal::plan_hash(&loaded.source.text),
+            resume_of: resume_of.clone(),
+            user: me.user,
+            machine: me.machine,
+            pid: me.pid,
+            at: journal::stamp(std::time::SystemTime::now()),
+        });
+        writer
+    });
+
+    let mode = if args.json {
+        Mode::Json
+    } else if std::io::stdout().is_terminal() {
+        Mode::Live
+    } else {
+        Mode::Plain
+    };
+    let (events, rx) = tokio::sync::mpsc::unbounded_channel();
+    let reporter =
+        Reporter::new(exec.clone(), mode, args.verbosity, args.color, log_dir.clone(), journal, args.dry_run);
+    let reporting = tokio::spawn(reporter.consume(rx));
+
     let settings = Settings {
-        run_id,
-        plan_name: args.plan.display().to_string(),
+        run_id: run_id.clone(),
+        plan_name,
         max_failed_hosts: loaded.plan.rollout.max_failed_hosts,
         dry_run: args.dry_run,
         fan_out: FAN_OUT,
+        redactor,
+        resume_of,
     };
+    let local = transports.local.clone();
+    let lock_transport = lock.as_ref().map(|(t, _)| t.clone());
     let result = execute::run(exec.clone(), transports, balancers, events, control, settings).await;
     interrupts.abort();
     if !result.cancelled_hosts.is_empty() {
@@ -128,15 +236,88 @@ async fn run(loaded: LoadedPlan, exec: Arc<ExecutionPlan>, balancers: Balancers,
         // host's connection); leaving now would end the runtime before they ran.
         tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     }
+    if let (Some((_, place)), Some(transport)) = (&lock, lock_transport) {
+        if let Err(e) = lock::remove(&transport, place, Some(&run_id)).await {
+            eprintln!("warning: could not release the lock `{}`: {e}", place.display);
+            eprintln!("  help: `planrun lock release {}`", args.plan.display());
+        }
+    }
+    drop(local);
     let summary = reporting.await.ok();
     if let Some(summary) = summary {
-        print!("{}", summary.render(&result, &args.plan, &log_dir));
+        let hint = format!("planrun apply {} --resume", args.plan.display());
+        let text = summary.render(&result, Some(&hint), &log_dir);
+        if mode == Mode::Json {
+            eprint!("{text}");
+        } else {
+            print!("{text}");
+        }
     }
     match result.outcome {
         crate::events::RunOutcome::Succeeded => exit::SUCCESS,
         crate::events::RunOutcome::Interrupted => exit::INTERRUPTED,
         _ => exit::ROLLOUT_FAILED,
     }
+}
+
+/// Takes the rollout lock, over the connection the run already has to the lock's host
+/// where it can. Errors are the full message for the operator.
+async fn take_lock(
+    loaded: &LoadedPlan,
+    exec: &ExecutionPlan,
+    transports: &Transports,
+    plan_name: &str,
+    run_id: &str,
+) -> Result<(Arc<Transport>, lock::LockPlace), String> {
+    let place = lock::place(&loaded.plan, &loaded.selection.hosts);
+    let transport = lock_transport(&loaded.plan, &place, exec, transports)
+        .await
+        .map_err(|e| format!("error: cannot reach the lock `{}`: {e}; nothing was changed", place.display))?;
+    let me = lock::Holder::me(plan_name, run_id);
+    match lock::acquire(&transport, &place, &me).await {
+        Ok(lock::Acquired::Taken) => Ok((transport, place)),
+        Ok(lock::Acquired::TakenOver(old)) => {
+            eprintln!("note: took over the lock `{}` from {}: that process is gone", place.display, old.describe());
+            Ok((transport, place))
+        }
+        Err(lock::LockError::Held(holder)) => Err(format!(
+            "error: another apply holds the lock `{}`: {}; nothing was changed\n  help: wait for it to finish; if it is gone for good, `planrun lock release {}`",
+            place.display,
+            holder.describe(),
+            plan_name
+        )),
+        Err(lock::LockError::Unknown(at)) => Err(format!(
+            "error: the lock `{at}` exists but does not say who holds it; nothing was changed\n  help: if no apply is running, `planrun lock release {plan_name}`"
+        )),
+        Err(lock::LockError::Failed(e)) => {
+            Err(format!("error: cannot take the lock `{}`: {e}; nothing was changed", place.display))
+        }
+    }
+}
+
+/// The lock's host: the run's own connection to it, the control machine, or a new
+/// connection when `--limit` left that host out of the run.
+pub async fn lock_transport(
+    plan: &Plan,
+    place: &lock::LockPlace,
+    exec: &ExecutionPlan,
+    transports: &Transports,
+) -> Result<Arc<Transport>, String> {
+    if let Some(host) = lock::connected_host(exec, place)
+        && let Some(t) = transports.hosts.get(&host)
+    {
+        return Ok(t.clone());
+    }
+    if lock::is_local(plan, place) {
+        return Ok(transports.local.clone());
+    }
+    let server = place.server.map(|s| &plan.servers[s]).ok_or("no lock host")?;
+    SshSession::connect(&ssh_target(plan, server)).await.map(|s| Arc::new(Transport::Ssh(s))).map_err(|e| e.to_string())
+}
+
+/// The journal names plans by file name: plans in one folder share `.planrun/`.
+pub fn plan_key(plan: &Path) -> String {
+    plan.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| plan.display().to_string())
 }
 
 /// First Ctrl-C stops new work; the second cancels running steps.
@@ -195,7 +376,7 @@ async fn connect_all(plan: &Plan, exec: &ExecutionPlan) -> Result<Transports, Ve
 pub fn ssh_target(plan: &Plan, server: &Server) -> SshTarget {
     let own = server.ssh.clone().unwrap_or_default();
     let all = &plan.ssh;
-    let user = own.user.or_else(|| all.user.clone()).unwrap_or_else(current_user);
+    let user = own.user.or_else(|| all.user.clone()).unwrap_or_else(lock::current_user);
     let mut target = SshTarget::new(server.host.clone(), user);
     if let Some(port) = own.port.or(all.port) {
         target.port = port;
@@ -217,10 +398,6 @@ pub fn ssh_target(plan: &Plan, server: &Server) -> SshTarget {
         target.connect_timeout = t.get();
     }
     target
-}
-
-fn current_user() -> String {
-    std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "root".into())
 }
 
 fn expand_home(path: &str) -> PathBuf {

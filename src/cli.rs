@@ -11,6 +11,7 @@ use crate::exit;
 use crate::graph::{self, BuildOptions};
 use crate::model::{BatchSize, BatchStep};
 use crate::preview;
+use crate::report::Verbosity;
 use crate::schema;
 use crate::validate;
 
@@ -36,6 +37,20 @@ pub enum ColorChoice {
 pub enum ValidateFormat {
     Text,
     Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LockAction {
+    /// Show who holds the lock.
+    Status,
+    /// Break the lock (when its holder is gone for good).
+    Release,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -122,8 +137,43 @@ pub enum Command {
         /// Render and walk every step, print what would run, change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Continue the last failed or interrupted run of this plan from the first step
+        /// that did not complete; hosts already done are not touched again.
+        #[arg(long)]
+        resume: bool,
+        /// With `--resume`: resume even though the plan changed since that run.
+        #[arg(long)]
+        force: bool,
+        /// `human`: a live view on a terminal, timestamped lines otherwise; `json`: one
+        /// JSON object per event per line (shape in the README).
+        #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+        output: OutputFormat,
+        /// Show only failures and the summary.
+        #[arg(long, short, conflicts_with = "verbose")]
+        quiet: bool,
+        /// Also show every line the commands print.
+        #[arg(long, short)]
+        verbose: bool,
         #[command(flatten)]
         graph: GraphArgs,
+    },
+    /// Show the last run of a plan, from its journal, and what `--resume` would do.
+    #[command(after_help = "Example:\n  planrun status plans/production.yaml")]
+    Status {
+        /// The plan file.
+        #[arg(value_name = "PLAN")]
+        plan: PathBuf,
+    },
+    /// Show or break the rollout lock of a plan.
+    #[command(
+        after_help = "Examples:\n  planrun lock status plans/production.yaml\n  planrun lock release plans/production.yaml"
+    )]
+    Lock {
+        #[arg(value_enum)]
+        action: LockAction,
+        /// The plan file.
+        #[arg(value_name = "PLAN")]
+        plan: PathBuf,
     },
     /// Show the ordered step graph: batches, hosts and every rendered command; nothing is executed.
     #[command(
@@ -168,9 +218,26 @@ pub fn run(cli: Cli) -> i32 {
         Command::Validate { plans, format } => validate_plans(&plans, format, color),
         Command::Plan { plan, format, graph } => show_plan(&plan, format, &graph, color),
         Command::Schema { output } => write_schema(output),
-        Command::Apply { plan, yes, dry_run, graph } => {
-            crate::apply::apply(ApplyArgs { plan, yes, dry_run, build: graph.build_options(), color })
+        Command::Apply { plan, yes, dry_run, resume, force, output, quiet, verbose, graph } => {
+            let verbosity = match (quiet, verbose) {
+                (true, _) => Verbosity::Quiet,
+                (_, true) => Verbosity::Verbose,
+                _ => Verbosity::Normal,
+            };
+            crate::apply::apply(ApplyArgs {
+                plan,
+                yes,
+                dry_run,
+                resume,
+                force,
+                build: graph.build_options(),
+                color,
+                json: output == OutputFormat::Json,
+                verbosity,
+            })
         }
+        Command::Status { plan } => crate::status::status(&plan, color),
+        Command::Lock { action, plan } => crate::status::lock(action, &plan, color),
     }
 }
 

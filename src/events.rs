@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::graph::Phase;
 
 /// How a step ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     Ok,
@@ -24,7 +24,7 @@ pub enum Outcome {
 }
 
 /// How a run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunOutcome {
     Succeeded,
@@ -44,7 +44,11 @@ pub enum Event {
         application: String,
         hosts: usize,
         batches: usize,
+        /// Step instances this run will run (after `--resume` left out what was done).
+        steps: usize,
         dry_run: bool,
+        /// The run this one resumes.
+        resume_of: Option<String>,
     },
     PhaseStarted {
         phase: Phase,
@@ -58,6 +62,8 @@ pub enum Event {
         host: Option<String>,
         step: String,
         phase: Phase,
+        /// The step's position in its list of the plan.
+        index: usize,
         /// What runs, for the log: the command, the balancer call or the check.
         description: String,
     },
@@ -78,6 +84,7 @@ pub enum Event {
         host: Option<String>,
         step: String,
         phase: Phase,
+        index: usize,
         outcome: Outcome,
         #[serde(serialize_with = "secs")]
         duration: Duration,
@@ -106,4 +113,44 @@ pub enum Event {
 
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64((d.as_secs_f64() * 1000.0).round() / 1000.0)
+}
+
+/// The version of the JSON event shape (`--output json`); bumped on any change that is
+/// not a new optional field.
+pub const EVENT_VERSION: u32 = 1;
+
+impl Event {
+    /// Masks secrets in every text the event carries.
+    pub fn redact(&mut self, r: &crate::redact::Redactor) {
+        if r.is_empty() {
+            return;
+        }
+        let texts: Vec<&mut String> = match self {
+            Event::RunStarted { plan, application, .. } => vec![plan, application],
+            Event::PhaseStarted { .. } | Event::RunFinished { .. } => vec![],
+            Event::BatchStarted { hosts, .. } => hosts.iter_mut().collect(),
+            Event::StepStarted { description, .. } => vec![description],
+            Event::Output { line, .. } => vec![line],
+            Event::StepRetry { reason, .. } => vec![reason],
+            Event::StepFinished { error, .. } => error.iter_mut().collect(),
+            Event::HostFailed { error, last_lines, .. } => {
+                std::iter::once(error).chain(last_lines.iter_mut()).collect()
+            }
+            Event::Stopping { reason } => vec![reason],
+        };
+        for t in texts {
+            r.redact_in_place(t);
+        }
+    }
+
+    /// The line `--output json` prints: `{"v":1,"ts":"…","event":"…",…}`.
+    pub fn to_json_line(&self, at: std::time::SystemTime) -> String {
+        let mut line = serde_json::Map::new();
+        line.insert("v".into(), EVENT_VERSION.into());
+        line.insert("ts".into(), humantime::format_rfc3339_millis(at).to_string().into());
+        if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(self) {
+            line.extend(fields);
+        }
+        serde_json::Value::Object(line).to_string()
+    }
 }

@@ -73,7 +73,7 @@ pub struct HostSteps {
 }
 
 /// Which list of the plan a step comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
     Before,
@@ -229,6 +229,43 @@ impl ExecutionPlan {
             StepRef::Rollout(b, h, s) => &self.batches[b].hosts[h].steps[s],
             StepRef::After(i) => &self.after[i],
         }
+    }
+
+    /// Every step instance, in the order they run.
+    pub fn instances(&self) -> impl Iterator<Item = &StepInstance> {
+        self.before
+            .iter()
+            .chain(self.batches.iter().flat_map(|b| b.hosts.iter().flat_map(|h| h.steps.iter())))
+            .chain(self.after.iter())
+    }
+
+    pub fn step_count(&self) -> usize {
+        self.instances().count()
+    }
+
+    /// Leaves out the instances `done` says are complete (for `--resume`), and the hosts
+    /// and batches left with nothing to do. The DAG in `graph` is not rebuilt: only
+    /// previews draw it, and they show the plan, not a resume.
+    pub fn retain_undone(&mut self, done: impl Fn(&StepInstance, Option<&str>) -> bool) {
+        let name = |i: &StepInstance| i.host.map(|h| self.hosts[h].name.clone());
+        let keep = |i: &StepInstance| !done(i, name(i).as_deref());
+        let before: Vec<StepInstance> = self.before.iter().filter(|i| keep(i)).cloned().collect();
+        let after: Vec<StepInstance> = self.after.iter().filter(|i| keep(i)).cloned().collect();
+        let mut batches = Vec::new();
+        for batch in &self.batches {
+            let hosts: Vec<HostSteps> = batch
+                .hosts
+                .iter()
+                .map(|h| HostSteps { host: h.host, steps: h.steps.iter().filter(|i| keep(i)).cloned().collect() })
+                .filter(|h| !h.steps.is_empty())
+                .collect();
+            if !hosts.is_empty() {
+                batches.push(Batch { index: batch.index, hosts });
+            }
+        }
+        self.before = before;
+        self.after = after;
+        self.batches = batches;
     }
 }
 

@@ -66,6 +66,12 @@ pub struct Plan {
     /// through while it is out of rotation.
     pub rollout: Rollout,
 
+    /// Where the rollout lock lives, so two operators cannot roll this fleet at once.
+    /// Defaults to `/tmp/planrun-APPLICATION.lock` on the first server the rollout
+    /// selects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock: Option<LockSettings>,
+
     /// Steps that run once, after every host of the rollout finished.
     #[serde(default)]
     #[schemars(example = after_example())]
@@ -298,6 +304,24 @@ pub struct CommandBalancer {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(example = &"lbctl status {{node}} | grep -q UP")]
     pub status: Option<String>,
+}
+
+/// Where the rollout lock lives: a directory made with an atomic `mkdir`, holding a file
+/// that names who holds it.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LockSettings {
+    /// The server holding the lock (its `name` or `host`), or `local` for the machine
+    /// running planrun (only when every run starts from that one machine). Defaults to
+    /// the first server the rollout selects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1), example = &"app1")]
+    pub host: Option<String>,
+
+    /// The lock directory's path on that server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1), example = &"/var/lock/planrun-shop")]
+    pub path: Option<String>,
 }
 
 /// The rolling part of the plan.

@@ -1,26 +1,54 @@
-//! Turns the event stream into what an operator reads: one plain line per event, a log
-//! file per host, and the summary at the end.
+//! Turns the one event stream of a run into everything an operator reads: the live view
+//! on a terminal, timestamped plain lines without one, JSON lines for machines, a log
+//! file per host, the journal, and the summary at the end.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime};
 
 use indexmap::IndexMap;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::events::{Event, Outcome, RunOutcome};
 use crate::execute::RunResult;
 use crate::graph::{ExecutionPlan, Phase};
+use crate::journal;
+
+/// How the run is shown on standard output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// A terminal: progress bar, a line per host in flight, the summary table.
+    Live,
+    /// Not a terminal: one timestamped line per event.
+    Plain,
+    /// `--output json`: one JSON object per line per event.
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verbosity {
+    /// `-q`: failures and the summary.
+    Quiet,
+    Normal,
+    /// `-v`: also every line the commands print.
+    Verbose,
+}
 
 pub struct Reporter {
     exec: Arc<ExecutionPlan>,
+    mode: Mode,
+    verbosity: Verbosity,
+    color: bool,
     log_dir: PathBuf,
     dry_run: bool,
-    started: Instant,
     logs: HashMap<String, Option<File>>,
+    journal: Option<journal::Writer>,
+    live: Option<Live>,
+    batch_position: usize,
     summary: Summary,
 }
 
@@ -31,45 +59,115 @@ pub struct Summary {
     cells: IndexMap<String, IndexMap<String, (Outcome, Duration)>>,
     steps: Vec<String>,
     dry_run: bool,
+    mode: Option<Mode>,
 }
 
 impl Reporter {
-    pub fn new(exec: Arc<ExecutionPlan>, log_dir: PathBuf, dry_run: bool) -> Self {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        exec: Arc<ExecutionPlan>,
+        mode: Mode,
+        verbosity: Verbosity,
+        color: bool,
+        log_dir: PathBuf,
+        journal: Option<journal::Writer>,
+        dry_run: bool,
+    ) -> Self {
+        let live = (mode == Mode::Live).then(|| Live::new(&exec));
         Reporter {
             exec,
+            mode,
+            verbosity,
+            color,
             log_dir,
             dry_run,
-            started: Instant::now(),
             logs: HashMap::new(),
-            summary: Summary { dry_run, ..Summary::default() },
+            journal,
+            live,
+            batch_position: 0,
+            summary: Summary { dry_run, mode: Some(mode), ..Summary::default() },
         }
     }
 
     pub async fn consume(mut self, mut events: UnboundedReceiver<Event>) -> Summary {
         let mut stdout = std::io::stdout();
         while let Some(event) = events.recv().await {
-            self.log(&event);
-            if let Some(line) = self.line(&event) {
-                let _ = writeln!(stdout, "[{:>7.1}s] {line}", self.started.elapsed().as_secs_f64());
+            let now = SystemTime::now();
+            if let Some(j) = &mut self.journal {
+                j.event(&event, now);
+            }
+            if let Event::BatchStarted { .. } = event {
+                self.batch_position += 1;
+            }
+            self.log(&event, now);
+            match self.mode {
+                Mode::Json => {
+                    let _ = writeln!(stdout, "{}", event.to_json_line(now));
+                }
+                Mode::Plain => {
+                    if self.shows(&event)
+                        && let Some(line) = self.line(&event)
+                    {
+                        let _ = writeln!(stdout, "{} {line}", clock(now));
+                    }
+                }
+                Mode::Live => {
+                    let line = if self.shows_live(&event) { self.line(&event) } else { None };
+                    if let Some(live) = &mut self.live {
+                        live.update(&event, &self.exec);
+                        if let Some(line) = line {
+                            live.println(&paint(&line, &event, self.color));
+                        }
+                    }
+                }
             }
             self.record(&event);
+        }
+        if let Some(live) = self.live.take() {
+            live.finish();
         }
         let _ = stdout.flush();
         self.summary
     }
 
+    fn shows(&self, event: &Event) -> bool {
+        match self.verbosity {
+            Verbosity::Verbose => true,
+            Verbosity::Normal => !matches!(event, Event::Output { .. }),
+            Verbosity::Quiet => matches!(
+                event,
+                Event::HostFailed { .. }
+                    | Event::Stopping { .. }
+                    | Event::StepFinished { outcome: Outcome::Failed | Outcome::Cancelled, .. }
+            ),
+        }
+    }
+
+    /// The live view shows progress in its bars; above them only what needs reading.
+    fn shows_live(&self, event: &Event) -> bool {
+        match event {
+            Event::Output { .. } => self.verbosity == Verbosity::Verbose,
+            Event::StepStarted { .. } | Event::PhaseStarted { .. } => self.verbosity == Verbosity::Verbose,
+            Event::StepFinished { outcome: Outcome::Ok | Outcome::Skipped, .. } => self.verbosity == Verbosity::Verbose,
+            Event::RunFinished { .. } => false,
+            _ => self.shows(event),
+        }
+    }
+
     fn line(&self, event: &Event) -> Option<String> {
         let who = |host: &Option<String>| host.clone().unwrap_or_else(|| "local".into());
         Some(match event {
-            Event::RunStarted { plan, application, hosts, batches, dry_run, .. } => format!(
-                "{}{plan}: rolling `{application}` on {hosts} host{} in {batches} batch{}",
+            Event::RunStarted { plan, application, hosts, batches, steps, dry_run, resume_of, .. } => format!(
+                "{}{plan}: `{application}` on {hosts} host{} in {batches} batch{}, {steps} step{}{}",
                 if *dry_run { "dry run of " } else { "apply " },
-                if *hosts == 1 { "" } else { "s" },
-                if *batches == 1 { "" } else { "es" }
+                plural(*hosts),
+                if *batches == 1 { "" } else { "es" },
+                plural(*steps),
+                resume_of.as_ref().map(|r| format!(", resuming run {r}")).unwrap_or_default()
             ),
             Event::PhaseStarted { phase } => format!("{} steps", phase_name(*phase)),
-            Event::BatchStarted { batch, hosts } => {
-                format!("batch {}/{}: {}", batch + 1, self.exec.batches.len(), hosts.join(", "))
+            Event::BatchStarted { hosts, .. } => {
+                format!("batch {}/{}: {}", self.batch_position, self.exec.batches.len(), hosts.join(", "))
             }
             Event::StepStarted { host, step, description, .. } => {
                 format!("{} {step}: {}{description}", who(host), if self.dry_run { "would " } else { "" })
@@ -94,13 +192,15 @@ impl Reporter {
             },
             Event::HostFailed { host, step, .. } => format!("{host}: failed at `{step}`; left as it is"),
             Event::Stopping { reason } => format!("stopping: {reason}"),
-            Event::RunFinished { .. } => return None,
+            Event::RunFinished { outcome, duration, .. } => {
+                format!("run finished: {} in {}", outcome_name(*outcome), secs(*duration))
+            }
         })
     }
 
-    /// Each host's events also go to `.planrun/runs/RUN/HOST.log`, so the output of a
-    /// long rollout can be read per host afterwards.
-    fn log(&mut self, event: &Event) {
+    /// Each host's events also go to `.planrun/runs/RUN/HOST.log`, command output
+    /// included, so a long rollout can be read per host afterwards.
+    fn log(&mut self, event: &Event, now: SystemTime) {
         if self.dry_run {
             return;
         }
@@ -119,7 +219,7 @@ impl Reporter {
             File::create(dir.join(format!("{}.log", file_name(&host)))).ok()
         });
         if let Some(f) = file {
-            let _ = writeln!(f, "[{:>7.1}s] {line}", self.started.elapsed().as_secs_f64());
+            let _ = writeln!(f, "{} {line}", clock(now));
         }
     }
 
@@ -133,8 +233,111 @@ impl Reporter {
     }
 }
 
+/// The terminal view: an overall bar and a line per host in flight.
+struct Live {
+    multi: MultiProgress,
+    overall: ProgressBar,
+    hosts: HashMap<String, (ProgressBar, usize)>,
+    total_hosts: usize,
+    hosts_done: usize,
+    /// Rollout steps per host, to know when a host is done.
+    per_host: HashMap<String, usize>,
+}
+
+impl Live {
+    fn new(exec: &ExecutionPlan) -> Self {
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stdout());
+        let overall = multi.add(ProgressBar::new(exec.step_count() as u64));
+        overall.set_style(
+            ProgressStyle::with_template(
+                "{elapsed_precise} [{bar:30.cyan/blue}] {pos}/{len} steps · {msg} · eta {eta}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        let mut per_host = HashMap::new();
+        for batch in &exec.batches {
+            for h in &batch.hosts {
+                per_host.insert(exec.hosts[h.host].name.clone(), h.steps.len());
+            }
+        }
+        let total_hosts = per_host.len();
+        overall.set_message(format!("0/{total_hosts} hosts done"));
+        overall.enable_steady_tick(Duration::from_millis(200));
+        Live { multi, overall, hosts: HashMap::new(), total_hosts, hosts_done: 0, per_host }
+    }
+
+    fn println(&self, line: &str) {
+        let _ = self.multi.println(line);
+    }
+
+    fn update(&mut self, event: &Event, _exec: &ExecutionPlan) {
+        match event {
+            Event::StepStarted { host: Some(host), step, phase: Phase::Rollout, .. } => {
+                let entry = self.hosts.entry(host.clone()).or_insert_with(|| {
+                    let bar = self.multi.add(ProgressBar::new_spinner());
+                    bar.set_style(
+                        ProgressStyle::with_template("  {spinner} {prefix:<16} {msg:<20} {elapsed}")
+                            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                    );
+                    bar.set_prefix(host.clone());
+                    bar.enable_steady_tick(Duration::from_millis(120));
+                    (bar, 0)
+                });
+                entry.0.set_message(step.clone());
+            }
+            Event::StepFinished { host, phase, outcome, .. } => {
+                self.overall.inc(1);
+                let Some(host) = host else { return };
+                if *phase != Phase::Rollout {
+                    return;
+                }
+                let failed = matches!(outcome, Outcome::Failed | Outcome::Cancelled);
+                let finished = match self.hosts.get_mut(host) {
+                    Some((bar, done)) => {
+                        *done += 1;
+                        let all = self.per_host.get(host).copied().unwrap_or(0);
+                        if failed || *done >= all {
+                            bar.finish_and_clear();
+                            true
+                        } else {
+                            false
+                        }
+                    }
+                    None => false,
+                };
+                if finished {
+                    if let Some((bar, _)) = self.hosts.remove(host) {
+                        self.multi.remove(&bar);
+                    }
+                    self.hosts_done += 1;
+                    self.overall.set_message(format!("{}/{} hosts done", self.hosts_done, self.total_hosts));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn finish(self) {
+        for (bar, _) in self.hosts.values() {
+            bar.finish_and_clear();
+        }
+        self.overall.finish_and_clear();
+        let _ = self.multi.clear();
+    }
+}
+
+/// Failures in red on a terminal that wants color.
+fn paint(line: &str, event: &Event, color: bool) -> String {
+    let bad = matches!(
+        event,
+        Event::HostFailed { .. } | Event::StepFinished { outcome: Outcome::Failed | Outcome::Cancelled, .. }
+    );
+    if color && bad { format!("\x1b[31m{line}\x1b[0m") } else { line.to_string() }
+}
+
 impl Summary {
-    pub fn render(&self, result: &RunResult, plan: &Path, log_dir: &Path) -> String {
+    pub fn render(&self, result: &RunResult, resume_hint: Option<&str>, log_dir: &Path) -> String {
         let mut out = String::new();
         if !self.cells.is_empty() && !self.dry_run {
             out.push('\n');
@@ -171,7 +374,9 @@ impl Summary {
         }
         if !self.dry_run && result.outcome != RunOutcome::Succeeded {
             out.push_str(&format!("  logs: {}\n", log_dir.display()));
-            let _ = plan;
+            if let Some(hint) = resume_hint {
+                out.push_str(&format!("  to continue where it stopped: {hint}\n"));
+            }
         }
         out
     }
@@ -205,6 +410,10 @@ impl Summary {
         }
         out
     }
+
+    pub fn mode(&self) -> Option<Mode> {
+        self.mode
+    }
 }
 
 fn phase_name(phase: Phase) -> &'static str {
@@ -215,12 +424,27 @@ fn phase_name(phase: Phase) -> &'static str {
     }
 }
 
+fn outcome_name(outcome: RunOutcome) -> &'static str {
+    match outcome {
+        RunOutcome::Succeeded => "succeeded",
+        RunOutcome::Halted => "halted",
+        RunOutcome::CompletedWithFailures => "completed with failures",
+        RunOutcome::Interrupted => "interrupted",
+    }
+}
+
 fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 
 fn secs(d: Duration) -> String {
     format!("{:.1}s", d.as_secs_f64())
+}
+
+/// `18:58:12.345`, UTC: plain lines are for logs, where a fixed zone reads best.
+fn clock(at: SystemTime) -> String {
+    let stamp = humantime::format_rfc3339_millis(at).to_string();
+    stamp.get(11..23).unwrap_or(&stamp).to_string()
 }
 
 /// Host names come from plans; keep log file names to safe characters.

@@ -251,6 +251,22 @@ fn check_semantics(plan: &Plan, root: &Node) -> (Selection, Vec<Problem>) {
         );
     }
 
+    if let Some(host) = plan.lock.as_ref().and_then(|l| l.host.as_deref())
+        && host != "local"
+        && !plan.servers.iter().any(|s| s.name.as_deref() == Some(host) || s.host == host)
+    {
+        let names: Vec<&str> = plan.servers.iter().map(|s| s.name.as_deref().unwrap_or(&s.host)).collect();
+        let help = match did_you_mean(host, names.iter().copied()) {
+            Some(best) => format!("did you mean `{best}`?"),
+            None => "name one of the plan's servers, or `local` for the machine running planrun".to_string(),
+        };
+        problems.push(
+            Problem::at(span("/lock/host"), format!("the lock is on `{host}`, which is not a server of this plan"))
+                .label("unknown server")
+                .help(help),
+        );
+    }
+
     for (list, steps) in [("/before", &plan.before), ("/rollout/steps", &plan.rollout.steps), ("/after", &plan.after)] {
         check_steps(plan, list, steps, root, &mut problems);
     }

@@ -32,6 +32,7 @@ servers:
     reject: echo \"reject {{{{node}}}}\" >> {root}/record && rm -f {root}/pool/{{{{node}}}}
     accept: echo \"accept {{{{node}}}}\" >> {root}/record && touch {root}/pool/{{{{node}}}}
     status: test -e {root}/pool/{{{{node}}}}
+lock: {{ path: {root}/lock }}
 before:
   - name: prepare
     local: mkdir -p {root}/pool && touch {pool}
@@ -89,7 +90,7 @@ fn max_out(record: &[String]) -> usize {
 fn batch_size_one_rolls_hosts_one_after_another() {
     let dir = TempDir::new("apply-order");
     dir.write("plan.yaml", plan(&dir, 3, "  batch_size: 1", &restart(&dir)));
-    let out = apply(&dir, &[]);
+    let out = apply(&dir, &["-v"]);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     assert_eq!(
         record(&dir),
@@ -105,7 +106,11 @@ fn batch_size_one_rolls_hosts_one_after_another() {
             "accept h3"
         ]
     );
-    assert!(out.stdout.contains("h2 | restarting h2"), "command output is streamed with the host:\n{}", out.stdout);
+    assert!(
+        out.stdout.contains("h2 | restarting h2"),
+        "with -v, command output is streamed with the host:\n{}",
+        out.stdout
+    );
     assert!(out.stdout.contains("rollout succeeded"), "{}", out.stdout);
     for h in ["h1", "h2", "h3"] {
         assert!(in_pool(&dir, h));
@@ -311,4 +316,23 @@ fn the_quick_start_example_runs() {
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     assert!(out.stdout.contains("example release 2 rolled on 3 hosts"), "{}", out.stdout);
     assert!(out.stdout.contains("rollout succeeded"), "{}", out.stdout);
+}
+
+#[test]
+fn output_is_streamed_only_with_verbose_and_quiet_shows_only_failures() {
+    let dir = TempDir::new("apply-verbosity");
+    dir.write("plan.yaml", plan(&dir, 2, "", &restart(&dir)));
+    let out = apply(&dir, &[]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(!out.stdout.contains("| restarting"), "{}", out.stdout);
+    assert!(out.stdout.contains("h1 restart: ok in"), "{}", out.stdout);
+    // Plain lines carry a time of day.
+    let first = out.stdout.lines().next().unwrap();
+    assert!(first.as_bytes()[2] == b':' && first.as_bytes()[5] == b':' && first.as_bytes()[8] == b'.', "{first}");
+
+    let out = apply(&dir, &["-q", "--var", "fail=h2"]);
+    assert_eq!(out.code, 1);
+    assert!(!out.stdout.contains("h1 restart: ok"), "{}", out.stdout);
+    assert!(out.stdout.contains("h2 restart: FAILED"), "{}", out.stdout);
+    assert!(out.stdout.contains("rollout HALTED"), "{}", out.stdout);
 }

@@ -34,6 +34,7 @@ ssh:
   known_hosts: {known}
   connect_timeout: 3s
 {ssh_extra}
+lock: {{ path: {root}/lock }}
 servers:
 {servers}balancers:
   pool:
@@ -88,7 +89,7 @@ fn a_rollout_over_ssh_runs_each_host_in_order_on_one_connection() {
     let fleet = Fleet::start(3);
     let dir = TempDir::new("ssh-order");
     dir.write("plan.yaml", plan(&fleet, &dir, "", RESTART));
-    let out = apply(&dir, &[]);
+    let out = apply(&dir, &["--verbose"]);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     assert_eq!(
         record(&dir),

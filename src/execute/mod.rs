@@ -43,6 +43,9 @@ pub struct Settings {
     pub dry_run: bool,
     /// How many hosts a `before`/`after` fan-out runs on at once.
     pub fan_out: usize,
+    pub redactor: crate::redact::Redactor,
+    /// The run this one resumes.
+    pub resume_of: Option<String>,
 }
 
 /// Where commands run: a transport per selected host, and the control machine.
@@ -84,7 +87,9 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
-    pub fn emit(&self, event: Event) {
+    pub fn emit(&self, mut event: Event) {
+        // Redacted here, at the one source, so no consumer can forget to.
+        event.redact(&self.settings.redactor);
         // A reporter that went away must not stop a rollout halfway.
         let _ = self.events.send(event);
     }
@@ -129,7 +134,9 @@ pub async fn run(
         application: exec.application.clone(),
         hosts: exec.hosts.len(),
         batches: exec.batches.len(),
+        steps: exec.step_count(),
         dry_run: ctx.settings.dry_run,
+        resume_of: ctx.settings.resume_of.clone(),
     });
 
     let outcome = run_phases(&ctx).await;

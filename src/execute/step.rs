@@ -37,6 +37,7 @@ pub(crate) async fn run(ctx: &Arc<Ctx>, instance: &StepInstance) -> StepResult {
         host: host.clone(),
         step: instance.step.clone(),
         phase: instance.phase,
+        index: instance.index,
         description: describe(&instance.action),
     });
     let started = Instant::now();
@@ -53,6 +54,7 @@ pub(crate) async fn run(ctx: &Arc<Ctx>, instance: &StepInstance) -> StepResult {
         host,
         step: instance.step.clone(),
         phase: instance.phase,
+        index: instance.index,
         outcome: result.outcome,
         duration: started.elapsed(),
         exit_code: result.exit_code,

@@ -1,0 +1,146 @@
+//! `planrun status` (the journal's view of the last run, and what a resume would do) and
+//! `planrun lock status|release`.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::apply::{lock_transport, plan_key, state_dir};
+use crate::cli::LockAction;
+use crate::events::RunOutcome;
+use crate::execute::Transports;
+use crate::exit;
+use crate::graph::{self, BuildOptions, Phase};
+use crate::journal;
+use crate::lock;
+use crate::transport::{LocalTransport, Transport};
+use crate::validate::{self, LoadedPlan};
+
+fn load(plan: &Path, color: bool) -> Result<LoadedPlan, i32> {
+    validate::load_plan(plan).map_err(|errors| {
+        crate::cli::report(&errors, color);
+        exit::INVALID_INPUT
+    })
+}
+
+pub fn status(plan: &Path, color: bool) -> i32 {
+    let loaded = match load(plan, color) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let records = journal::read(&state_dir(plan), &plan_key(plan));
+    let Some(campaign) = journal::campaign(&records) else {
+        println!("{}: never applied (no journal in {})", plan.display(), state_dir(plan).display());
+        return exit::SUCCESS;
+    };
+    let ago = journal::age(&campaign.last_started)
+        .map(|d| format!(" ({} ago)", humantime::format_duration(std::time::Duration::from_secs(d.as_secs()))))
+        .unwrap_or_default();
+    let outcome = match campaign.last_outcome {
+        Some(RunOutcome::Succeeded) => "succeeded",
+        Some(RunOutcome::Halted) => "halted",
+        Some(RunOutcome::CompletedWithFailures) => "completed with failed hosts",
+        Some(RunOutcome::Interrupted) => "interrupted",
+        None => "did not finish (killed, or still running)",
+    };
+    println!("{}: last run {} started {}{ago}: {outcome}", plan.display(), campaign.last_run, campaign.last_started);
+    if campaign.runs > 1 {
+        println!("  it resumed an earlier run; {} runs since the last fresh apply", campaign.runs);
+    }
+    if journal::plan_hash(&loaded.source.text) != campaign.plan_hash {
+        println!("  the plan changed since: `--resume` refuses unless `--force`");
+    }
+    if !campaign.resumable() {
+        println!("  nothing to resume");
+        return exit::SUCCESS;
+    }
+    let Ok(mut exec) = graph::build(&loaded, &BuildOptions::default()) else {
+        println!("  the plan no longer builds: run `planrun validate {}`", plan.display());
+        return exit::INVALID_INPUT;
+    };
+    let total = exec.step_count();
+    exec.retain_undone(|i, host| campaign.is_done(i, host));
+    let left = exec.step_count();
+    println!("  `planrun apply {} --resume` would run {left} of {total} steps:", plan.display());
+    let mut by_host: Vec<(String, Vec<String>)> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    for i in exec.instances() {
+        let who = match (i.phase, i.host) {
+            (_, Some(h)) => exec.hosts[h].name.clone(),
+            (Phase::Before, None) => "before (local)".into(),
+            (_, None) => "after (local)".into(),
+        };
+        let at = *index.entry(who.clone()).or_insert_with(|| {
+            by_host.push((who.clone(), vec![]));
+            by_host.len() - 1
+        });
+        by_host[at].1.push(i.step.clone());
+    }
+    for (who, steps) in by_host {
+        println!("    {who}: {}", steps.join(" → "));
+    }
+    exit::SUCCESS
+}
+
+pub fn lock(action: LockAction, plan: &Path, color: bool) -> i32 {
+    let loaded = match load(plan, color) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let Ok(exec) = graph::build(&loaded, &BuildOptions::default()) else {
+        eprintln!("error: the plan does not build: run `planrun validate {}`", plan.display());
+        return exit::INVALID_INPUT;
+    };
+    let place = lock::place(&loaded.plan, &loaded.selection.hosts);
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return exit::ROLLOUT_FAILED;
+        }
+    };
+    runtime.block_on(async {
+        let none = Transports { hosts: HashMap::new(), local: Arc::new(Transport::Local(LocalTransport::new())) };
+        let transport = match lock_transport(&loaded.plan, &place, &exec, &none).await {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("error: cannot reach the lock `{}`: {e}", place.display);
+                return exit::ROLLOUT_FAILED;
+            }
+        };
+        let held = match lock::status(&transport, &place).await {
+            Ok(h) => h,
+            Err(e) => {
+                eprintln!("error: cannot read the lock `{}`: {e}", place.display);
+                return exit::ROLLOUT_FAILED;
+            }
+        };
+        let holder = match &held {
+            None => "free".to_string(),
+            Some(Some(h)) => format!("held by {}", h.describe()),
+            Some(None) => "held, by an unknown holder".to_string(),
+        };
+        match action {
+            LockAction::Status => {
+                println!("lock `{}`: {holder}", place.display);
+                exit::SUCCESS
+            }
+            LockAction::Release => {
+                if held.is_none() {
+                    println!("lock `{}`: already free", place.display);
+                    return exit::SUCCESS;
+                }
+                match lock::remove(&transport, &place, None).await {
+                    Ok(()) => {
+                        println!("lock `{}`: released (it was {holder})", place.display);
+                        exit::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("error: cannot release the lock `{}`: {e}", place.display);
+                        exit::ROLLOUT_FAILED
+                    }
+                }
+            }
+        }
+    })
+}

@@ -227,7 +227,6 @@ async fn run(
         redactor,
         resume_of,
     };
-    let local = transports.local.clone();
     let lock_transport = lock.as_ref().map(|(t, _)| t.clone());
     let result = execute::run(exec.clone(), transports, balancers, events, control, settings).await;
     interrupts.abort();
@@ -236,13 +235,12 @@ async fn run(
         // host's connection); leaving now would end the runtime before they ran.
         tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     }
-    if let (Some((_, place)), Some(transport)) = (&lock, lock_transport) {
-        if let Err(e) = lock::remove(&transport, place, Some(&run_id)).await {
-            eprintln!("warning: could not release the lock `{}`: {e}", place.display);
-            eprintln!("  help: `planrun lock release {}`", args.plan.display());
-        }
+    if let (Some((_, place)), Some(transport)) = (&lock, lock_transport)
+        && let Err(e) = lock::remove(&transport, place, Some(&run_id)).await
+    {
+        eprintln!("warning: could not release the lock `{}`: {e}", place.display);
+        eprintln!("  help: `planrun lock release {}`", args.plan.display());
     }
-    drop(local);
     let summary = reporting.await.ok();
     if let Some(summary) = summary {
         let hint = format!("planrun apply {} --resume", args.plan.display());

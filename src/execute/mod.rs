@@ -216,11 +216,12 @@ async fn run_host_chain(ctx: &Arc<Ctx>, host: usize, steps: &[StepInstance]) {
 }
 
 fn fail_host(ctx: &Ctx, host: usize, instance: &StepInstance, result: step::StepResult) {
+    let redact = |text: &str| ctx.settings.redactor.redact(text);
     let failure = HostFailure {
         host: ctx.exec.hosts[host].name.clone(),
         step: instance.step.clone(),
-        error: result.error.unwrap_or_else(|| "failed".into()),
-        last_lines: result.last_lines,
+        error: redact(result.error.as_deref().unwrap_or("failed")),
+        last_lines: result.last_lines.iter().map(|l| redact(l)).collect(),
     };
     ctx.emit(Event::HostFailed {
         host: failure.host.clone(),

@@ -197,7 +197,9 @@ pub(crate) struct Output {
 }
 
 impl Output {
-    pub fn line(&mut self, line: OutputLine) {
+    pub fn line(&mut self, mut line: OutputLine) {
+        // Masked before it is kept: the summary's last lines do not travel as events.
+        self.ctx.settings.redactor.redact_in_place(&mut line.line);
         if self.last.len() == LAST_LINES {
             self.last.pop_front();
         }

@@ -139,7 +139,7 @@ fn resume(args: &ApplyArgs, loaded: &LoadedPlan, exec: &mut ExecutionPlan) -> Re
     }
     exec.retain_undone(|instance, host| campaign.is_done(instance, host));
     if exec.step_count() == 0 {
-        println!("every step of run {} is done: nothing left to resume", campaign.last_run);
+        let _ = writeln!(std::io::stdout(), "every step of run {} is done: nothing left to resume", campaign.last_run);
         return Ok(None);
     }
     Ok(Some(campaign.last_run))
@@ -245,10 +245,11 @@ async fn run(
     if let Some(summary) = summary {
         let hint = format!("planrun apply {} --resume", args.plan.display());
         let text = summary.render(&result, Some(&hint), &log_dir);
+        // A closed pipe (`| head`) must not panic: by now the rollout has happened.
         if mode == Mode::Json {
-            eprint!("{text}");
+            let _ = std::io::stderr().write_all(text.as_bytes());
         } else {
-            print!("{text}");
+            let _ = std::io::stdout().write_all(text.as_bytes());
         }
     }
     match result.outcome {

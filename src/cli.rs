@@ -214,6 +214,12 @@ pub fn main() -> i32 {
 
 pub fn run(cli: Cli) -> i32 {
     let color = use_color(cli.color);
+    if !matches!(cli.command, Command::Apply { .. }) {
+        // Read-only commands end quietly when their reader goes away (`| head`), as Unix
+        // tools do. `apply` keeps SIGPIPE ignored: a closed pipe must never stop a rollout
+        // halfway, so it ignores failed writes instead.
+        restore_sigpipe();
+    }
     match cli.command {
         Command::Validate { plans, format } => validate_plans(&plans, format, color),
         Command::Plan { plan, format, graph } => show_plan(&plan, format, &graph, color),
@@ -344,5 +350,13 @@ fn write_schema(output: Option<PathBuf>) -> i32 {
                 exit::INVALID_INPUT
             }
         },
+    }
+}
+
+fn restore_sigpipe() {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    // SAFETY: called before any other thread exists; SIG_DFL installs no handler code.
+    unsafe {
+        let _ = signal(Signal::SIGPIPE, SigHandler::SigDfl);
     }
 }

@@ -285,6 +285,8 @@ impl Live {
                     (bar, 0)
                 });
                 entry.0.set_message(step.clone());
+                // The time shown is the current step's: a long one is what needs noticing.
+                entry.0.reset_elapsed();
             }
             Event::StepFinished { host, phase, outcome, .. } => {
                 self.overall.inc(1);

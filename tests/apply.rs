@@ -336,3 +336,24 @@ fn output_is_streamed_only_with_verbose_and_quiet_shows_only_failures() {
     assert!(out.stdout.contains("h2 restart: FAILED"), "{}", out.stdout);
     assert!(out.stdout.contains("rollout HALTED"), "{}", out.stdout);
 }
+
+#[test]
+fn a_closed_output_pipe_does_not_stop_the_rollout() {
+    // `planrun apply … | head` must not leave hosts out of rotation when head exits.
+    let dir = TempDir::new("apply-pipe");
+    dir.write("plan.yaml", plan(&dir, 3, "", &restart(&dir)));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_planrun"))
+        .args(["apply", "plan.yaml", "--yes"])
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(record(&dir).last().map(String::as_str), Some("accept h3"));
+}

@@ -21,6 +21,8 @@ pub struct ApplyArgs {
     pub plan: PathBuf,
     pub yes: bool,
     pub dry_run: bool,
+    /// `--force`: go on when pre-flight refuses.
+    pub force: bool,
     pub build: BuildOptions,
     pub color: bool,
 }
@@ -45,12 +47,8 @@ pub fn apply(args: ApplyArgs) -> i32 {
     };
     let balancers = match Balancers::new(&loaded.plan.balancers) {
         Ok(b) => b,
-        Err(u) => {
-            eprintln!(
-                "error: balancer `{}` is of kind `{}`, which this version of planrun cannot drive yet; nothing was executed",
-                u.balancer, u.kind
-            );
-            eprintln!("  help: use a `command` balancer that calls your balancer's CLI, or run with `--dry-run`");
+        Err(e) => {
+            eprintln!("error: balancer `{}`: {}; nothing was executed", e.balancer, e.message);
             return exit::INVALID_INPUT;
         }
     };
@@ -114,6 +112,12 @@ async fn run(loaded: LoadedPlan, exec: Arc<ExecutionPlan>, balancers: Balancers,
         }
     };
 
+    let batch_size = args.build.batch_size.as_ref().unwrap_or(&loaded.plan.rollout.batch_size);
+    if let Err(code) = crate::preflight::check(&exec, &balancers, batch_size, args.force).await {
+        interrupts.abort();
+        return code;
+    }
+
     let settings = Settings {
         run_id,
         plan_name: args.plan.display().to_string(),
@@ -121,11 +125,14 @@ async fn run(loaded: LoadedPlan, exec: Arc<ExecutionPlan>, balancers: Balancers,
         dry_run: args.dry_run,
         fan_out: FAN_OUT,
     };
-    let result = execute::run(exec.clone(), transports, balancers, events, control, settings).await;
+    let result = execute::run(exec.clone(), transports, balancers.clone(), events, control, settings).await;
     interrupts.abort();
     let summary = reporting.await.ok();
     if let Some(summary) = summary {
         print!("{}", summary.render(&result, &args.plan, &log_dir));
+    }
+    if result.outcome != crate::events::RunOutcome::Succeeded {
+        print!("{}", crate::preflight::touched_states(&balancers).await);
     }
     match result.outcome {
         crate::events::RunOutcome::Succeeded => exit::SUCCESS,

@@ -110,7 +110,7 @@ pub enum Command {
     },
     /// Run the rollout: connect, then each batch's steps, halting safely on failure.
     #[command(
-        after_help = "Examples:\n  planrun apply plans/production.yaml\n  planrun apply examples/localhost.yaml --yes\n  planrun apply plans/production.yaml --dry-run --limit app1"
+        after_help = "Examples:\n  planrun apply plans/production.yaml\n  planrun apply examples/localhost.yaml --yes\n  planrun apply plans/production.yaml --dry-run --limit app1\n  planrun apply plans/production.yaml --yes --force"
     )]
     Apply {
         /// The plan file.
@@ -119,9 +119,15 @@ pub enum Command {
         /// Do not ask for confirmation (required without a terminal).
         #[arg(long, short)]
         yes: bool,
-        /// Render and walk every step, print what would run, change nothing.
+        /// Render and walk every step, print what would run, change nothing. Balancer
+        /// nodes are still resolved and read (read-only), so a wrong label, port or node is
+        /// found now.
         #[arg(long)]
         dry_run: bool,
+        /// Apply even when pre-flight refuses: nodes already out of rotation or down leave
+        /// no room in the batch budget, or the run would take out the last healthy node.
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         graph: GraphArgs,
     },
@@ -168,8 +174,8 @@ pub fn run(cli: Cli) -> i32 {
         Command::Validate { plans, format } => validate_plans(&plans, format, color),
         Command::Plan { plan, format, graph } => show_plan(&plan, format, &graph, color),
         Command::Schema { output } => write_schema(output),
-        Command::Apply { plan, yes, dry_run, graph } => {
-            crate::apply::apply(ApplyArgs { plan, yes, dry_run, build: graph.build_options(), color })
+        Command::Apply { plan, yes, dry_run, force, graph } => {
+            crate::apply::apply(ApplyArgs { plan, yes, dry_run, force, build: graph.build_options(), color })
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod execute;
 pub mod exit;
 pub mod graph;
 pub mod model;
+pub mod preflight;
 pub mod preview;
 pub mod report;
 pub mod schema;

@@ -25,6 +25,7 @@ pub struct ApplyArgs {
     pub yes: bool,
     pub dry_run: bool,
     pub resume: bool,
+    /// `--force`: go on when pre-flight refuses, or resume a changed plan.
     pub force: bool,
     pub build: BuildOptions,
     pub color: bool,
@@ -52,12 +53,8 @@ pub fn apply(args: ApplyArgs) -> i32 {
     };
     let balancers = match Balancers::new(&loaded.plan.balancers) {
         Ok(b) => b,
-        Err(u) => {
-            eprintln!(
-                "error: balancer `{}` is of kind `{}`, which this version of planrun cannot drive yet; nothing was executed",
-                u.balancer, u.kind
-            );
-            eprintln!("  help: use a `command` balancer that calls your balancer's CLI, or run with `--dry-run`");
+        Err(e) => {
+            eprintln!("error: balancer `{}`: {}; nothing was executed", e.balancer, e.message);
             return exit::INVALID_INPUT;
         }
     };
@@ -189,6 +186,15 @@ async fn run(
         }
     };
 
+    let batch_size = args.build.batch_size.as_ref().unwrap_or(&loaded.plan.rollout.batch_size);
+    if let Err(code) = crate::preflight::check(&exec, &balancers, batch_size, args.force).await {
+        if let Some((transport, place)) = &lock {
+            let _ = lock::remove(transport, place, Some(&run_id)).await;
+        }
+        interrupts.abort();
+        return code;
+    }
+
     let journal = (!args.dry_run).then(|| {
         let mut writer = journal::Writer::open(&state_dir, &run_id, &plan_key(&args.plan));
         let me = lock::Holder::me(&plan_name, &run_id);
@@ -228,7 +234,7 @@ async fn run(
         resume_of,
     };
     let lock_transport = lock.as_ref().map(|(t, _)| t.clone());
-    let result = execute::run(exec.clone(), transports, balancers, events, control, settings).await;
+    let result = execute::run(exec.clone(), transports, balancers.clone(), events, control, settings).await;
     interrupts.abort();
     if !result.cancelled_hosts.is_empty() {
         // Cancelled commands are killed by background tasks (remote: a `kill` over the
@@ -251,6 +257,14 @@ async fn run(
         } else {
             let _ = std::io::stdout().write_all(text.as_bytes());
         }
+    }
+    if result.outcome != crate::events::RunOutcome::Succeeded && !args.dry_run {
+        let states = crate::preflight::touched_states(&balancers).await;
+        let _ = if mode == Mode::Json {
+            std::io::stderr().write_all(states.as_bytes())
+        } else {
+            std::io::stdout().write_all(states.as_bytes())
+        };
     }
     match result.outcome {
         crate::events::RunOutcome::Succeeded => exit::SUCCESS,

@@ -125,7 +125,7 @@ pub enum Command {
     },
     /// Run the rollout: connect, then each batch's steps, halting safely on failure.
     #[command(
-        after_help = "Examples:\n  planrun apply plans/production.yaml\n  planrun apply examples/localhost.yaml --yes\n  planrun apply plans/production.yaml --dry-run --limit app1"
+        after_help = "Examples:\n  planrun apply plans/production.yaml\n  planrun apply examples/localhost.yaml --yes\n  planrun apply plans/production.yaml --dry-run --limit app1\n  planrun apply plans/production.yaml --yes --force"
     )]
     Apply {
         /// The plan file.
@@ -134,14 +134,18 @@ pub enum Command {
         /// Do not ask for confirmation (required without a terminal).
         #[arg(long, short)]
         yes: bool,
-        /// Render and walk every step, print what would run, change nothing.
+        /// Render and walk every step, print what would run, change nothing. Balancer
+        /// nodes are still resolved and read (read-only), so a wrong label, port or node is
+        /// found now.
         #[arg(long)]
         dry_run: bool,
         /// Continue the last failed or interrupted run of this plan from the first step
         /// that did not complete; hosts already done are not touched again.
         #[arg(long)]
         resume: bool,
-        /// With `--resume`: resume even though the plan changed since that run.
+        /// Override a safety refusal, loudly: pre-flight (nodes already out of rotation
+        /// or down leave no room in the batch budget, or the run would take out the last
+        /// healthy node), or `--resume` of a plan that changed since that run.
         #[arg(long)]
         force: bool,
         /// `human`: a live view on a terminal, timestamped lines otherwise; `json`: one

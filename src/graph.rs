@@ -117,9 +117,16 @@ pub enum Action {
         /// For `command` balancers: the action's command, rendered for this host.
         #[serde(skip_serializing_if = "Option::is_none")]
         command: Option<String>,
-        /// For `command` balancers with `status`: the status command, rendered.
+        /// For `command` balancers with `status`: the status command, rendered. Rendered
+        /// for every action, not only `accept`, since pre-flight reads every node's state.
         #[serde(skip_serializing_if = "Option::is_none")]
         status_command: Option<String>,
+        /// For `http` balancers: the action's request, rendered for this host.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        request: Option<HttpCall>,
+        /// For `http` balancers with `status`: the status request, rendered.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        status_request: Option<HttpCall>,
     },
     /// A check to wait for.
     Wait(WaitCheck),
@@ -164,7 +171,20 @@ pub enum Check {
         /// For `command` balancers: the status command, rendered for this host.
         #[serde(skip_serializing_if = "Option::is_none")]
         status_command: Option<String>,
+        /// For `http` balancers: the status request, rendered for this host.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        status_request: Option<HttpCall>,
     },
+}
+
+/// An `http` balancer's request with its templates rendered for one host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HttpCall {
+    pub method: String,
+    pub url: String,
+    pub headers: indexmap::IndexMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
 }
 
 /// A node of the DAG.
@@ -444,6 +464,26 @@ pub fn batch_sizes(size: &BatchSize, hosts: usize) -> Vec<usize> {
     sizes
 }
 
+/// An `http` balancer's request from its rendered fields, in `compile_balancer`'s order:
+/// method (if set), url, headers, body (if set). `None` when a template failed.
+fn http_call(source: &HttpRequest, rendered: Vec<String>) -> Option<HttpCall> {
+    let mut values = rendered.into_iter();
+    let method = match &source.method {
+        Some(_) => values.next()?,
+        None => "POST".to_string(),
+    };
+    let url = values.next()?;
+    let mut headers = indexmap::IndexMap::new();
+    for name in source.headers.keys() {
+        headers.insert(name.clone(), values.next()?);
+    }
+    let body = match &source.body {
+        Some(_) => Some(values.next()?),
+        None => None,
+    };
+    Some(HttpCall { method, url, headers, body })
+}
+
 /// A template field of a step, compiled once.
 struct Field {
     /// `None` when it did not parse: that is reported once, and nothing renders.
@@ -635,9 +675,8 @@ impl<'p> Builder<'p> {
             Compiled::Local(f) => Action::Local { command: self.render(*f, name) },
             Compiled::Balancer { balancer, action, node, wait_up } => {
                 let node = self.render(*node, name);
-                let command = self.balancer_command(balancer, action.as_str(), &node, name);
-                let status_command =
-                    if *wait_up { self.balancer_command(balancer, "status", &node, name) } else { None };
+                let (command, request) = self.balancer_call(balancer, action.as_str(), &node, name);
+                let (status_command, status_request) = self.balancer_call(balancer, "status", &node, name);
                 Action::Balancer {
                     balancer: balancer.clone(),
                     action: *action,
@@ -645,6 +684,8 @@ impl<'p> Builder<'p> {
                     wait_up: *wait_up,
                     command,
                     status_command,
+                    request,
+                    status_request,
                 }
             }
             Compiled::Wait { check, successes, interval, timeout, stable_for } => {
@@ -655,8 +696,8 @@ impl<'p> Builder<'p> {
                     CompiledCheck::Command(f) => Check::Command { command: self.render(*f, name) },
                     CompiledCheck::BalancerUp(balancer, f) => {
                         let node = self.render(*f, name);
-                        let status_command = self.balancer_command(balancer, "status", &node, name);
-                        Check::BalancerUp { balancer: balancer.clone(), node, status_command }
+                        let (status_command, status_request) = self.balancer_call(balancer, "status", &node, name);
+                        Check::BalancerUp { balancer: balancer.clone(), node, status_command, status_request }
                     }
                 };
                 Action::Wait(WaitCheck {
@@ -682,19 +723,28 @@ impl<'p> Builder<'p> {
 
     /// `http` and `command` balancers template their requests with `{{node}}` and the
     /// host: render them here so a typo there is found now, not halfway through a run.
-    /// The executor runs what is rendered here.
-    /// The rendered command of a `command` balancer for `request`, if it is one.
-    fn balancer_command(
+    /// The executor runs what is rendered here: the command of a `command` balancer or
+    /// the request of an `http` balancer for `request`, whichever it is.
+    fn balancer_call(
         &mut self,
         balancer: &str,
         request: &'static str,
         node: &str,
         host: Option<&str>,
-    ) -> Option<String> {
+    ) -> (Option<String>, Option<HttpCall>) {
         let rendered = self.render_balancer(balancer, request, node, host);
         match self.plan.balancers.get(balancer) {
-            Some(Balancer::Command(_)) => rendered.into_iter().next(),
-            _ => None,
+            Some(Balancer::Command(_)) => (rendered.into_iter().next(), None),
+            Some(Balancer::Http(http)) => {
+                let source = match request {
+                    "reject" => Some(&http.reject),
+                    "drain" => Some(http.drain.as_ref().unwrap_or(&http.reject)),
+                    "accept" => Some(&http.accept),
+                    _ => http.status.as_ref(),
+                };
+                (None, source.and_then(|source| http_call(source, rendered)))
+            }
+            _ => (None, None),
         }
     }
 

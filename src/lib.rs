@@ -15,6 +15,7 @@ pub mod graph;
 pub mod journal;
 pub mod lock;
 pub mod model;
+pub mod preflight;
 pub mod preview;
 pub mod redact;
 pub mod report;

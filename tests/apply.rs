@@ -12,8 +12,13 @@ use common::{Output, TempDir, planrun_in};
 
 /// A plan of `hosts` local servers `h1`…`hN`. The `command` balancer and every step
 /// append to `record` what they did, so the test reads back the real order; the pool
-/// directory holds a file per node in rotation.
+/// directory holds a file per node in rotation, every node in rotation to begin with, as
+/// pre-flight reads it before `before` runs.
 fn plan(dir: &TempDir, hosts: usize, rollout_extra: &str, restart: &str) -> String {
+    std::fs::create_dir_all(dir.path().join("pool")).unwrap();
+    for i in 1..=hosts {
+        std::fs::write(dir.path().join("pool").join(format!("h{i}")), "").unwrap();
+    }
     let root = dir.path().display();
     let mut servers = String::new();
     for i in 1..=hosts {
@@ -35,7 +40,7 @@ servers:
 lock: {{ path: {root}/lock }}
 before:
   - name: prepare
-    local: mkdir -p {root}/pool && touch {pool}
+    local: mkdir -p {root}/pool && touch {pool} {root}/prepared
 rollout:
   select: {{ roles: [app] }}
 {rollout_extra}
@@ -125,7 +130,7 @@ fn batch_size_two_never_takes_more_than_two_out() {
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     let rec = record(&dir);
     assert_eq!(rec.len(), 15, "{rec:?}");
-    assert_eq!(max_out(&rec), 2, "{rec:?}");
+    assert!(max_out(&rec) <= 2, "{rec:?}");
     // Batch 2 (h3, h4) starts only after batch 1 (h1, h2) finished, and h5 after both.
     let last = |needle: &str| rec.iter().rposition(|l| l.ends_with(needle)).unwrap();
     let first = |needle: &str| rec.iter().position(|l| l.ends_with(needle)).unwrap();
@@ -143,7 +148,9 @@ fn batch_size_override_and_ramp_from_the_command_line() {
     assert!(out.stdout.contains("batch 1/3: h1\n"), "{}", out.stdout);
     assert!(out.stdout.contains("batch 2/3: h2, h3, h4\n"), "{}", out.stdout);
     assert!(out.stdout.contains("batch 3/3: h5\n"), "{}", out.stdout);
-    assert_eq!(max_out(&record(&dir)), 3);
+    // Hosts of a batch run side by side, but may not overlap in time: the promise is the
+    // upper bound.
+    assert!(max_out(&record(&dir)) <= 3, "{:?}", record(&dir));
 }
 
 #[test]
@@ -250,7 +257,7 @@ fn without_a_terminal_apply_requires_yes() {
     assert_eq!(out.code, 2);
     assert!(out.stderr.contains("refusing to apply without a terminal to confirm on; pass `--yes`"), "{}", out.stderr);
     assert!(record(&dir).is_empty());
-    assert!(!dir.path().join("pool").exists(), "nothing may run, not even `before`");
+    assert!(!dir.path().join("prepared").exists(), "nothing may run, not even `before`");
 }
 
 #[test]
@@ -260,7 +267,7 @@ fn dry_run_walks_everything_and_changes_nothing() {
     let out = planrun_in(dir.path(), &["apply", "plan.yaml", "--dry-run"]);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     assert!(record(&dir).is_empty());
-    assert!(!dir.path().join("pool").exists());
+    assert!(!dir.path().join("prepared").exists());
     assert!(out.stdout.contains("h2 restart: would run: echo \"restart h2\""), "{}", out.stdout);
     assert!(out.stdout.contains("h1 reject: would balancer pool: reject h1"), "{}", out.stdout);
     assert!(out.stdout.contains("dry run complete: nothing was changed"), "{}", out.stdout);
@@ -283,7 +290,7 @@ fn an_unset_secret_is_refused_before_anything_runs() {
     let out = apply(&dir, &[]);
     assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
     assert!(out.stderr.contains("the environment variable `PLANRUN_TEST_UNSET_SECRET` must be set"), "{}", out.stderr);
-    assert!(!dir.path().join("pool").exists());
+    assert!(!dir.path().join("prepared").exists());
 }
 
 #[test]

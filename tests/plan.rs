@@ -316,20 +316,69 @@ struct JsonStep {
 #[derive(Deserialize, Debug, PartialEq)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 enum JsonAction {
-    Run { command: String },
-    Local { command: String },
-    Balancer { balancer: String, action: String, node: String, wait_up: bool },
-    Wait { check: JsonCheck, successes: u32, interval: String, timeout: String, stable_for: Option<String> },
+    Run {
+        command: String,
+    },
+    Local {
+        command: String,
+    },
+    Balancer {
+        balancer: String,
+        action: String,
+        node: String,
+        wait_up: bool,
+        #[serde(default)]
+        command: Option<String>,
+        #[serde(default)]
+        status_command: Option<String>,
+        #[serde(default)]
+        request: Option<JsonRequest>,
+        #[serde(default)]
+        status_request: Option<JsonRequest>,
+    },
+    Wait {
+        check: JsonCheck,
+        successes: u32,
+        interval: String,
+        timeout: String,
+        stable_for: Option<String>,
+    },
 }
 
 #[derive(Deserialize, Debug, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 enum JsonCheck {
-    Sleep { duration: String },
-    Http { url: String, status: u16 },
-    Tcp { address: String },
-    Command { command: String },
-    BalancerUp { balancer: String, node: String },
+    Sleep {
+        duration: String,
+    },
+    Http {
+        url: String,
+        status: u16,
+    },
+    Tcp {
+        address: String,
+    },
+    Command {
+        command: String,
+    },
+    BalancerUp {
+        balancer: String,
+        node: String,
+        #[serde(default)]
+        status_command: Option<String>,
+        #[serde(default)]
+        status_request: Option<JsonRequest>,
+    },
+}
+
+#[derive(Deserialize, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+struct JsonRequest {
+    method: String,
+    url: String,
+    headers: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    body: Option<String>,
 }
 
 #[test]
@@ -367,7 +416,11 @@ fn json_output_has_the_documented_shape() {
                 balancer: "lb".into(),
                 action: "reject".into(),
                 node: "192.168.0.1:80".into(),
-                wait_up: false
+                wait_up: false,
+                command: None,
+                status_command: None,
+                request: None,
+                status_request: None,
             },
             timeout: "5m".into(),
             retries: 0,
@@ -435,4 +488,63 @@ fn mermaid_output_is_a_flowchart() {
 fn validate_accepts_the_project_plans() {
     let out = planrun(&["validate", "plans/production.yaml", "plans/staging.yaml"]);
     assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn json_output_renders_http_balancer_requests_per_host() {
+    let dir = TempDir::new("json-http");
+    let plan = r#"version: 1
+application: shop
+servers:
+  - { host: 10.0.0.1, name: h1, roles: [app] }
+  - { host: 10.0.0.2, name: h2, roles: [app] }
+balancers:
+  hook:
+    kind: http
+    reject: { method: PUT, url: "http://127.0.0.1:9000/nodes/{{node}}", headers: { X-App: "{{application}}" }, body: '{"state": "off"}' }
+    accept: { url: "http://127.0.0.1:9000/nodes/{{node}}/on" }
+    status: { method: GET, url: "http://127.0.0.1:9000/nodes/{{node}}" }
+rollout:
+  select: { roles: [app] }
+  steps:
+    - { name: reject, balancer: { use: hook, action: reject, node: "{{host.name}}" } }
+    - { name: accept, balancer: { use: hook, action: accept, node: "{{host.name}}" } }
+    - { name: up, wait: { balancer_up: hook, node: "{{host.name}}" } }
+"#;
+    let path = dir.write("http.yaml", plan);
+    let out = planrun(&["plan", "--format", "json", &path]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc: JsonPlan = serde_json::from_slice(&out.stdout).expect("the documented shape");
+    let second = &doc.batches[1].hosts[0].steps;
+    let status = JsonRequest {
+        method: "GET".into(),
+        url: "http://127.0.0.1:9000/nodes/h2".into(),
+        headers: Default::default(),
+        body: None,
+    };
+    assert_eq!(
+        second[0].action,
+        JsonAction::Balancer {
+            balancer: "hook".into(),
+            action: "reject".into(),
+            node: "h2".into(),
+            wait_up: false,
+            command: None,
+            status_command: None,
+            request: Some(JsonRequest {
+                method: "PUT".into(),
+                url: "http://127.0.0.1:9000/nodes/h2".into(),
+                headers: [("X-App".to_string(), "shop".to_string())].into(),
+                body: Some("{\"state\": \"off\"}".into()),
+            }),
+            status_request: Some(status),
+        }
+    );
+    let JsonAction::Balancer { request: Some(accept), .. } = &second[1].action else { panic!("{:?}", second[1]) };
+    assert_eq!((accept.method.as_str(), accept.url.as_str()), ("POST", "http://127.0.0.1:9000/nodes/h2/on"));
+    let JsonAction::Wait { check: JsonCheck::BalancerUp { status_request: Some(up), .. }, .. } = &second[2].action
+    else {
+        panic!("{:?}", second[2])
+    };
+    assert_eq!(up.url, "http://127.0.0.1:9000/nodes/h2");
 }

@@ -1,82 +1,160 @@
-//! Load balancers: take a node out of rotation, put it back, and ask whether it is up.
+//! Load balancers: take a node out of rotation, put it back, and read the balancer's own
+//! view of a node.
 //!
-//! Each kind of the plan (`model::Balancer`) becomes a client here. The executor calls
-//! `apply` and `is_up` by balancer name and never sees the kind.
+//! Each kind of the plan (`model::Balancer`) has a client in its own file; this module
+//! dispatches by balancer name, so the executor and pre-flight never see the kind.
 
-use std::sync::Arc;
+mod command;
+mod haproxy;
+mod http;
+mod linode;
+
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use indexmap::IndexMap;
 
-use crate::execute::Ctx;
-use crate::execute::step::{self, Output};
+use crate::execute::step::Output;
+use crate::graph::HttpCall;
 use crate::model::{self, BalancerAction};
 
 /// How often an `accept` asks the balancer whether the node is up again.
 const UP_POLL: Duration = Duration::from_millis(500);
 
-/// The balancers of a plan, by name.
+/// The balancers of a plan, by name. Cheap to clone: pre-flight, the executor and the
+/// summary share one set of clients, so Linode lookups are made once per run.
+#[derive(Clone)]
 pub struct Balancers {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     clients: IndexMap<String, Client>,
+    /// Every node a balancer step of this run called, in order, for the summary.
+    touched: Mutex<Vec<NodeRef>>,
 }
 
 enum Client {
-    Command(model::CommandBalancer),
+    Command(command::Command),
+    Http(http::Http),
+    Haproxy(haproxy::Haproxy),
+    Linode(linode::Linode),
 }
 
-/// A balancer kind this build cannot drive yet, found before anything runs.
+/// A balancer that cannot be set up, found before anything runs.
 #[derive(Debug)]
-pub struct Unsupported {
+pub struct SetupError {
     pub balancer: String,
-    pub kind: &'static str,
+    pub message: String,
+}
+
+/// Whether the balancer sends new connections to a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rotation {
+    In,
+    Out,
+    /// The balancer has no way to tell (a `command` or `http` balancer without `status`).
+    Unknown,
+}
+
+/// The balancer's own view of one node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeState {
+    pub rotation: Rotation,
+    /// Whether the balancer's health checks pass; `None` when it does not say.
+    pub up: Option<bool>,
+    /// Open connections, where the balancer reports them (HAProxy's `scur`).
+    pub connections: Option<u64>,
+    /// The balancer's own words: `MAINT`, `mode reject, status UP`.
+    pub detail: String,
+}
+
+impl NodeState {
+    /// Out of rotation, or in rotation but failing the balancer's checks: either way it
+    /// serves no traffic, so it uses up room in the batch budget.
+    pub fn serves_no_traffic(&self) -> bool {
+        self.rotation == Rotation::Out || self.up == Some(false)
+    }
+
+    pub fn describe(&self) -> String {
+        let what = match (self.rotation, self.up) {
+            (Rotation::Out, _) => "OUT of rotation",
+            (Rotation::In, Some(false)) => "in rotation but DOWN",
+            (Rotation::In, _) => "in rotation",
+            (Rotation::Unknown, _) => "unknown",
+        };
+        let mut text = format!("{what} ({}", self.detail);
+        if let Some(c) = self.connections {
+            text.push_str(&format!(", {c} connection{}", if c == 1 { "" } else { "s" }));
+        }
+        text.push(')');
+        text
+    }
+}
+
+/// A node of a balancer, with what is needed to read its state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeRef {
+    pub balancer: String,
+    pub node: String,
+    /// The host whose node this is, for messages.
+    pub host: Option<String>,
+    pub status_command: Option<String>,
+    pub status_request: Option<HttpCall>,
 }
 
 impl Balancers {
-    /// Clients for the balancers the plan defines. Kinds without a client are refused up
-    /// front, so a rollout never stops halfway at its first balancer step.
-    pub fn new(balancers: &IndexMap<String, model::Balancer>) -> Result<Self, Unsupported> {
+    /// Clients for the balancers the plan defines.
+    pub fn new(balancers: &IndexMap<String, model::Balancer>) -> Result<Self, SetupError> {
         let mut clients = IndexMap::new();
         for (name, balancer) in balancers {
+            let fail = |message: String| SetupError { balancer: name.clone(), message };
             let client = match balancer {
-                model::Balancer::Command(c) => Client::Command(c.clone()),
-                other => return Err(Unsupported { balancer: name.clone(), kind: other.kind() }),
+                model::Balancer::Command(_) => Client::Command(command::Command::new()),
+                model::Balancer::Http(_) => Client::Http(http::Http::new().map_err(fail)?),
+                model::Balancer::Haproxy(h) => Client::Haproxy(haproxy::Haproxy::new(name, h).map_err(fail)?),
+                model::Balancer::Linode(l) => Client::Linode(linode::Linode::new(name, l).map_err(fail)?),
             };
             clients.insert(name.clone(), client);
         }
-        Ok(Balancers { clients })
+        Ok(Balancers { inner: Arc::new(Inner { clients, touched: Mutex::new(Vec::new()) }) })
     }
 
     fn client(&self, name: &str) -> Result<&Client, String> {
-        self.clients.get(name).ok_or_else(|| format!("no balancer named `{name}`"))
+        self.inner.clients.get(name).ok_or_else(|| format!("no balancer named `{name}`"))
     }
 
     /// Sets `node`'s state; for `accept` with `wait_up`, also waits until the balancer
     /// reports it up, since apps answer before balancers re-admit them.
-    pub(crate) async fn apply(
-        &self,
-        ctx: &Arc<Ctx>,
-        call: &Call<'_>,
-        timeout: Duration,
-        output: &mut Output,
-    ) -> Result<(), String> {
+    pub(crate) async fn apply(&self, call: &Call<'_>, timeout: Duration, output: &mut Output) -> Result<(), String> {
         let started = Instant::now();
+        self.touch(call);
         match self.client(call.balancer)? {
-            Client::Command(_) => {
+            Client::Command(c) => {
                 let command = call.command.ok_or_else(|| format!("no command rendered for `{}`", call.balancer))?;
-                step::exec(&ctx.transports.local, command, timeout, output).await.result?;
+                c.run(command, timeout, output).await?;
             }
+            Client::Http(h) => {
+                let request = call.request.ok_or_else(|| format!("no request rendered for `{}`", call.balancer))?;
+                h.send(request).await?;
+            }
+            Client::Haproxy(h) => h.set(call.node, call.action, timeout, output).await?,
+            Client::Linode(l) => l.set(call.node, call.action, timeout, output).await?,
         }
         if call.action == BalancerAction::Accept && call.wait_up && self.can_report(call.balancer) {
+            let target = Status { node: call.node, command: call.status_command, request: call.status_request };
             loop {
-                if self.is_up(ctx, call.balancer, call.node, call.status_command).await? {
+                let state = self.state(call.balancer, &target).await?;
+                if state.rotation != Rotation::Out && state.up != Some(false) {
                     return Ok(());
                 }
                 if started.elapsed() + UP_POLL >= timeout {
                     return Err(format!(
-                        "`{}` did not report {} up within {}",
+                        "`{}` did not report {} up within {}: {}",
                         call.balancer,
                         call.node,
-                        humantime::format_duration(timeout)
+                        humantime::format_duration(timeout),
+                        state.describe()
                     ));
                 }
                 tokio::time::sleep(UP_POLL).await;
@@ -85,37 +163,91 @@ impl Balancers {
         Ok(())
     }
 
+    fn touch(&self, call: &Call<'_>) {
+        let Ok(mut touched) = self.inner.touched.lock() else { return };
+        if touched.iter().any(|t| t.balancer == call.balancer && t.node == call.node) {
+            return;
+        }
+        touched.push(NodeRef {
+            balancer: call.balancer.to_string(),
+            node: call.node.to_string(),
+            host: call.host.map(String::from),
+            status_command: call.status_command.map(String::from),
+            status_request: call.status_request.cloned(),
+        });
+    }
+
+    /// The nodes balancer steps of this run called, in the order they were first called.
+    pub fn touched(&self) -> Vec<NodeRef> {
+        self.inner.touched.lock().map(|t| t.clone()).unwrap_or_default()
+    }
+
     /// Whether the balancer has a way to report a node's state.
     pub fn can_report(&self, name: &str) -> bool {
-        match self.clients.get(name) {
-            Some(Client::Command(c)) => c.status.is_some(),
+        match self.inner.clients.get(name) {
+            Some(Client::Command(_) | Client::Http(_)) => {
+                // Known per node: whether the plan gave a `status` was rendered into the
+                // call; `state` answers `Unknown` without one.
+                true
+            }
+            Some(Client::Haproxy(_) | Client::Linode(_)) => true,
             None => false,
         }
     }
 
-    /// Whether the balancer itself reports `node` up (its own view is what traffic follows).
-    pub(crate) async fn is_up(
-        &self,
-        ctx: &Arc<Ctx>,
-        name: &str,
-        node: &str,
-        status_command: Option<&str>,
-    ) -> Result<bool, String> {
+    /// The balancer's own view of `node`. Read-only.
+    pub async fn state(&self, name: &str, target: &Status<'_>) -> Result<NodeState, String> {
         match self.client(name)? {
-            Client::Command(_) => {
-                let Some(command) = status_command else {
-                    return Err(format!("`{name}` has no `status` command, so it cannot report whether {node} is up"));
-                };
-                let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-                let exit = ctx
-                    .transports
-                    .local
-                    .exec(command, Some(Duration::from_secs(30)), tx)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                Ok(exit.success())
-            }
+            Client::Command(c) => Ok(match target.command {
+                Some(command) => c.state(command).await?,
+                None => unknown("no `status` command"),
+            }),
+            Client::Http(h) => Ok(match target.request {
+                Some(request) => h.state(request).await?,
+                None => unknown("no `status` request"),
+            }),
+            Client::Haproxy(h) => h.state(target.node).await,
+            Client::Linode(l) => l.state(target.node).await,
         }
+    }
+
+    /// Every node of the balancer's pool with its state, where the balancer can list them
+    /// (HAProxy's backend, the Linode config); `None` for kinds that only know the nodes
+    /// the plan names.
+    pub async fn pool(&self, name: &str) -> Option<Result<Vec<(String, NodeState)>, String>> {
+        match self.client(name) {
+            Ok(Client::Haproxy(h)) => Some(h.pool().await),
+            Ok(Client::Linode(l)) => Some(l.pool().await),
+            Ok(_) => None,
+            Err(e) => Some(Err(e)),
+        }
+    }
+
+    /// Whether `node` is up for a `balancer_up` wait.
+    pub(crate) async fn is_up(&self, name: &str, target: &Status<'_>) -> Result<bool, String> {
+        let state = self.state(name, target).await?;
+        if state.rotation == Rotation::Unknown {
+            return Err(format!("`{name}` cannot report whether {} is up: {}", target.node, state.detail));
+        }
+        Ok(state.rotation == Rotation::In && state.up != Some(false))
+    }
+}
+
+fn unknown(why: &str) -> NodeState {
+    NodeState { rotation: Rotation::Unknown, up: None, connections: None, detail: why.to_string() }
+}
+
+/// What a status read needs: the node, and for `command`/`http` balancers the rendered
+/// status command or request.
+pub struct Status<'a> {
+    pub node: &'a str,
+    pub command: Option<&'a str>,
+    pub request: Option<&'a HttpCall>,
+}
+
+impl<'a> Status<'a> {
+    pub fn of(node: &'a NodeRef) -> Self {
+        Status { node: &node.node, command: node.status_command.as_deref(), request: node.status_request.as_ref() }
     }
 }
 
@@ -124,7 +256,22 @@ pub(crate) struct Call<'a> {
     pub balancer: &'a str,
     pub action: BalancerAction,
     pub node: &'a str,
+    pub host: Option<&'a str>,
     pub wait_up: bool,
     pub command: Option<&'a str>,
     pub status_command: Option<&'a str>,
+    pub request: Option<&'a HttpCall>,
+    pub status_request: Option<&'a HttpCall>,
+}
+
+/// reqwest's top-level error says "error sending request"; the cause is what helps.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }

@@ -140,16 +140,20 @@ async fn once(ctx: &Arc<Ctx>, instance: &StepInstance, remaining: Duration, outp
             exec(transport, command, remaining, output).await
         }
         Action::Local { command } => exec(&ctx.transports.local, command, remaining, output).await,
-        Action::Balancer { balancer, action, node, wait_up, command, status_command } => {
+        Action::Balancer { balancer, action, node, wait_up, command, status_command, request, status_request } => {
+            let host = ctx.host_name(instance.host);
             let call = Call {
                 balancer,
                 action: *action,
                 node,
+                host: host.as_deref(),
                 wait_up: *wait_up,
                 command: command.as_deref(),
                 status_command: status_command.as_deref(),
+                request: request.as_ref(),
+                status_request: status_request.as_ref(),
             };
-            let result = ctx.balancers.apply(ctx, &call, remaining, output).await;
+            let result = ctx.balancers.apply(&call, remaining, output).await;
             Attempt { exit_code: None, result }
         }
         Action::Wait(check) => {

@@ -8,6 +8,7 @@ use tokio::sync::mpsc;
 
 use super::Ctx;
 use super::step::Output;
+use crate::balancer::Status;
 use crate::graph::{Check, WaitCheck};
 use crate::transport::Transport;
 
@@ -90,8 +91,9 @@ async fn check_once(ctx: &Arc<Ctx>, check: &Check, host: Option<&Transport>) -> 
                 Err(e) => Err(e.to_string()),
             }
         }
-        Check::BalancerUp { balancer, node, status_command } => {
-            match ctx.balancers.is_up(ctx, balancer, node, status_command.as_deref()).await {
+        Check::BalancerUp { balancer, node, status_command, status_request } => {
+            let target = Status { node, command: status_command.as_deref(), request: status_request.as_ref() };
+            match ctx.balancers.is_up(balancer, &target).await {
                 Ok(true) => Ok(()),
                 Ok(false) => Err(format!("`{balancer}` does not report {node} up yet")),
                 Err(e) => Err(e),

@@ -1,0 +1,232 @@
+//! HAProxy through its runtime API (a stats socket at `level admin`), over TCP or a unix
+//! socket. One command per connection: the socket's non-interactive mode answers and
+//! closes, so no prompt parsing is needed.
+//!
+//! Actions: `reject` = state `maint`; `drain` = state `drain`, then wait until `scur` is 0
+//! (bounded by the step's timeout), then `maint`, so that after a drain the node is as
+//! far out as after a reject and its restart raises no "server DOWN" alerts; `accept` =
+//! state `ready`. HAProxy keeps health-checking a node in maintenance, so once the app is
+//! back it reports the node UP as soon as it leaves maintenance, and not before its
+//! `rise` checks pass.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::{NodeState, Rotation};
+use crate::execute::step::Output;
+use crate::model::{BalancerAction, HaproxyBalancer};
+
+/// One runtime API exchange never takes longer than this.
+const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a drain reads the node's open connections.
+const DRAIN_POLL: Duration = Duration::from_millis(250);
+/// Runtime API answers are small; a bigger one is not HAProxy.
+const MAX_ANSWER: u64 = 16 * 1024 * 1024;
+
+enum Socket {
+    Tcp(String),
+    Unix(String),
+}
+
+pub struct Haproxy {
+    name: String,
+    socket: Socket,
+    backend: String,
+}
+
+impl Haproxy {
+    pub fn new(name: &str, settings: &HaproxyBalancer) -> Result<Self, String> {
+        let socket = if let Some(addr) = settings.socket.strip_prefix("tcp://") {
+            Socket::Tcp(addr.to_string())
+        } else if let Some(path) = settings.socket.strip_prefix("unix://") {
+            Socket::Unix(path.to_string())
+        } else {
+            return Err(format!("`socket` is `{}`; help: write `tcp://HOST:PORT` or `unix:///PATH`", settings.socket));
+        };
+        check_name("backend", &settings.backend)?;
+        Ok(Haproxy { name: name.to_string(), socket, backend: settings.backend.clone() })
+    }
+
+    async fn exchange(&self, command: &str) -> Result<String, String> {
+        let run = async {
+            let mut answer = String::new();
+            let line = format!("{command}\n");
+            match &self.socket {
+                Socket::Tcp(addr) => {
+                    let mut s = tokio::net::TcpStream::connect(addr.as_str()).await?;
+                    s.write_all(line.as_bytes()).await?;
+                    s.take(MAX_ANSWER).read_to_string(&mut answer).await?;
+                }
+                Socket::Unix(path) => {
+                    let mut s = tokio::net::UnixStream::connect(path.as_str()).await?;
+                    s.write_all(line.as_bytes()).await?;
+                    s.take(MAX_ANSWER).read_to_string(&mut answer).await?;
+                }
+            }
+            Ok::<_, std::io::Error>(answer)
+        };
+        let where_ = match &self.socket {
+            Socket::Tcp(a) => format!("tcp://{a}"),
+            Socket::Unix(p) => format!("unix://{p}"),
+        };
+        match tokio::time::timeout(EXCHANGE_TIMEOUT, run).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(e)) => Err(format!(
+                "haproxy `{}`: runtime API at {where_}: {e}; help: check `socket` and that haproxy's `stats socket` is at `level admin`",
+                self.name
+            )),
+            Err(_) => Err(format!("haproxy `{}`: runtime API at {where_} did not answer within 10s", self.name)),
+        }
+    }
+
+    async fn set_state(&self, node: &str, state: &str) -> Result<(), String> {
+        check_name("node", node)?;
+        let answer = self.exchange(&format!("set server {}/{node} state {state}", self.backend)).await?;
+        // Success is an empty answer; anything else is HAProxy saying why not.
+        let answer = answer.trim();
+        if answer.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("haproxy `{}`: `set server {}/{node} state {state}`: {answer}", self.name, self.backend))
+        }
+    }
+
+    pub async fn set(
+        &self,
+        node: &str,
+        action: BalancerAction,
+        timeout: Duration,
+        output: &mut Output,
+    ) -> Result<(), String> {
+        match action {
+            BalancerAction::Reject => self.set_state(node, "maint").await,
+            BalancerAction::Accept => self.set_state(node, "ready").await,
+            BalancerAction::Drain => {
+                self.set_state(node, "drain").await?;
+                let started = std::time::Instant::now();
+                let mut said = None;
+                loop {
+                    let state = self.state(node).await?;
+                    let open = state.connections.unwrap_or(0);
+                    if open == 0 {
+                        break;
+                    }
+                    if said != Some(open) {
+                        output.note(format!("draining {node}: {open} connection(s) open"));
+                        said = Some(open);
+                    }
+                    if started.elapsed() + DRAIN_POLL >= timeout {
+                        return Err(format!(
+                            "haproxy `{}`: {node} still had {open} connection(s) after {}; it is left in state drain",
+                            self.name,
+                            humantime::format_duration(timeout)
+                        ));
+                    }
+                    tokio::time::sleep(DRAIN_POLL).await;
+                }
+                self.set_state(node, "maint").await
+            }
+        }
+    }
+
+    pub async fn state(&self, node: &str) -> Result<NodeState, String> {
+        check_name("node", node)?;
+        let pool = self.pool().await?;
+        match pool.into_iter().find(|(name, _)| name == node) {
+            Some((_, state)) => Ok(state),
+            None => Err(format!(
+                "haproxy `{}` has no server `{node}` in backend `{}`; help: the step's `node` is the server's name in the backend",
+                self.name, self.backend
+            )),
+        }
+    }
+
+    /// Every server of the backend, from `show stat` (CSV with a `# pxname,svname,…` header).
+    pub async fn pool(&self) -> Result<Vec<(String, NodeState)>, String> {
+        let answer = self.exchange("show stat").await?;
+        let mut lines = answer.lines();
+        let header = lines
+            .next()
+            .and_then(|h| h.strip_prefix("# "))
+            .ok_or_else(|| format!("haproxy `{}`: `show stat` answered something else than CSV", self.name))?;
+        let columns: Vec<&str> = header.split(',').collect();
+        let col = |name: &str| columns.iter().position(|c| *c == name);
+        let (Some(px), Some(sv), Some(scur), Some(status)) = (col("pxname"), col("svname"), col("scur"), col("status"))
+        else {
+            return Err(format!("haproxy `{}`: `show stat` lacks pxname, svname, scur or status", self.name));
+        };
+        let mut pool = Vec::new();
+        let mut backend_found = false;
+        for line in lines {
+            let fields: Vec<&str> = line.split(',').collect();
+            if fields.get(px) != Some(&self.backend.as_str()) {
+                continue;
+            }
+            backend_found = true;
+            let Some(name) = fields.get(sv) else { continue };
+            if matches!(*name, "FRONTEND" | "BACKEND") {
+                continue;
+            }
+            let status = fields.get(status).copied().unwrap_or("");
+            let connections = fields.get(scur).and_then(|s| s.parse().ok());
+            pool.push((name.to_string(), parse_status(status, connections)));
+        }
+        if !backend_found {
+            return Err(format!("haproxy `{}` has no backend `{}`; help: check `backend`", self.name, self.backend));
+        }
+        Ok(pool)
+    }
+}
+
+/// HAProxy's `status` column: `UP`, `DOWN`, `MAINT`, `DRAIN`, `no check`, with
+/// transitions as `UP 1/2` (going down) and `DOWN 1/2` (coming up), and
+/// `MAINT (via b/s)` for tracked servers.
+fn parse_status(status: &str, connections: Option<u64>) -> NodeState {
+    let detail = status.to_string();
+    let (rotation, up) = if status.starts_with("MAINT") || status.starts_with("DRAIN") {
+        (Rotation::Out, None)
+    } else if status.starts_with("UP") {
+        (Rotation::In, Some(true))
+    } else if status.starts_with("DOWN") || status.starts_with("NOLB") {
+        (Rotation::In, Some(false))
+    } else if status == "no check" {
+        (Rotation::In, None)
+    } else {
+        (Rotation::Unknown, None)
+    };
+    NodeState { rotation, up, connections, detail }
+}
+
+/// Names go into a runtime API command line: a space or newline there would be another
+/// command.
+fn check_name(what: &str, name: &str) -> Result<(), String> {
+    if !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':')) {
+        Ok(())
+    } else {
+        Err(format!(
+            "haproxy {what} `{name}` is not a valid name; help: HAProxy names use letters, digits, `_`, `-`, `.` and `:`"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_map_to_rotation() {
+        assert_eq!(parse_status("MAINT", Some(0)).rotation, Rotation::Out);
+        assert_eq!(parse_status("DRAIN", Some(3)).connections, Some(3));
+        assert_eq!(parse_status("UP 1/2", None).up, Some(true));
+        assert_eq!(parse_status("DOWN 1/2", None).up, Some(false));
+        assert_eq!(parse_status("no check", None).rotation, Rotation::In);
+    }
+
+    #[test]
+    fn names_cannot_smuggle_commands() {
+        assert!(check_name("node", "h1").is_ok());
+        assert!(check_name("node", "h1\nshutdown frontend fe").is_err());
+        assert!(check_name("node", "a b").is_err());
+    }
+}

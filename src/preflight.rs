@@ -1,0 +1,220 @@
+//! Pre-flight: before anything changes, read every balancer's view of the nodes the
+//! rollout will take out, and refuse a run that would leave too few nodes serving.
+//!
+//! The budget: while batch k is out, the nodes out of rotation are batch k's, plus those
+//! already out (or down) before the run that no earlier batch put back, plus the pool's
+//! other nodes that are out. That must not exceed batch k's size, and at least one node
+//! of the pool must stay in rotation and up. A refusal changes nothing and exits 1, like
+//! a pre-flight connection failure: the plan is valid, the fleet is not ready for it.
+//! `--force` goes on anyway, loudly.
+//!
+//! Every read is read-only, so `--dry-run` runs this too: a wrong label, port or node
+//! is found before a real run.
+
+use std::collections::{BTreeSet, HashMap};
+
+use indexmap::IndexMap;
+
+use crate::balancer::{Balancers, NodeRef, NodeState, Rotation, Status};
+use crate::exit;
+use crate::graph::{Action, ExecutionPlan};
+use crate::model::{BatchSize, BatchStep};
+
+/// Reads, checks and prints; `Err` carries the exit code when apply must stop.
+pub async fn check(exec: &ExecutionPlan, balancers: &Balancers, size: &BatchSize, force: bool) -> Result<(), i32> {
+    // Per balancer: node → (batch index, host name, how to read it).
+    let mut used: IndexMap<String, IndexMap<String, (usize, NodeRef)>> = IndexMap::new();
+    for batch in &exec.batches {
+        for host in &batch.hosts {
+            for step in &host.steps {
+                if let Action::Balancer { balancer, node, status_command, status_request, .. } = &step.action {
+                    let entry = used.entry(balancer.clone()).or_default();
+                    entry.entry(node.clone()).or_insert_with(|| {
+                        let node_ref = NodeRef {
+                            balancer: balancer.clone(),
+                            node: node.clone(),
+                            host: Some(exec.hosts[host.host].name.clone()),
+                            status_command: status_command.clone(),
+                            status_request: status_request.clone(),
+                        };
+                        (batch.index, node_ref)
+                    });
+                }
+            }
+        }
+    }
+    if used.is_empty() {
+        return Ok(());
+    }
+
+    let mut problems = Vec::new();
+    let mut lines = Vec::new();
+    for (balancer, nodes) in &used {
+        // Reads side by side: a fleet of hundreds must not take minutes here.
+        let mut reads = tokio::task::JoinSet::new();
+        for (i, (_, node)) in nodes.values().enumerate() {
+            let (balancers, name, node) = (balancers.clone(), balancer.clone(), node.clone());
+            reads.spawn(async move { (i, balancers.state(&name, &Status::of(&node)).await) });
+        }
+        let pool = balancers.pool(balancer);
+        let mut states: Vec<Option<Result<NodeState, String>>> = vec![None; nodes.len()];
+        while let Some(Ok((i, state))) = reads.join_next().await {
+            states[i] = Some(state);
+        }
+        let pool = pool.await;
+
+        let mut out_before: HashMap<&str, usize> = HashMap::new();
+        let mut healthy: BTreeSet<String> = BTreeSet::new();
+        for ((node, (batch, _)), state) in nodes.iter().zip(&states) {
+            let label = name_of(nodes, node);
+            match state {
+                Some(Ok(state)) => {
+                    lines.push(format!("  {balancer}: {label}: {}", state.describe()));
+                    if state.serves_no_traffic() {
+                        out_before.insert(node.as_str(), *batch);
+                    } else {
+                        healthy.insert(node.clone());
+                    }
+                }
+                Some(Err(e)) => {
+                    lines.push(format!("  {balancer}: {label}: cannot read: {e}"));
+                    problems.push(format!("cannot read `{balancer}`'s view of {label}: {e}"));
+                }
+                None => problems.push(format!("the read of {label} from `{balancer}` did not finish")),
+            }
+        }
+        // Nodes of the pool the rollout does not visit still count: out ones use up room,
+        // healthy ones keep serving.
+        let mut others_out = Vec::new();
+        match pool {
+            Some(Ok(pool)) => {
+                for (node, state) in pool {
+                    if nodes.contains_key(&node) {
+                        continue;
+                    }
+                    if state.serves_no_traffic() {
+                        lines.push(format!("  {balancer}: {node} (not in this rollout): {}", state.describe()));
+                        others_out.push(node);
+                    } else {
+                        healthy.insert(node);
+                    }
+                }
+            }
+            Some(Err(e)) => problems.push(format!("cannot list `{balancer}`'s nodes: {e}")),
+            None => {}
+        }
+
+        for batch in &exec.batches {
+            let cap = capacity(size, batch.index, exec.hosts.len()).max(batch.hosts.len());
+            let in_batch: BTreeSet<&str> =
+                nodes.iter().filter(|(_, (b, _))| *b == batch.index).map(|(n, _)| n.as_str()).collect();
+            // Already-out nodes of earlier batches were put back by their own batch.
+            let still_out: BTreeSet<&str> = out_before
+                .iter()
+                .filter(|(n, b)| **b >= batch.index && !in_batch.contains(*n))
+                .map(|(n, _)| *n)
+                .collect();
+            let out = in_batch.len() + still_out.len() + others_out.len();
+            let already: Vec<String> =
+                still_out.iter().map(|n| name_of(nodes, n)).chain(others_out.iter().cloned()).collect();
+            if out > cap && !already.is_empty() {
+                problems.push(format!(
+                    "`{balancer}`: batch {} would have {out} nodes out of rotation, more than its batch size {cap}, \
+                     because {} {} already out of rotation or down",
+                    batch.index + 1,
+                    already.join(", "),
+                    if already.len() == 1 { "is" } else { "are" }
+                ));
+                break;
+            }
+            if !healthy.is_empty() && healthy.iter().all(|n| in_batch.contains(n.as_str())) {
+                let names: Vec<String> = in_batch.iter().map(|n| name_of(nodes, n)).collect();
+                problems.push(format!(
+                    "`{balancer}`: batch {} would take out the last healthy node{} ({}), leaving none to serve",
+                    batch.index + 1,
+                    if names.len() == 1 { "" } else { "s" },
+                    names.join(", ")
+                ));
+                break;
+            }
+        }
+        if healthy.is_empty() && !nodes.is_empty() && states.iter().all(|s| matches!(s, Some(Ok(_)))) {
+            let all_unknown = states.iter().flatten().flatten().all(|s| s.rotation == Rotation::Unknown);
+            if !all_unknown {
+                problems.push(format!("`{balancer}`: no node is in rotation and up"));
+            }
+        }
+    }
+
+    // Standard error: standard output is the run's own stream (JSON lines with
+    // `--output json`), and a closed stdout must not stop an apply.
+    eprintln!("pre-flight: the balancers' view of {} node{}:", count(&used), if count(&used) == 1 { "" } else { "s" });
+    for line in &lines {
+        eprintln!("{line}");
+    }
+    if problems.is_empty() {
+        eprintln!("pre-flight: ok");
+        return Ok(());
+    }
+    if force {
+        for p in &problems {
+            eprintln!("warning: pre-flight: {p}");
+        }
+        eprintln!("warning: --force: going on although pre-flight refuses; nodes above may leave too few serving");
+        return Ok(());
+    }
+    for p in &problems {
+        eprintln!("error: pre-flight: {p}");
+    }
+    eprintln!("pre-flight refused the run; nothing was changed");
+    eprintln!(
+        "  help: put the nodes back in rotation (or wait until they are up), use a smaller `--batch-size`, \
+         or pass `--force` to go on anyway"
+    );
+    Err(exit::ROLLOUT_FAILED)
+}
+
+fn count(used: &IndexMap<String, IndexMap<String, (usize, NodeRef)>>) -> usize {
+    used.values().map(IndexMap::len).sum()
+}
+
+fn name_of(nodes: &IndexMap<String, (usize, NodeRef)>, node: &str) -> String {
+    match nodes.get(node).and_then(|(_, r)| r.host.as_deref()) {
+        Some(host) if host != node => format!("{host} ({node})"),
+        Some(host) => host.to_string(),
+        None => node.to_string(),
+    }
+}
+
+/// How many nodes batch `index` may have out: its ramp entry, before the last batch's
+/// rounding down to what is left.
+fn capacity(size: &BatchSize, index: usize, hosts: usize) -> usize {
+    let ramp: &[BatchStep] = match size {
+        BatchSize::One(step) => std::slice::from_ref(step),
+        BatchSize::Ramp(steps) => steps,
+    };
+    ramp.get(index.min(ramp.len().saturating_sub(1))).map_or(1, |s| s.hosts(hosts)).max(1)
+}
+
+/// For the summary of a run that did not succeed: every node a balancer step touched,
+/// as its balancer sees it now, so nobody has to guess which are still out.
+pub async fn touched_states(balancers: &Balancers) -> String {
+    let touched = balancers.touched();
+    if touched.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from("  balancer state of the nodes this run touched:\n");
+    for node in &touched {
+        let label = match node.host.as_deref() {
+            Some(h) if h != node.node => format!("{h} ({})", node.node),
+            Some(h) => h.to_string(),
+            None => node.node.clone(),
+        };
+        let state = match balancers.state(&node.balancer, &Status::of(node)).await {
+            Ok(s) => s.describe(),
+            Err(e) => format!("cannot read: {e}"),
+        };
+        out.push_str(&format!("    {}: {label}: {state}\n", node.balancer));
+    }
+    out
+}

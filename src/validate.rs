@@ -26,9 +26,10 @@ pub struct LoadedPlan {
     pub selection: Selection,
 }
 
-/// The largest plan file planrun reads. A real plan of 100,000 servers is ~10 MB; past
-/// this, something is wrong with the file, and reading it would only cost memory.
-pub const MAX_PLAN_BYTES: usize = 32 * 1024 * 1024;
+/// The largest plan file planrun reads. A real plan of 100,000 servers is ~11 MB; past
+/// this, something is wrong with the file, and reading it would only cost memory: the
+/// worst 16 MiB file (millions of one-character keys) peaks near 350 MB.
+pub const MAX_PLAN_BYTES: usize = 16 * 1024 * 1024;
 
 /// The most YAML values a plan may expand to. The YAML loader's default (1,000,000) is
 /// reached by a plain plan of ~77,000 servers (13 values each: the map, `host`, `name`,

@@ -294,7 +294,7 @@ fn a_100_mb_file_is_refused_before_it_is_read() {
     // Sparse: the test costs no disk, and planrun must refuse on size, not by reading.
     file.set_len(100 * 1024 * 1024).unwrap();
     let out = planrun_in(dir.path(), &["validate", "big.yaml"]);
-    assert_refused(&out, "`big.yaml` is 104857600 bytes, more than the 33554432 a plan may have");
+    assert_refused(&out, "`big.yaml` is 104857600 bytes, more than the 16777216 a plan may have");
 }
 
 #[test]

@@ -2,7 +2,10 @@
 //! `mod support;` and uses only part of it, hence the blanket allowances.
 #![allow(dead_code, unused_imports)]
 
+pub mod apps;
 pub mod fleet;
+pub mod haproxy;
+pub mod linode;
 
 use std::path::{Path, PathBuf};
 

@@ -45,6 +45,9 @@ pub struct State {
     pub faults: VecDeque<(u16, Option<u64>)>,
     /// Every Authorization header seen, to check the token went only there.
     pub auth_headers: Vec<String>,
+    /// A file to append each accepted mode change to, as `mode address`, so a test can
+    /// read it in order with what its hosts record in the same file.
+    pub record: Option<std::path::PathBuf>,
 }
 
 pub struct Linode {
@@ -76,6 +79,7 @@ impl Linode {
             changes: Vec::new(),
             faults: VecDeque::new(),
             auth_headers: Vec::new(),
+            record: None,
         }));
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the mock");
         let url = format!("http://{}/v4", listener.local_addr().unwrap());
@@ -101,6 +105,10 @@ impl Linode {
 
     pub fn fault(&self, status: u16, retry_after: Option<u64>) {
         self.state.lock().unwrap().faults.push_back((status, retry_after));
+    }
+
+    pub fn record_to(&self, path: std::path::PathBuf) {
+        self.state.lock().unwrap().record = Some(path);
     }
 
     pub fn set_mode(&self, address: &str, mode: &str) {
@@ -232,6 +240,10 @@ fn respond(
                     );
                 };
                 let change = format!("{} {mode}", s.nodes[i].address);
+                if let Some(path) = &s.record {
+                    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
+                    let _ = writeln!(f, "{mode} {}", s.nodes[i].address);
+                }
                 s.changes.push(change);
                 s.nodes[i].mode = mode;
             }

@@ -8,7 +8,7 @@ mod common;
 mod support;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -109,8 +109,9 @@ impl Watch {
 
 /// A loopback block of its own for each local-transport test of this binary.
 fn local_addrs(n: usize) -> Vec<String> {
-    static NEXT: AtomicU8 = AtomicU8::new(0);
-    let block = 60 + (std::process::id() % 100) as u8 + NEXT.fetch_add(1, Ordering::Relaxed) * 100 % 200;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // The process id keeps parallel test binaries apart, the counter this binary's tests.
+    let block = (std::process::id() * 7 + NEXT.fetch_add(1, Ordering::Relaxed)) % 250 + 1;
     (1..=n).map(|i| format!("127.66.{block}.{i}")).collect()
 }
 

@@ -306,6 +306,33 @@ fn a_failing_restart_halts_and_the_summary_shows_the_node_still_out() {
     assert_eq!(states[2], ("h3".into(), "UP".into()), "{states:?}");
 }
 
+/// A backend whose `GET /slow` takes `SLOW`, so a request can be in flight on a node
+/// while it drains. HAProxy's checks here are TCP connects, answered at once.
+fn slow_backend(addr: &str) {
+    let listener = std::net::TcpListener::bind((addr, APP_PORT)).expect("bind the slow backend");
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                use std::io::{BufRead, BufReader, Write};
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut first = String::new();
+                let _ = reader.read_line(&mut first);
+                let mut line = String::new();
+                while reader.read_line(&mut line).unwrap_or(0) > 0 && line.trim() != "" {
+                    line.clear();
+                }
+                if first.starts_with("GET /slow") {
+                    std::thread::sleep(SLOW);
+                }
+                let mut out = stream;
+                let _ = out.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nok\n");
+            });
+        }
+    });
+}
+
+const SLOW: Duration = Duration::from_millis(1500);
+
 #[test]
 fn drain_waits_for_open_connections_then_takes_the_node_out() {
     if !require("haproxy") {
@@ -313,16 +340,36 @@ fn drain_waits_for_open_connections_then_takes_the_node_out() {
     }
     let dir = TempDir::new("haproxy-drain");
     let addrs = local_addrs(2);
-    let dirs: Vec<PathBuf> = (1..=2).map(|i| dir.path().join(format!("host-{i}"))).collect();
-    let _apps = Apps::start(dirs.clone(), addrs.clone(), APP_PORT, dir.path().join("record"));
+    for a in &addrs {
+        slow_backend(a);
+    }
     let haproxy = Haproxy::start(&backends(&addrs));
     haproxy.wait_all_up(Duration::from_secs(10));
-    let steps = BALANCED_STEPS.replace("action: reject", "action: drain");
-    dir.write("plan.yaml", plan(&local_servers(&addrs, &dirs), "", &haproxy.socket(), &steps));
-    let out = planrun_in(dir.path(), &["apply", "plan.yaml", "--yes"]);
+    // Two slow requests: round robin gives each server one.
+    let port = haproxy.frontend_port;
+    let slow: Vec<_> = (0..2).map(|_| std::thread::spawn(move || support::apps::get(port, "/slow"))).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let steps = r#"    - name: drain
+      balancer: { use: edge, action: drain, node: "{{host.name}}" }
+    - name: accept
+      balancer: { use: edge, action: accept, node: "{{host.name}}" }
+"#;
+    let dirs: Vec<PathBuf> = (1..=2).map(|i| dir.path().join(format!("host-{i}"))).collect();
+    dir.write("plan.yaml", plan(&local_servers(&addrs, &dirs), "", &haproxy.socket(), steps));
+    let started = std::time::Instant::now();
+    let out = planrun_in(dir.path(), &["apply", "plan.yaml", "--yes", "--limit", "h1"]);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
-    assert!(haproxy.log().contains("Server app/h1 is going DOWN for maintenance"), "{}", haproxy.log());
-    assert_eq!(haproxy.states().iter().filter(|(_, s)| s == "UP").count(), 2);
+    assert!(out.stdout.contains("draining h1: 1 connection(s) open"), "{}", out.stdout);
+    assert!(started.elapsed() >= SLOW - Duration::from_millis(300), "the drain must wait for the open request");
+    for t in slow {
+        assert_eq!(t.join().unwrap(), Ok(()), "the request in flight during the drain must finish");
+    }
+    // HAProxy's own record: drain, then maintenance, then back up.
+    let h1: Vec<String> =
+        haproxy.events().into_iter().map(|(_, e)| e).filter(|e| e.ends_with(" h1") && e != "DOWN h1").collect();
+    assert_eq!(h1.first().map(String::as_str), Some("DRAIN h1"), "{h1:?}\n{}", haproxy.log());
+    assert!(h1.iter().any(|e| e == "MAINT h1"), "{h1:?}\n{}", haproxy.log());
+    assert_eq!(h1.last().map(String::as_str), Some("UP h1"), "{h1:?}\n{}", haproxy.log());
 }
 
 #[test]

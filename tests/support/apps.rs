@@ -173,7 +173,8 @@ impl Load {
     }
 }
 
-fn get(port: u16, path: &str) -> Result<(), String> {
+/// One `GET path` through 127.0.0.1:`port`; `Err` describes anything but a 200.
+pub fn get(port: u16, path: &str) -> Result<(), String> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
     s.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;

@@ -108,7 +108,7 @@ backend app
                 let (server, what) = rest.split_once(' ')?;
                 let event = if what.contains("maintenance") && !what.contains("leaving") {
                     "MAINT"
-                } else if what.starts_with("is UP/DRAIN") || what.contains("DRAIN") {
+                } else if what.starts_with("is UP/DRAIN") || what.starts_with("enters drain state") {
                     "DRAIN"
                 } else if what.starts_with("is UP") {
                     "UP"

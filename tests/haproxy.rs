@@ -251,6 +251,7 @@ fn pre_flight_refuses_when_a_backend_is_already_in_maintenance() {
 
     dir.write("plan.yaml", plan(&local_servers(&addrs, &dirs), "", &haproxy.socket(), BALANCED_STEPS));
     let out = planrun_in(dir.path(), &["apply", "plan.yaml", "--yes"]);
+    println!("{}{}", out.stdout, out.stderr);
     assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
     assert!(out.stdout.contains("edge: h2: OUT of rotation (MAINT"), "{}", out.stdout);
     assert!(
@@ -292,8 +293,10 @@ fn a_failing_restart_halts_and_the_summary_shows_the_node_still_out() {
         "run: \"{{host.options.dir}}/app restart\"",
         "run: \"test {{host.name}} != h2 && {{host.options.dir}}/app restart\"",
     );
-    dir.write("plan.yaml", plan(&local_servers(&addrs, &dirs), "", &haproxy.socket(), &steps));
+    // This one talks to HAProxy over its unix socket.
+    dir.write("plan.yaml", plan(&local_servers(&addrs, &dirs), "", &haproxy.unix_socket(), &steps));
     let out = planrun_in(dir.path(), &["apply", "plan.yaml", "--yes"]);
+    println!("{}{}", out.stdout, out.stderr);
     assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
     assert!(out.stdout.contains("rollout HALTED: 1 host failed"), "{}", out.stdout);
     assert!(out.stdout.contains("balancer state of the nodes this run touched:"), "{}", out.stdout);

@@ -33,9 +33,11 @@ impl Haproxy {
         let bin = find_tool("haproxy").expect("haproxy is installed (apt-get install -y haproxy)");
         let dir = tempfile::Builder::new().prefix("planrun-haproxy-").tempdir().expect("temp dir");
         let (admin_port, frontend_port) = (free_port(), free_port());
+        let unix = dir.path().join("admin.sock").display().to_string();
         let mut config = format!(
             "global
   stats socket ipv4@127.0.0.1:{admin_port} level admin
+  stats socket {unix} level admin
   log stdout format iso local0
 defaults
   mode http
@@ -77,6 +79,11 @@ backend app
     /// The plan's `socket` for this HAProxy.
     pub fn socket(&self) -> String {
         format!("tcp://127.0.0.1:{}", self.admin_port)
+    }
+
+    /// The same runtime API on a unix socket.
+    pub fn unix_socket(&self) -> String {
+        format!("unix://{}", self.dir.path().join("admin.sock").display())
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -500,6 +500,9 @@ struct Failure {
     failure: RenderFailure,
     help: String,
     more: usize,
+    /// The host of the latest failure: a balancer's `status` template renders once per
+    /// balancer step of a host, and a host counts once.
+    last: Option<String>,
 }
 
 enum Compiled {
@@ -653,14 +656,25 @@ impl<'p> Builder<'p> {
             Ok(text) => text,
             Err(failure) => {
                 match &mut f.failure {
-                    Some(first) => first.more += 1,
+                    Some(first) => {
+                        if first.last.as_deref() != host {
+                            first.more += 1;
+                            first.last = host.map(str::to_string);
+                        }
+                    }
                     None => {
                         let help = failure
                             .variable
                             .as_deref()
                             .map(|v| missing_help(v, self.ctx.data(), host))
                             .unwrap_or_else(|| "check the helper's arguments".into());
-                        f.failure = Some(Failure { host: host.map(str::to_string), failure, help, more: 0 });
+                        f.failure = Some(Failure {
+                            host: host.map(str::to_string),
+                            failure,
+                            help,
+                            more: 0,
+                            last: host.map(str::to_string),
+                        });
                     }
                 }
                 String::new()
@@ -1127,6 +1141,28 @@ rollout:
         assert_eq!(rolled.batches[0].hosts[0].steps.len(), 4);
         let Action::Balancer { wait_up, .. } = rolled.batches[0].hosts[0].steps[2].action else { panic!() };
         assert!(wait_up);
+    }
+
+    #[test]
+    fn a_broken_status_template_counts_each_host_once() {
+        let plan = r#"
+version: 1
+application: shop
+servers: [{ host: 10.0.0.1, roles: [app] }, { host: 10.0.0.2, roles: [app] }]
+balancers:
+  lb: { kind: command, reject: "off {{node}}", accept: "on {{node}}", status: "st {{nod}}" }
+rollout:
+  select: { roles: [app] }
+  steps:
+    - { name: reject, balancer: { use: lb, action: reject, node: "{{host.address}}" } }
+    - { name: accept, balancer: { use: lb, action: accept, node: "{{host.address}}" } }
+"#;
+        let errors = build(&load(plan), &BuildOptions::default()).unwrap_err();
+        assert_eq!(errors.problems.len(), 1, "{}", errors.render(false));
+        assert_eq!(
+            errors.problems[0].message,
+            "balancer `lb`: `{{nod}}` does not resolve for host `10.0.0.1` and 1 more host"
+        );
     }
 
     #[test]

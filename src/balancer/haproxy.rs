@@ -4,10 +4,15 @@
 //!
 //! Actions: `reject` = state `maint`; `drain` = state `drain`, then wait until `scur` is 0
 //! (bounded by the step's timeout), then `maint`, so that after a drain the node is as
-//! far out as after a reject and its restart raises no "server DOWN" alerts; `accept` =
-//! state `ready`. HAProxy keeps health-checking a node in maintenance, so once the app is
-//! back it reports the node UP as soon as it leaves maintenance, and not before its
-//! `rise` checks pass.
+//! far out as after a reject and its restart raises no "server DOWN" alerts.
+//!
+//! `accept` is three commands, because HAProxy does not health-check a server in
+//! maintenance: leaving `maint`, it reports the server UP at once on the strength of its
+//! last check from before the restart, and sends requests to an app that may not listen
+//! yet (measured: 503s under load). So `accept` = state `drain` (checks resume, still no
+//! new connections), `health down` (forget the stale result), state `ready`: HAProxy
+//! itself re-admits the node once `rise` checks pass, and `wait_up` waits for that.
+//! Servers without checks (`no check`) are simply set `ready`.
 
 use std::time::Duration;
 
@@ -82,13 +87,20 @@ impl Haproxy {
 
     async fn set_state(&self, node: &str, state: &str) -> Result<(), String> {
         check_name("node", node)?;
-        let answer = self.exchange(&format!("set server {}/{node} state {state}", self.backend)).await?;
-        // Success is an empty answer; anything else is HAProxy saying why not.
+        self.command_ok(&format!("set server {}/{node} state {state}", self.backend)).await
+    }
+
+    /// A `set` command: success is an empty answer; anything else is HAProxy saying why not.
+    async fn command_ok(&self, command: &str) -> Result<(), String> {
+        let answer = self.exchange(command).await?;
         let answer = answer.trim();
         if answer.is_empty() {
             Ok(())
         } else {
-            Err(format!("haproxy `{}`: `set server {}/{node} state {state}`: {answer}", self.name, self.backend))
+            Err(format!(
+                "haproxy `{}`: `{command}`: {answer}; help: the step's `node` is the server's name in backend `{}`",
+                self.name, self.backend
+            ))
         }
     }
 
@@ -101,7 +113,13 @@ impl Haproxy {
     ) -> Result<(), String> {
         match action {
             BalancerAction::Reject => self.set_state(node, "maint").await,
-            BalancerAction::Accept => self.set_state(node, "ready").await,
+            BalancerAction::Accept => {
+                self.set_state(node, "drain").await?;
+                if self.state(node).await?.detail != "no check" {
+                    self.command_ok(&format!("set server {}/{node} health down", self.backend)).await?;
+                }
+                self.set_state(node, "ready").await
+            }
             BalancerAction::Drain => {
                 self.set_state(node, "drain").await?;
                 let started = std::time::Instant::now();

@@ -15,8 +15,14 @@ pub fn planrun(args: &[&str]) -> Output {
 }
 
 pub fn planrun_in(dir: &Path, args: &[&str]) -> Output {
+    planrun_env(dir, args, &[])
+}
+
+/// `planrun_in` with extra environment variables (a balancer's token).
+pub fn planrun_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let out = Command::new(env!("CARGO_BIN_EXE_planrun"))
         .args(args)
+        .envs(env.iter().copied())
         .current_dir(dir)
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())

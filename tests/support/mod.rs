@@ -2,7 +2,10 @@
 //! `mod support;` and uses only part of it, hence the blanket allowances.
 #![allow(dead_code, unused_imports)]
 
+pub mod apps;
 pub mod fleet;
+pub mod haproxy;
+pub mod linode;
 
 use std::path::{Path, PathBuf};
 
@@ -74,4 +77,18 @@ pub async fn exec_collect(
 /// The lines of one stream, in order.
 pub fn lines_of(lines: &[OutputLine], stream: Stream) -> Vec<String> {
     lines.iter().filter(|l| l.stream == stream).map(|l| l.line.clone()).collect()
+}
+
+/// A lock path of its own for each plan a test writes: tests run in parallel, and the
+/// default lock (`/tmp/planrun-APPLICATION.lock` on the first host, which for loopback
+/// fleets is this machine) would make them refuse each other.
+pub fn lock_line() -> String {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let path = std::env::temp_dir().join(format!(
+        "planrun-test-lock-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    format!("lock: {{ path: \"{}\" }}\n", path.display())
 }

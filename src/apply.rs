@@ -187,13 +187,16 @@ async fn run(
     };
 
     let batch_size = args.build.batch_size.as_ref().unwrap_or(&loaded.plan.rollout.batch_size);
-    if let Err(code) = crate::preflight::check(&exec, &balancers, batch_size, args.force).await {
-        if let Some((transport, place)) = &lock {
-            let _ = lock::remove(transport, place, Some(&run_id)).await;
+    let preflight = match crate::preflight::check(&exec, &balancers, batch_size, args.force).await {
+        Ok(lines) => lines,
+        Err(code) => {
+            if let Some((transport, place)) = &lock {
+                let _ = lock::remove(transport, place, Some(&run_id)).await;
+            }
+            interrupts.abort();
+            return code;
         }
-        interrupts.abort();
-        return code;
-    }
+    };
 
     let journal = (!args.dry_run).then(|| {
         let mut writer = journal::Writer::open(&state_dir, &run_id, &plan_key(&args.plan));
@@ -209,6 +212,15 @@ async fn run(
             pid: me.pid,
             at: journal::stamp(std::time::SystemTime::now()),
         });
+        if !preflight.is_empty() {
+            writer.write(&journal::Record::Preflight {
+                v: journal::JOURNAL_VERSION,
+                run_id: run_id.clone(),
+                plan: plan_key(&args.plan),
+                nodes: preflight.iter().map(|l| redactor.redact(l.trim())).collect(),
+                forced: args.force,
+            });
+        }
         writer
     });
 

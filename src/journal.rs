@@ -4,6 +4,7 @@
 //!
 //! Records (all with `"v": 1` and the plan's file name):
 //! - `run_started`: run id, plan hash, the run it resumes, who and where.
+//! - `preflight`: the balancers' view of the rollout's nodes before anything changed.
 //! - `step`: run id, phase, step name and index, host, start, end, outcome, exit code.
 //! - `run_finished`: run id, outcome.
 //!
@@ -48,6 +49,14 @@ pub enum Record {
         machine: String,
         pid: u32,
         at: String,
+    },
+    /// The balancers' view of the rollout's nodes before anything changed.
+    Preflight {
+        v: u32,
+        run_id: String,
+        plan: String,
+        nodes: Vec<String>,
+        forced: bool,
     },
     Step {
         v: u32,
@@ -158,9 +167,10 @@ pub fn read(state_dir: &Path, plan: &str) -> Vec<Record> {
         .map_while(Result::ok)
         .filter_map(|line| serde_json::from_str::<Record>(&line).ok())
         .filter(|r| match r {
-            Record::RunStarted { plan: p, .. } | Record::Step { plan: p, .. } | Record::RunFinished { plan: p, .. } => {
-                p == plan
-            }
+            Record::RunStarted { plan: p, .. }
+            | Record::Preflight { plan: p, .. }
+            | Record::Step { plan: p, .. }
+            | Record::RunFinished { plan: p, .. } => p == plan,
         })
         .collect()
 }
@@ -216,6 +226,7 @@ pub fn campaign(records: &[Record]) -> Option<Campaign> {
                     c.done.insert((*phase, *index, host.clone()));
                 }
             }
+            Record::Preflight { .. } => {}
             Record::RunFinished { run_id, outcome, .. } => {
                 if let Some(c) = &mut current
                     && &c.last_run == run_id

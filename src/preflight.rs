@@ -21,7 +21,13 @@ use crate::graph::{Action, ExecutionPlan};
 use crate::model::{BatchSize, BatchStep};
 
 /// Reads, checks and prints; `Err` carries the exit code when apply must stop.
-pub async fn check(exec: &ExecutionPlan, balancers: &Balancers, size: &BatchSize, force: bool) -> Result<(), i32> {
+/// On success, the lines of the balancers' view, for the journal.
+pub async fn check(
+    exec: &ExecutionPlan,
+    balancers: &Balancers,
+    size: &BatchSize,
+    force: bool,
+) -> Result<Vec<String>, i32> {
     // Per balancer: node → (batch index, host name, how to read it).
     let mut used: IndexMap<String, IndexMap<String, (usize, NodeRef)>> = IndexMap::new();
     for batch in &exec.batches {
@@ -44,7 +50,7 @@ pub async fn check(exec: &ExecutionPlan, balancers: &Balancers, size: &BatchSize
         }
     }
     if used.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
 
     let mut problems = Vec::new();
@@ -154,14 +160,14 @@ pub async fn check(exec: &ExecutionPlan, balancers: &Balancers, size: &BatchSize
     }
     if problems.is_empty() {
         eprintln!("pre-flight: ok");
-        return Ok(());
+        return Ok(lines);
     }
     if force {
         for p in &problems {
             eprintln!("warning: pre-flight: {p}");
         }
         eprintln!("warning: --force: going on although pre-flight refuses; nodes above may leave too few serving");
-        return Ok(());
+        return Ok(lines);
     }
     for p in &problems {
         eprintln!("error: pre-flight: {p}");

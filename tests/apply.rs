@@ -311,6 +311,9 @@ fn each_host_gets_a_log_file_for_the_run() {
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     let runs: Vec<_> = std::fs::read_dir(dir.path().join(".planrun/runs")).unwrap().flatten().collect();
     assert_eq!(runs.len(), 1);
+    let journal = std::fs::read_to_string(dir.path().join(".planrun/journal.jsonl")).unwrap();
+    let preflight = journal.lines().find(|l| l.contains(r#""type":"preflight""#)).expect("the pre-flight is journaled");
+    assert!(preflight.contains("pool: h1: in rotation"), "{preflight}");
     let log = std::fs::read_to_string(runs[0].path().join("h2.log")).unwrap();
     assert!(log.contains("h2 | restarting h2"), "{log}");
     assert!(!log.contains("h1"), "{log}");

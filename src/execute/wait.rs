@@ -71,7 +71,7 @@ async fn check_once(ctx: &Arc<Ctx>, check: &Check, host: Option<&Transport>) -> 
     match check {
         Check::Sleep { .. } => Ok(()),
         Check::Http { url, status } => {
-            let response = ctx.http.get(url).send().await.map_err(|e| format!("GET {url}: {}", error_chain(&e)))?;
+            let response = ctx.http.get(url).send().await.map_err(|e| format!("GET {url}: {}", crate::balancer::error_chain(&e)))?;
             let got = response.status().as_u16();
             if got == *status { Ok(()) } else { Err(format!("GET {url} answered {got}, expected {status}")) }
         }
@@ -102,17 +102,6 @@ async fn check_once(ctx: &Arc<Ctx>, check: &Check, host: Option<&Transport>) -> 
     }
 }
 
-/// reqwest's top-level error says "error sending request"; the cause is what helps.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
 
 pub fn describe(w: &WaitCheck) -> String {
     let what = match &w.check {

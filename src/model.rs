@@ -47,6 +47,13 @@ pub struct Plan {
     #[serde(default)]
     pub ssh: SshSettings,
 
+    /// Environment variables for every `run` and `local` command; a step's own `env`
+    /// overrides them by name. Values are templates, shell-quoted when sent (servers
+    /// usually refuse SSH `setenv`, so they travel in the command).
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    #[schemars(example = env_example())]
+    pub env: IndexMap<String, String>,
+
     /// The servers of this environment, in the order the rollout visits them.
     #[schemars(length(min = 1), example = servers_example())]
     pub servers: Vec<Server>,
@@ -110,6 +117,41 @@ pub struct SshSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(example = &"10s")]
     pub connect_timeout: Option<HumanDuration>,
+
+    /// Jump hosts to reach the server through, as `[user@]host[:port]`: one, or a list
+    /// for a chain (the first is connected to first). Each jump host is looked up in the
+    /// ssh config like a server, and its host key is checked the same way. Defaults to
+    /// the `ProxyJump` of the ssh config, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(example = &"deploy@bastion.example.com:22")]
+    pub jump: Option<Jump>,
+
+    /// An OpenSSH client config file consulted for every setting the plan does not give
+    /// (`Host` aliases and patterns, `HostName`, `User`, `Port`, `IdentityFile`,
+    /// `IdentitiesOnly`, `ProxyJump`, `UserKnownHostsFile`, `StrictHostKeyChecking`,
+    /// `ConnectTimeout`). Defaults to `~/.ssh/config` when it exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(example = &"~/.ssh/config")]
+    pub config_file: Option<String>,
+}
+
+/// One jump host, or a chain of them.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Jump {
+    /// `[user@]host[:port]`.
+    One(#[schemars(length(min = 1))] String),
+    /// A chain, first hop first.
+    Chain(#[schemars(length(min = 1))] Vec<String>),
+}
+
+impl Jump {
+    pub fn hops(&self) -> Vec<&str> {
+        match self {
+            Jump::One(hop) => vec![hop.as_str()],
+            Jump::Chain(hops) => hops.iter().map(String::as_str).collect(),
+        }
+    }
 }
 
 /// Host key verification policy.
@@ -535,6 +577,56 @@ pub struct Step {
     #[serde(default)]
     #[schemars(example = false)]
     pub continue_on_error: bool,
+
+    /// Runs the `run` command through `sudo -n` (never prompting): `true` as root, or
+    /// `{ user: NAME }` as another user. sudoers must allow it without a password. A
+    /// simple command (no `;`, `&&`, pipes, redirections, `$`) is given to sudo as
+    /// written, so a sudoers rule naming that command matches; anything else runs as
+    /// `sh -c '...'`, which sudoers must then allow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(example = &true)]
+    pub sudo: Option<Sudo>,
+
+    /// Environment variables for this step's `run` or `local` command, over the plan's
+    /// `env`. Values are templates, shell-quoted when sent; names are letters, digits
+    /// and `_`.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    #[schemars(example = env_example())]
+    pub env: IndexMap<String, String>,
+}
+
+/// How a step uses sudo.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Sudo {
+    /// `true`: as root; `false`: not at all.
+    Enabled(bool),
+    /// As this user.
+    As(SudoUser),
+}
+
+/// The user a sudo step runs as.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SudoUser {
+    /// The user to run the command as (`sudo -u`).
+    #[schemars(length(min = 1), example = &"app")]
+    pub user: String,
+}
+
+impl Sudo {
+    /// `Some(None)` for root, `Some(Some(user))` for another user, `None` for no sudo.
+    pub fn user(&self) -> Option<Option<&str>> {
+        match self {
+            Sudo::Enabled(false) => None,
+            Sudo::Enabled(true) => Some(None),
+            Sudo::As(u) => Some(Some(&u.user)),
+        }
+    }
+}
+
+fn env_example() -> IndexMap<String, String> {
+    IndexMap::from([("RAILS_ENV".to_string(), "production".to_string())])
 }
 
 /// A condition on the host: every field given must match.

@@ -10,9 +10,10 @@ use crate::balancer::Balancers;
 use crate::execute::{self, Control, Settings, Transports};
 use crate::exit;
 use crate::graph::{self, BuildOptions, ExecutionPlan};
-use crate::model::{self, Plan, Server, TransportKind};
+use crate::model::{self, Plan, TransportKind};
 use crate::report::Reporter;
-use crate::transport::{HostKeyChecking, LocalTransport, SshSession, SshTarget, Transport};
+use crate::ssh_settings::Resolver;
+use crate::transport::{Connector, LocalTransport, Transport};
 use crate::validate::{self, LoadedPlan};
 
 /// What the command line asked of `apply`.
@@ -152,23 +153,36 @@ async fn watch_interrupts(control: Control) {
 /// is found while every host is still in rotation.
 async fn connect_all(plan: &Plan, exec: &ExecutionPlan) -> Result<Transports, Vec<(String, String)>> {
     let limit = Arc::new(tokio::sync::Semaphore::new(FAN_OUT));
+    // Shared: every host behind one bastion goes through one connection to it.
+    let connector = Arc::new(Connector::new());
+    let mut resolver = Resolver::new();
     let mut tasks = tokio::task::JoinSet::new();
+    let mut failures = Vec::new();
     for (i, host) in exec.hosts.iter().enumerate() {
-        let server = plan.servers[host.server].clone();
-        let target = ssh_target(plan, &server);
+        let server = &plan.servers[host.server];
+        let target = match server.transport {
+            TransportKind::Local => None,
+            TransportKind::Ssh => match resolver.resolve(plan, server) {
+                Ok(resolved) => Some(resolved.target),
+                Err(e) => {
+                    failures.push((host.name.clone(), e));
+                    continue;
+                }
+            },
+        };
         let limit = limit.clone();
+        let connector = connector.clone();
         let name = host.name.clone();
         tasks.spawn(async move {
             let _permit = limit.acquire_owned().await;
-            let transport = match server.transport {
-                TransportKind::Local => Ok(Transport::Local(LocalTransport::new())),
-                TransportKind::Ssh => SshSession::connect(&target).await.map(Transport::Ssh).map_err(|e| e.to_string()),
+            let transport = match target {
+                None => Ok(Transport::Local(LocalTransport::new())),
+                Some(target) => connector.connect(&target).await.map(Transport::Ssh).map_err(|e| e.to_string()),
             };
             (i, name, transport)
         });
     }
     let mut hosts = HashMap::new();
-    let mut failures = Vec::new();
     while let Some(done) = tasks.join_next().await {
         match done {
             Ok((i, _, Ok(t))) => {
@@ -183,45 +197,6 @@ async fn connect_all(plan: &Plan, exec: &ExecutionPlan) -> Result<Transports, Ve
     } else {
         failures.sort();
         Err(failures)
-    }
-}
-
-/// The server's SSH settings over the plan's, over OpenSSH's defaults.
-pub fn ssh_target(plan: &Plan, server: &Server) -> SshTarget {
-    let own = server.ssh.clone().unwrap_or_default();
-    let all = &plan.ssh;
-    let user = own.user.or_else(|| all.user.clone()).unwrap_or_else(current_user);
-    let mut target = SshTarget::new(server.host.clone(), user);
-    if let Some(port) = own.port.or(all.port) {
-        target.port = port;
-    }
-    if let Some(file) = own.identity_file.as_ref().or(all.identity_file.as_ref()) {
-        target.identity_file = Some(expand_home(file));
-    }
-    if let Some(file) = own.known_hosts.as_ref().or(all.known_hosts.as_ref()) {
-        target.known_hosts = expand_home(file);
-    }
-    if let Some(policy) = own.host_key_checking.or(all.host_key_checking) {
-        target.host_key_checking = match policy {
-            model::HostKeyChecking::Strict => HostKeyChecking::Strict,
-            model::HostKeyChecking::AcceptNew => HostKeyChecking::AcceptNew,
-            model::HostKeyChecking::Off => HostKeyChecking::Off,
-        };
-    }
-    if let Some(t) = own.connect_timeout.or(all.connect_timeout) {
-        target.connect_timeout = t.get();
-    }
-    target
-}
-
-fn current_user() -> String {
-    std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "root".into())
-}
-
-fn expand_home(path: &str) -> PathBuf {
-    match path.strip_prefix("~/") {
-        Some(rest) => std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default().join(rest),
-        None => PathBuf::from(path),
     }
 }
 

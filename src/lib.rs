@@ -17,6 +17,7 @@ pub mod preview;
 pub mod report;
 pub mod schema;
 pub mod select;
+pub mod ssh_settings;
 pub mod template;
 pub mod transport;
 pub mod validate;

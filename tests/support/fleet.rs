@@ -117,10 +117,12 @@ impl Fleet {
             host: host.addr.clone(),
             port: host.port,
             user: self.user.clone(),
-            identity_file: Some(self.client_key.clone()),
+            identity_files: vec![self.client_key.clone()],
+            identities_only: true,
             known_hosts: self.known_hosts.clone(),
             host_key_checking: HostKeyChecking::Strict,
             connect_timeout: Duration::from_secs(5),
+            jump: None,
         }
     }
 

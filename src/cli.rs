@@ -135,6 +135,10 @@ pub enum Command {
         plan: PathBuf,
         #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
         format: PlanFormat,
+        /// Also show, for each host, the SSH settings planrun will use and where each
+        /// came from (server, plan, ssh config or default). Text format only.
+        #[arg(long, short)]
+        verbose: bool,
         #[command(flatten)]
         graph: GraphArgs,
     },
@@ -166,7 +170,7 @@ pub fn run(cli: Cli) -> i32 {
     let color = use_color(cli.color);
     match cli.command {
         Command::Validate { plans, format } => validate_plans(&plans, format, color),
-        Command::Plan { plan, format, graph } => show_plan(&plan, format, &graph, color),
+        Command::Plan { plan, format, verbose, graph } => show_plan(&plan, format, verbose, &graph, color),
         Command::Schema { output } => write_schema(output),
         Command::Apply { plan, yes, dry_run, graph } => {
             crate::apply::apply(ApplyArgs { plan, yes, dry_run, build: graph.build_options(), color })
@@ -215,7 +219,7 @@ fn validate_plans(plans: &[PathBuf], format: ValidateFormat, color: bool) -> i32
     if failed { exit::INVALID_INPUT } else { exit::SUCCESS }
 }
 
-fn show_plan(path: &std::path::Path, format: PlanFormat, args: &GraphArgs, color: bool) -> i32 {
+fn show_plan(path: &std::path::Path, format: PlanFormat, verbose: bool, args: &GraphArgs, color: bool) -> i32 {
     let options = args.build_options();
     let built = validate::load_plan(path).and_then(|loaded| graph::build(&loaded, &options).map(|p| (loaded, p)));
     let (loaded, plan) = match built {
@@ -233,6 +237,9 @@ fn show_plan(path: &std::path::Path, format: PlanFormat, args: &GraphArgs, color
     };
     let mut out = BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
     let written = match format {
+        PlanFormat::Text if verbose => {
+            preview::text(&mut out, &plan, &about).and_then(|()| preview::ssh_settings(&mut out, &loaded.plan, &plan))
+        }
         PlanFormat::Text => preview::text(&mut out, &plan, &about),
         PlanFormat::Json => preview::json(&mut out, &plan, &about),
         PlanFormat::Dot => preview::dot(&mut out, &plan, &about),

@@ -29,7 +29,8 @@ pub enum Source {
     Plan,
     /// The `[user@]host[:port]` of a jump host in `ssh.jump` or `ProxyJump`.
     JumpSpec,
-    /// The ssh config file (ssh2-config does not report lines).
+    /// The ssh config file (ssh2-config does not report lines); shown as `ssh config`,
+    /// the `config_file` setting names the file.
     SshConfig(PathBuf),
     /// planrun's default, the same as `ssh`'s.
     Default,
@@ -41,7 +42,7 @@ impl fmt::Display for Source {
             Source::Server => f.write_str("server `ssh`"),
             Source::Plan => f.write_str("plan `ssh`"),
             Source::JumpSpec => f.write_str("jump spec"),
-            Source::SshConfig(path) => write!(f, "ssh config `{}`", path.display()),
+            Source::SshConfig(_) => f.write_str("ssh config"),
             Source::Default => f.write_str("default"),
         }
     }
@@ -198,8 +199,8 @@ impl Resolver {
         let config_checking = match params.as_ref().and_then(|p| unsupported(p, "stricthostkeychecking")) {
             Some(v) => Some(strict_host_key_checking(&v).ok_or_else(|| {
                 format!(
-                    "`StrictHostKeyChecking {v}` for `{name}` in {} is not one of `yes`, `ask`, `accept-new`, `no`, `off`",
-                    from_config()
+                    "`StrictHostKeyChecking {v}` for `{name}` in `{}` is not one of `yes`, `ask`, `accept-new`, `no`, `off`",
+                    config.map(|(_, p)| p.display().to_string()).unwrap_or_default()
                 )
             })?),
             None => None,
@@ -241,8 +242,8 @@ impl Resolver {
         {
             if depth + hops.len() > MAX_JUMPS {
                 return Err(format!(
-                    "more than {MAX_JUMPS} jump hosts to reach `{name}`; is there a `ProxyJump` loop in {}?",
-                    from_config()
+                    "more than {MAX_JUMPS} jump hosts to reach `{name}`; is there a `ProxyJump` loop in `{}`?",
+                    config.map(|(_, p)| p.display().to_string()).unwrap_or_default()
                 ));
             }
             let mut previous: Option<Resolved> = None;

@@ -185,10 +185,18 @@ const SUDO_PASSWORD: &str = "sudo: a password is required";
 fn sudo_password_error(host: Option<&str>, target: &str, command: &str) -> String {
     let (user, address) = target.split_once('@').unwrap_or(("USER", target));
     let host = host.unwrap_or(address);
+    // The command as `graph::wrap_command` wrote it: `sudo -n [-u 'U'] -- PROGRAM ...`.
+    let rest = command.strip_prefix("sudo -n ").unwrap_or(command);
+    let (runas, rest) = match rest.strip_prefix("-u '").and_then(|r| r.split_once("' ")) {
+        Some((runas, rest)) => (runas, rest),
+        None => ("root", rest),
+    };
+    let program = rest.strip_prefix("-- ").unwrap_or(rest).split_whitespace().next().unwrap_or("COMMAND");
     format!(
         "sudo on `{host}` wants a password for `{command}`; planrun runs sudo with `-n` and cannot type one. \
-         help: let `{user}` run it without a password with a sudoers drop-in, e.g. \
-         `{user} ALL=(ALL) NOPASSWD: /full/path/of/the/command` in `/etc/sudoers.d/planrun` (check it with `visudo -c`)"
+         help: let `{user}` run it without a password with a sudoers drop-in such as \
+         `{user} ALL=({runas}) NOPASSWD: /full/path/of/{program}` in `/etc/sudoers.d/planrun` \
+         (`command -v {program}` on the host gives the path; check the file with `visudo -c`)"
     )
 }
 

@@ -94,8 +94,9 @@ pub struct SshSettings {
     #[schemars(range(min = 1, max = 65535), example = 22)]
     pub port: Option<u16>,
 
-    /// Private key to authenticate with. Without it planrun uses the ssh-agent, then
-    /// `~/.ssh/id_ed25519` and `~/.ssh/id_rsa`.
+    /// Private key to authenticate with; when set, the only key offered. Without it
+    /// planrun offers the ssh-agent's keys, then the ssh config's `IdentityFile`s (or
+    /// `~/.ssh/id_ed25519` and `~/.ssh/id_rsa`), as `ssh` does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(example = &"~/.ssh/id_ed25519")]
     pub identity_file: Option<String>,
@@ -120,8 +121,9 @@ pub struct SshSettings {
 
     /// Jump hosts to reach the server through, as `[user@]host[:port]`: one, or a list
     /// for a chain (the first is connected to first). Each jump host is looked up in the
-    /// ssh config like a server, and its host key is checked the same way. Defaults to
-    /// the `ProxyJump` of the ssh config, if any.
+    /// ssh config like a server, and its host key is checked the same way; its user and
+    /// port are the spec's, else the ssh config's, else the plan's. Defaults to the
+    /// `ProxyJump` of the ssh config, if any; `none` connects directly even so.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(example = &"deploy@bastion.example.com:22")]
     pub jump: Option<Jump>,

@@ -475,6 +475,25 @@ Host *
     }
 
     #[test]
+    fn included_files_count_and_none_turns_a_proxy_jump_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let included = dir.path().join("fleet.conf");
+        std::fs::write(&included, "Host web*\n  HostName 127.3.3.3\n  ProxyJump gate\n").unwrap();
+        let config = dir.path().join("config");
+        std::fs::write(&config, format!("Include {}\nHost *\n  User ops\n", included.display())).unwrap();
+        let p = plan(&format!(
+            "version: 1\napplication: a\nssh: {{ config_file: {} }}\nservers: [{{ host: web1, roles: [a] }}, {{ host: web2, roles: [a], ssh: {{ jump: none }} }}]\nrollout: {{ select: {{ roles: [a] }}, steps: [{{ name: s, run: x }}] }}\n",
+            config.display()
+        ));
+        let mut resolver = Resolver::new();
+        let r = resolver.resolve(&p, &p.servers[0]).unwrap();
+        assert_eq!(r.target.display_name(), "ops@127.3.3.3:22");
+        assert_eq!(r.target.jump.as_deref().map(SshTarget::display_name).as_deref(), Some("ops@gate:22"));
+        let r = resolver.resolve(&p, &p.servers[1]).unwrap();
+        assert!(r.target.jump.is_none());
+    }
+
+    #[test]
     fn the_plans_jump_wins_and_a_missing_config_file_is_an_error() {
         let p = plan(
             "version: 1\napplication: a\nssh: { user: deploy, jump: [ops@b1, b2:2200], config_file: /nonexistent/planrun/config }\nservers: [{ host: 10.0.0.1, roles: [a] }]\nrollout: { select: { roles: [a] }, steps: [{ name: s, run: x }] }\n",

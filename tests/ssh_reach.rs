@@ -131,6 +131,49 @@ rollout:
 }
 
 #[test]
+fn a_bastion_with_an_unknown_host_key_is_refused() {
+    if !support::require("sshd") {
+        return;
+    }
+    let fleet = Fleet::start(2);
+    let dir = TempDir::new("reach-bastion-key");
+    let home = empty_home(&dir);
+    // The app's key is known, the bastion's is not.
+    let app = fleet.host(2);
+    let known = dir.write("known_hosts", format!("[{}]:2222 {}\n", app.addr, app.host_public_key));
+    let plan = format!(
+        "version: 1
+application: shop
+ssh:
+  port: 2222
+  jump: {bastion}:2222
+  identity_file: {key}
+  known_hosts: {known}
+  config_file: /dev/null
+servers:
+  - {{ host: {app}, name: app1, roles: [app] }}
+rollout:
+  select: {{ roles: [app] }}
+  steps: [{{ name: hello, run: \"true\" }}]
+",
+        bastion = fleet.host(1).addr,
+        key = fleet.client_key.display(),
+        known = known.display(),
+        app = app.addr,
+    );
+    let plan_path = dir.write("plan.yaml", plan);
+    let out = planrun_env(dir.path(), &["apply", "--yes", plan_path.to_str().unwrap()], &[("HOME", home.as_os_str())]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    let bastion = format!("{}@{}:2222", fleet.user, fleet.host(1).addr);
+    let expected = format!(
+        "app1: cannot reach `{}@{}:2222` through jump host `{bastion}`: host key of `{bastion}` is unknown",
+        fleet.user, app.addr
+    );
+    assert!(out.stderr.contains(&expected), "{}", out.stderr);
+    assert_eq!(app.connections(), 0, "{}", app.log());
+}
+
+#[test]
 fn an_agent_only_key_authenticates() {
     if !support::require("sshd") || !support::require("ssh-agent") || !support::require("ssh-add") {
         return;

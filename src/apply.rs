@@ -13,7 +13,7 @@ use crate::graph::{self, BuildOptions, ExecutionPlan};
 use crate::model::{self, Plan, TransportKind};
 use crate::report::Reporter;
 use crate::ssh_settings::Resolver;
-use crate::transport::{Connector, LocalTransport, Transport};
+use crate::transport::{Connector, LocalTransport, SshTarget, Transport};
 use crate::validate::{self, LoadedPlan};
 
 /// What the command line asked of `apply`.
@@ -59,6 +59,22 @@ pub fn apply(args: ApplyArgs) -> i32 {
         eprintln!("error: {message}; nothing was executed");
         return exit::INVALID_INPUT;
     }
+    // Before confirmation: a broken ssh config or jump spec is bad input, found while
+    // nothing has run, not a host that cannot be reached.
+    let targets = match resolve_targets(&loaded.plan, &exec) {
+        Ok(targets) => targets,
+        Err(failures) => {
+            eprintln!(
+                "error: cannot work out how to reach {} of {} hosts; nothing was executed",
+                failures.len(),
+                exec.hosts.len()
+            );
+            for (host, why) in failures {
+                eprintln!("  {host}: {why}");
+            }
+            return exit::INVALID_INPUT;
+        }
+    };
 
     if !args.dry_run {
         match confirm(&loaded, &exec, args.yes) {
@@ -81,10 +97,16 @@ pub fn apply(args: ApplyArgs) -> i32 {
             return exit::ROLLOUT_FAILED;
         }
     };
-    runtime.block_on(run(loaded, exec, balancers, args))
+    runtime.block_on(run(loaded, exec, targets, balancers, args))
 }
 
-async fn run(loaded: LoadedPlan, exec: Arc<ExecutionPlan>, balancers: Balancers, args: ApplyArgs) -> i32 {
+async fn run(
+    loaded: LoadedPlan,
+    exec: Arc<ExecutionPlan>,
+    targets: Vec<Option<SshTarget>>,
+    balancers: Balancers,
+    args: ApplyArgs,
+) -> i32 {
     let run_id = run_id();
     let state_dir = state_dir(&args.plan);
     let log_dir = state_dir.join("runs").join(&run_id);
@@ -98,7 +120,7 @@ async fn run(loaded: LoadedPlan, exec: Arc<ExecutionPlan>, balancers: Balancers,
     let transports = if args.dry_run {
         Transports { hosts: HashMap::new(), local: Arc::new(Transport::Local(LocalTransport::new())) }
     } else {
-        match connect_all(&loaded.plan, &exec).await {
+        match connect_all(&exec, targets).await {
             Ok(t) => t,
             Err(failures) => {
                 eprintln!(
@@ -149,27 +171,35 @@ async fn watch_interrupts(control: Control) {
     control.cancel.cancel();
 }
 
+/// How to reach each selected host, in `exec.hosts` order: `None` for a local one.
+fn resolve_targets(plan: &Plan, exec: &ExecutionPlan) -> Result<Vec<Option<SshTarget>>, Vec<(String, String)>> {
+    let mut resolver = Resolver::new();
+    let mut targets = Vec::with_capacity(exec.hosts.len());
+    let mut failures = Vec::new();
+    for host in &exec.hosts {
+        let server = &plan.servers[host.server];
+        match server.transport {
+            TransportKind::Local => targets.push(None),
+            TransportKind::Ssh => match resolver.resolve(plan, server) {
+                Ok(resolved) => targets.push(Some(resolved.target)),
+                Err(e) => failures.push((host.name.clone(), e)),
+            },
+        }
+    }
+    if failures.is_empty() { Ok(targets) } else { Err(failures) }
+}
+
 /// Opens one connection per selected host before anything changes: an unreachable host
 /// is found while every host is still in rotation.
-async fn connect_all(plan: &Plan, exec: &ExecutionPlan) -> Result<Transports, Vec<(String, String)>> {
+async fn connect_all(
+    exec: &ExecutionPlan,
+    targets: Vec<Option<SshTarget>>,
+) -> Result<Transports, Vec<(String, String)>> {
     let limit = Arc::new(tokio::sync::Semaphore::new(FAN_OUT));
     // Shared: every host behind one bastion goes through one connection to it.
     let connector = Arc::new(Connector::new());
-    let mut resolver = Resolver::new();
     let mut tasks = tokio::task::JoinSet::new();
-    let mut failures = Vec::new();
-    for (i, host) in exec.hosts.iter().enumerate() {
-        let server = &plan.servers[host.server];
-        let target = match server.transport {
-            TransportKind::Local => None,
-            TransportKind::Ssh => match resolver.resolve(plan, server) {
-                Ok(resolved) => Some(resolved.target),
-                Err(e) => {
-                    failures.push((host.name.clone(), e));
-                    continue;
-                }
-            },
-        };
+    for (i, (host, target)) in exec.hosts.iter().zip(targets).enumerate() {
         let limit = limit.clone();
         let connector = connector.clone();
         let name = host.name.clone();
@@ -182,6 +212,7 @@ async fn connect_all(plan: &Plan, exec: &ExecutionPlan) -> Result<Transports, Ve
             (i, name, transport)
         });
     }
+    let mut failures = Vec::new();
     let mut hosts = HashMap::new();
     while let Some(done) = tasks.join_next().await {
         match done {

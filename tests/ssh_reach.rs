@@ -174,6 +174,29 @@ rollout:
 }
 
 #[test]
+fn a_missing_ssh_config_is_bad_input_found_before_anything_runs() {
+    let dir = TempDir::new("reach-no-config");
+    let home = empty_home(&dir);
+    let plan = "version: 1
+application: shop
+ssh: { config_file: ./missing_config, jump: \"ops@bastion:22\" }
+servers: [{ host: app1, roles: [app] }]
+rollout: { select: { roles: [app] }, steps: [{ name: hello, run: \"true\" }] }
+";
+    let plan_path = dir.write("plan.yaml", plan);
+    let out = planrun_env(dir.path(), &["apply", "--yes", plan_path.to_str().unwrap()], &[("HOME", home.as_os_str())]);
+    assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.starts_with(
+            "error: cannot work out how to reach 1 of 1 hosts; nothing was executed\n  app1: cannot read the ssh config `./missing_config`: "
+        ),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("fix `ssh.config_file` or create the file"), "{}", out.stderr);
+}
+
+#[test]
 fn an_agent_only_key_authenticates() {
     if !support::require("sshd") || !support::require("ssh-agent") || !support::require("ssh-add") {
         return;

@@ -330,6 +330,11 @@ impl SshSession {
 
     pub async fn close(self) {
         let _ = self.handle.disconnect(Disconnect::ByApplication, "", "en").await;
+        // The last host behind a jump host closes the jump connection too, so its
+        // server sees an orderly goodbye rather than a dropped socket.
+        if let Some(via) = self.via.and_then(|via| Arc::try_unwrap(via).ok()) {
+            Box::pin(via.close()).await;
+        }
     }
 }
 

@@ -288,7 +288,7 @@ pub fn build(loaded: &LoadedPlan, options: &BuildOptions) -> Result<ExecutionPla
     for (name, value) in &plan.env {
         b.check_env_name("/env", name, "plan `env`");
         let pointer = format!("/env/{}", name.replace('~', "~0").replace('/', "~1"));
-        let field = b.field(pointer, "plan `env`".into(), value);
+        let field = b.field(pointer, "plan `env`".into(), &value.source());
         b.plan_env.push((name.clone(), field));
     }
     let skip_balancer = skips_balancer(loaded);
@@ -539,13 +539,13 @@ impl<'p> Builder<'p> {
         &mut self,
         at: &str,
         owner: &str,
-        env: &'p indexmap::IndexMap<String, String>,
+        env: &'p indexmap::IndexMap<String, crate::model::EnvValue>,
     ) -> Vec<(String, usize)> {
         let mut merged = self.plan_env.clone();
         for (name, value) in env {
             self.check_env_name(&format!("{at}/env"), name, owner);
             let pointer = format!("{at}/env/{}", name.replace('~', "~0").replace('/', "~1"));
-            let field = self.field(pointer, owner.to_string(), value);
+            let field = self.field(pointer, owner.to_string(), &value.source());
             match merged.iter_mut().find(|(n, _)| n == name) {
                 Some(slot) => slot.1 = field,
                 None => merged.push((name.clone(), field)),
@@ -558,7 +558,8 @@ impl<'p> Builder<'p> {
         let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
             && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !valid {
-            let span = self.root.span_at(at);
+            let key = format!("{at}/{}", name.replace('~', "~0").replace('/', "~1"));
+            let span = self.root.key_span(&key).unwrap_or_else(|| self.root.span_at(at));
             self.problems.push(
                 Problem::at(span, format!("{owner}: `{name}` is not a valid environment variable name"))
                     .label("invalid name")
@@ -1171,7 +1172,7 @@ after:
         let plan = r#"
 version: 1
 application: shop
-env: { A: "plan {{application}}", B: b }
+env: { A: "plan {{application}}", B: b, PORT: 8080 }
 servers: [{ host: 10.0.0.1, roles: [app] }]
 rollout:
   select: { roles: [app] }
@@ -1180,7 +1181,7 @@ rollout:
 "#;
         let built = build(&load(plan), &BuildOptions::default()).unwrap();
         let Action::Run { command } = &built.batches[0].hosts[0].steps[0].action else { panic!() };
-        assert_eq!(command, "sudo -n -u 'app' -- env A='10.0.0.1' B='b' restart");
+        assert_eq!(command, "sudo -n -u 'app' -- env A='10.0.0.1' B='b' PORT='8080' restart");
 
         let bad = plan.replace("run: \"restart\"", "wait: { sleep: 1s }").replace("A: \"{{host", "1A: \"{{host");
         let errors = build(&load(&bad), &BuildOptions::default()).unwrap_err();

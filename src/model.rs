@@ -52,7 +52,7 @@ pub struct Plan {
     /// usually refuse SSH `setenv`, so they travel in the command).
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
     #[schemars(example = env_example())]
-    pub env: IndexMap<String, String>,
+    pub env: IndexMap<String, EnvValue>,
 
     /// The servers of this environment, in the order the rollout visits them.
     #[schemars(length(min = 1), example = servers_example())]
@@ -594,14 +594,36 @@ pub struct Step {
     /// and `_`.
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
     #[schemars(example = env_example())]
-    pub env: IndexMap<String, String>,
+    pub env: IndexMap<String, EnvValue>,
+}
+
+/// The value of an environment variable: text, which is a template, or a number or
+/// boolean written bare in YAML (`PORT: 8080`), sent as written.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum EnvValue {
+    Text(String),
+    Number(serde_json::Number),
+    Bool(bool),
+}
+
+impl EnvValue {
+    /// The value as template source.
+    pub fn source(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            EnvValue::Text(text) => text.as_str().into(),
+            EnvValue::Number(n) => n.to_string().into(),
+            EnvValue::Bool(b) => b.to_string().into(),
+        }
+    }
 }
 
 /// How a step uses sudo.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(untagged)]
 pub enum Sudo {
-    /// `true`: as root; `false`: not at all.
+    /// `true` runs the command as root through `sudo -n`, `{ user: NAME }` as another
+    /// user; `false` does not use sudo.
     Enabled(bool),
     /// As this user.
     As(SudoUser),
@@ -627,8 +649,8 @@ impl Sudo {
     }
 }
 
-fn env_example() -> IndexMap<String, String> {
-    IndexMap::from([("RAILS_ENV".to_string(), "production".to_string())])
+fn env_example() -> IndexMap<String, EnvValue> {
+    IndexMap::from([("RAILS_ENV".to_string(), EnvValue::Text("production".to_string()))])
 }
 
 /// A condition on the host: every field given must match.

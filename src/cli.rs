@@ -220,6 +220,10 @@ fn validate_plans(plans: &[PathBuf], format: ValidateFormat, color: bool) -> i32
 }
 
 fn show_plan(path: &std::path::Path, format: PlanFormat, verbose: bool, args: &GraphArgs, color: bool) -> i32 {
+    if verbose && format != PlanFormat::Text {
+        eprintln!("error: `--verbose` adds the SSH settings to the text plan only; drop `--format` or `--verbose`");
+        return exit::INVALID_INPUT;
+    }
     let options = args.build_options();
     let built = validate::load_plan(path).and_then(|loaded| graph::build(&loaded, &options).map(|p| (loaded, p)));
     let (loaded, plan) = match built {

@@ -243,6 +243,35 @@ fn a_refused_key_lists_every_method_tried() {
 }
 
 #[test]
+fn an_encrypted_key_from_the_ssh_config_is_skipped_clearly_without_a_terminal() {
+    if !support::require("sshd") || !support::require("ssh-keygen") {
+        return;
+    }
+    let fleet = Fleet::start(1);
+    let dir = TempDir::new("reach-encrypted");
+    let home = empty_home(&dir);
+    let key = dir.path().join("encrypted_key");
+    let status = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "secret", "-f"])
+        .arg(&key)
+        .status()
+        .expect("ssh-keygen");
+    assert!(status.success());
+    let config = dir.write("ssh_config", format!("Host *\n  IdentityFile {}\n", key.display()));
+    let plan = direct_plan(&fleet, "", "[{ name: hello, run: \"true\" }]")
+        .replace("config_file: /dev/null", &format!("config_file: {}", config.display()));
+    let plan_path = dir.write("plan.yaml", plan);
+    // stdin is not a terminal (the helper gives the child /dev/null), so nobody can be asked.
+    let out = planrun_env(dir.path(), &["apply", "--yes", plan_path.to_str().unwrap()], &[("HOME", home.as_os_str())]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    let expected = format!(
+        "tried: `{key}` (skipped: key `{key}` is encrypted and there is no terminal to ask for its passphrase; load it into ssh-agent with `ssh-add {key}`",
+        key = key.display()
+    );
+    assert!(out.stderr.contains(&expected), "{}", out.stderr);
+}
+
+#[test]
 fn sudo_runs_what_sudoers_allows_and_explains_a_password_prompt() {
     if !support::require("sshd") || !support::require("sudo") || !support::require("useradd") {
         return;

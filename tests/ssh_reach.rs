@@ -420,3 +420,35 @@ fn run(tool: &str, args: &[&str]) {
     let out = Command::new(path).args(args).output().unwrap_or_else(|e| panic!("{tool}: {e}"));
     assert!(out.status.success(), "{tool} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// Wall time of `apply` for 20 hosts reached directly and through one bastion (one
+/// `true` step, all hosts in one batch). Run with `cargo test --test ssh_reach -- --ignored
+/// --nocapture`; it prints the times and checks only that both runs succeed.
+#[test]
+#[ignore]
+fn measure_direct_and_through_a_bastion() {
+    if !support::require("sshd") {
+        return;
+    }
+    const APPS: usize = 20;
+    let fleet = Fleet::start(APPS + 1);
+    let dir = TempDir::new("reach-measure");
+    let home = empty_home(&dir);
+    let servers: String = (2..=APPS + 1)
+        .map(|i| format!("  - {{ host: {}, name: app{i}, roles: [app] }}\n", fleet.host(i).addr))
+        .collect();
+    for (label, jump) in [("direct", String::new()), ("bastion", format!("  jump: {}:2222\n", fleet.host(1).addr))] {
+        let plan = format!(
+            "version: 1\napplication: shop\nssh:\n  port: 2222\n  identity_file: {key}\n  known_hosts: {known}\n  config_file: /dev/null\n{jump}servers:\n{servers}rollout:\n  select: {{ roles: [app] }}\n  batch_size: 100%\n  steps: [{{ name: hello, run: \"true\" }}]\n",
+            key = fleet.client_key.display(),
+            known = fleet.known_hosts.display(),
+        );
+        let plan_path = dir.write(&format!("{label}.yaml"), plan);
+        let started = std::time::Instant::now();
+        let out =
+            planrun_env(dir.path(), &["apply", "--yes", plan_path.to_str().unwrap()], &[("HOME", home.as_os_str())]);
+        let took = started.elapsed();
+        assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+        eprintln!("{label}: {APPS} hosts in {took:.2?}");
+    }
+}

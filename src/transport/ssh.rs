@@ -215,11 +215,6 @@ impl SshSession {
         Ok(channel.into_stream())
     }
 
-    /// The jump host this session goes through, if any.
-    pub fn via(&self) -> Option<&SshSession> {
-        self.via.as_deref()
-    }
-
     /// `user@host:port`.
     pub fn target(&self) -> &str {
         &self.target

@@ -584,7 +584,8 @@ pub struct Step {
     /// `{ user: NAME }` as another user. sudoers must allow it without a password. A
     /// simple command (no `;`, `&&`, pipes, redirections, `$`) is given to sudo as
     /// written, so a sudoers rule naming that command matches; anything else runs as
-    /// `sh -c '...'`, which sudoers must then allow.
+    /// `sh -c '...'`, and a step with `env` (the plan's too) through `env`, since sudo
+    /// clears the environment: sudoers must then allow `sh` or `env`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(example = &true)]
     pub sudo: Option<Sudo>,

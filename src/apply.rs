@@ -12,10 +12,11 @@ use crate::exit;
 use crate::graph::{self, BuildOptions, ExecutionPlan};
 use crate::journal;
 use crate::lock;
-use crate::model::{self, Plan, Server, TransportKind};
+use crate::model::{self, Plan, TransportKind};
 use crate::redact::Redactor;
 use crate::report::{Mode, Reporter, Verbosity};
-use crate::transport::{HostKeyChecking, LocalTransport, SshSession, SshTarget, Transport};
+use crate::ssh_settings::Resolver;
+use crate::transport::{Connector, LocalTransport, SshTarget, Transport};
 use crate::validate::{self, LoadedPlan};
 
 /// What the command line asked of `apply`.
@@ -77,6 +78,23 @@ pub fn apply(args: ApplyArgs) -> i32 {
         None
     };
 
+    // Before confirmation: a broken ssh config or jump spec is bad input, found while
+    // nothing has run, not a host that cannot be reached.
+    let targets = match resolve_targets(&loaded.plan, &exec) {
+        Ok(targets) => targets,
+        Err(failures) => {
+            eprintln!(
+                "error: cannot work out how to reach {} of {} hosts; nothing was executed",
+                failures.len(),
+                exec.hosts.len()
+            );
+            for (host, why) in failures {
+                eprintln!("  {host}: {why}");
+            }
+            return exit::INVALID_INPUT;
+        }
+    };
+
     if !args.dry_run {
         match confirm(&loaded, &exec, args.yes) {
             Ok(true) => {}
@@ -98,7 +116,7 @@ pub fn apply(args: ApplyArgs) -> i32 {
             return exit::ROLLOUT_FAILED;
         }
     };
-    runtime.block_on(run(loaded, Arc::new(exec), balancers, redactor, resume_of, args))
+    runtime.block_on(run(loaded, Arc::new(exec), targets, balancers, redactor, resume_of, args))
 }
 
 /// Leaves out of `exec` what the runs since the last fresh one completed; `Ok(None)` when
@@ -145,6 +163,7 @@ fn resume(args: &ApplyArgs, loaded: &LoadedPlan, exec: &mut ExecutionPlan) -> Re
 async fn run(
     loaded: LoadedPlan,
     exec: Arc<ExecutionPlan>,
+    targets: Vec<Option<SshTarget>>,
     balancers: Balancers,
     redactor: Redactor,
     resume_of: Option<String>,
@@ -161,7 +180,7 @@ async fn run(
     let (transports, lock) = if args.dry_run {
         (Transports { hosts: HashMap::new(), local: Arc::new(Transport::Local(LocalTransport::new())) }, None)
     } else {
-        let transports = match connect_all(&loaded.plan, &exec).await {
+        let transports = match connect_all(&exec, targets).await {
             Ok(t) => t,
             Err(failures) => {
                 eprintln!(
@@ -337,7 +356,8 @@ pub async fn lock_transport(
         return Ok(transports.local.clone());
     }
     let server = place.server.map(|s| &plan.servers[s]).ok_or("no lock host")?;
-    SshSession::connect(&ssh_target(plan, server)).await.map(|s| Arc::new(Transport::Ssh(s))).map_err(|e| e.to_string())
+    let target = Resolver::new().resolve(plan, server)?.target;
+    Connector::new().connect(&target).await.map(|s| Arc::new(Transport::Ssh(s))).map_err(|e| e.to_string())
 }
 
 /// The journal names plans by file name: plans in one folder share `.planrun/`.
@@ -359,27 +379,49 @@ async fn watch_interrupts(control: Control) {
     control.cancel.cancel();
 }
 
+/// How to reach each selected host, in `exec.hosts` order: `None` for a local one.
+fn resolve_targets(plan: &Plan, exec: &ExecutionPlan) -> Result<Vec<Option<SshTarget>>, Vec<(String, String)>> {
+    let mut resolver = Resolver::new();
+    let mut targets = Vec::with_capacity(exec.hosts.len());
+    let mut failures = Vec::new();
+    for host in &exec.hosts {
+        let server = &plan.servers[host.server];
+        match server.transport {
+            TransportKind::Local => targets.push(None),
+            TransportKind::Ssh => match resolver.resolve(plan, server) {
+                Ok(resolved) => targets.push(Some(resolved.target)),
+                Err(e) => failures.push((host.name.clone(), e)),
+            },
+        }
+    }
+    if failures.is_empty() { Ok(targets) } else { Err(failures) }
+}
+
 /// Opens one connection per selected host before anything changes: an unreachable host
 /// is found while every host is still in rotation.
-async fn connect_all(plan: &Plan, exec: &ExecutionPlan) -> Result<Transports, Vec<(String, String)>> {
+async fn connect_all(
+    exec: &ExecutionPlan,
+    targets: Vec<Option<SshTarget>>,
+) -> Result<Transports, Vec<(String, String)>> {
     let limit = Arc::new(tokio::sync::Semaphore::new(FAN_OUT));
+    // Shared: every host behind one bastion goes through one connection to it.
+    let connector = Arc::new(Connector::new());
     let mut tasks = tokio::task::JoinSet::new();
-    for (i, host) in exec.hosts.iter().enumerate() {
-        let server = plan.servers[host.server].clone();
-        let target = ssh_target(plan, &server);
+    for (i, (host, target)) in exec.hosts.iter().zip(targets).enumerate() {
         let limit = limit.clone();
+        let connector = connector.clone();
         let name = host.name.clone();
         tasks.spawn(async move {
             let _permit = limit.acquire_owned().await;
-            let transport = match server.transport {
-                TransportKind::Local => Ok(Transport::Local(LocalTransport::new())),
-                TransportKind::Ssh => SshSession::connect(&target).await.map(Transport::Ssh).map_err(|e| e.to_string()),
+            let transport = match target {
+                None => Ok(Transport::Local(LocalTransport::new())),
+                Some(target) => connector.connect(&target).await.map(Transport::Ssh).map_err(|e| e.to_string()),
             };
             (i, name, transport)
         });
     }
-    let mut hosts = HashMap::new();
     let mut failures = Vec::new();
+    let mut hosts = HashMap::new();
     while let Some(done) = tasks.join_next().await {
         match done {
             Ok((i, _, Ok(t))) => {
@@ -394,41 +436,6 @@ async fn connect_all(plan: &Plan, exec: &ExecutionPlan) -> Result<Transports, Ve
     } else {
         failures.sort();
         Err(failures)
-    }
-}
-
-/// The server's SSH settings over the plan's, over OpenSSH's defaults.
-pub fn ssh_target(plan: &Plan, server: &Server) -> SshTarget {
-    let own = server.ssh.clone().unwrap_or_default();
-    let all = &plan.ssh;
-    let user = own.user.or_else(|| all.user.clone()).unwrap_or_else(lock::current_user);
-    let mut target = SshTarget::new(server.host.clone(), user);
-    if let Some(port) = own.port.or(all.port) {
-        target.port = port;
-    }
-    if let Some(file) = own.identity_file.as_ref().or(all.identity_file.as_ref()) {
-        target.identity_file = Some(expand_home(file));
-    }
-    if let Some(file) = own.known_hosts.as_ref().or(all.known_hosts.as_ref()) {
-        target.known_hosts = expand_home(file);
-    }
-    if let Some(policy) = own.host_key_checking.or(all.host_key_checking) {
-        target.host_key_checking = match policy {
-            model::HostKeyChecking::Strict => HostKeyChecking::Strict,
-            model::HostKeyChecking::AcceptNew => HostKeyChecking::AcceptNew,
-            model::HostKeyChecking::Off => HostKeyChecking::Off,
-        };
-    }
-    if let Some(t) = own.connect_timeout.or(all.connect_timeout) {
-        target.connect_timeout = t.get();
-    }
-    target
-}
-
-fn expand_home(path: &str) -> PathBuf {
-    match path.strip_prefix("~/") {
-        Some(rest) => std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default().join(rest),
-        None => PathBuf::from(path),
     }
 }
 

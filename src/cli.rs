@@ -189,6 +189,10 @@ pub enum Command {
         plan: PathBuf,
         #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
         format: PlanFormat,
+        /// Also show, for each host, the SSH settings planrun will use and where each
+        /// came from (server, plan, ssh config or default). Text format only.
+        #[arg(long, short)]
+        verbose: bool,
         #[command(flatten)]
         graph: GraphArgs,
     },
@@ -226,7 +230,7 @@ pub fn run(cli: Cli) -> i32 {
     }
     match cli.command {
         Command::Validate { plans, format } => validate_plans(&plans, format, color),
-        Command::Plan { plan, format, graph } => show_plan(&plan, format, &graph, color),
+        Command::Plan { plan, format, verbose, graph } => show_plan(&plan, format, verbose, &graph, color),
         Command::Schema { output } => write_schema(output),
         Command::Apply { plan, yes, dry_run, resume, force, output, quiet, verbose, graph } => {
             let verbosity = match (quiet, verbose) {
@@ -292,7 +296,11 @@ fn validate_plans(plans: &[PathBuf], format: ValidateFormat, color: bool) -> i32
     if failed { exit::INVALID_INPUT } else { exit::SUCCESS }
 }
 
-fn show_plan(path: &std::path::Path, format: PlanFormat, args: &GraphArgs, color: bool) -> i32 {
+fn show_plan(path: &std::path::Path, format: PlanFormat, verbose: bool, args: &GraphArgs, color: bool) -> i32 {
+    if verbose && format != PlanFormat::Text {
+        eprintln!("error: `--verbose` adds the SSH settings to the text plan only; drop `--format` or `--verbose`");
+        return exit::INVALID_INPUT;
+    }
     let options = args.build_options();
     let built = validate::load_plan(path).and_then(|loaded| graph::build(&loaded, &options).map(|p| (loaded, p)));
     let (loaded, plan) = match built {
@@ -310,6 +318,9 @@ fn show_plan(path: &std::path::Path, format: PlanFormat, args: &GraphArgs, color
     };
     let mut out = BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
     let written = match format {
+        PlanFormat::Text if verbose => {
+            preview::text(&mut out, &plan, &about).and_then(|()| preview::ssh_settings(&mut out, &loaded.plan, &plan))
+        }
         PlanFormat::Text => preview::text(&mut out, &plan, &about),
         PlanFormat::Json => preview::json(&mut out, &plan, &about),
         PlanFormat::Dot => preview::dot(&mut out, &plan, &about),

@@ -340,7 +340,14 @@ pub fn build(loaded: &LoadedPlan, options: &BuildOptions) -> Result<ExecutionPla
         balancer_fields: HashMap::new(),
         ctx: TemplateContext::new(&plan.application, vars, hosts.len()),
         problems: Vec::new(),
+        plan_env: Vec::new(),
     };
+    for (name, value) in &plan.env {
+        b.check_env_name("/env", name, "plan `env`");
+        let pointer = format!("/env/{}", name.replace('~', "~0").replace('/', "~1"));
+        let field = b.field(pointer, "plan `env`".into(), &value.source());
+        b.plan_env.push((name.clone(), field));
+    }
     let skip_balancer = skips_balancer(loaded);
     let before = b.compile_list(Phase::Before, "/before", &plan.before, false);
     let rollout = b.compile_list(Phase::Rollout, "/rollout/steps", &plan.rollout.steps, skip_balancer);
@@ -378,6 +385,61 @@ pub fn build(loaded: &LoadedPlan, options: &BuildOptions) -> Result<ExecutionPla
         ExecutionPlan { application: plan.application.clone(), hosts, before, batches, after, graph: DiGraph::new() };
     execution.graph = dag(&execution);
     Ok(execution)
+}
+
+/// `command` as sent: with `env` exported, and through `sudo -n` when `sudo` is set
+/// (`Some(None)` for root). Values are shell-quoted, so they arrive as written.
+///
+/// Variables travel in the command because sshd refuses SSH `setenv` for all but a few
+/// names by default (`AcceptEnv`). Under sudo they go through `env` after it, since
+/// sudo resets the environment. A simple command is handed to sudo as written, so a
+/// sudoers rule naming it matches; anything the shell must interpret runs as `sh -c`.
+pub fn wrap_command(command: &str, env: &[(String, String)], sudo: Option<Option<&str>>) -> String {
+    let assignments: Vec<String> =
+        env.iter().map(|(name, value)| format!("{name}={}", template::shell_quote(value))).collect();
+    let Some(user) = sudo else {
+        if assignments.is_empty() {
+            return command.to_string();
+        }
+        // `export …;` rather than `NAME=v command`: a prefix assignment reaches only the
+        // first command of `a && b`.
+        return format!("export {}; {command}", assignments.join(" "));
+    };
+    let mut out = String::from("sudo -n");
+    if let Some(user) = user {
+        out.push_str(" -u ");
+        out.push_str(&template::shell_quote(user));
+    }
+    out.push_str(" --");
+    if !assignments.is_empty() {
+        out.push_str(" env ");
+        out.push_str(&assignments.join(" "));
+    }
+    if is_simple_command(command) {
+        out.push(' ');
+        out.push_str(command.trim());
+    } else {
+        out.push_str(" sh -c ");
+        out.push_str(&template::shell_quote(command));
+    }
+    out
+}
+
+/// Whether `command` is one program with arguments, which sudo can run itself: no
+/// operators, redirections, expansions or line breaks, no leading assignment, and not
+/// a shell builtin or keyword (sudo cannot run `cd` or `if`).
+fn is_simple_command(command: &str) -> bool {
+    const BUILTINS: &[&str] = &[
+        ".", ":", "alias", "break", "case", "cd", "command", "continue", "eval", "exec", "exit", "export", "for", "if",
+        "read", "readonly", "return", "set", "shift", "source", "trap", "ulimit", "umask", "unset", "until", "wait",
+        "while", "!", "{",
+    ];
+    let command = command.trim();
+    let first = command.split_whitespace().next().unwrap_or_default();
+    !command.is_empty()
+        && !command.contains([';', '&', '|', '<', '>', '(', ')', '$', '`', '\n', '\r', '{', '}'])
+        && !first.contains('=')
+        && !BUILTINS.contains(&first)
 }
 
 /// `name`, or `host` when the server has none.
@@ -505,9 +567,18 @@ struct Failure {
     last: Option<String>,
 }
 
+/// A `run` or `local` command with what wraps it: exported variables, sudo.
+struct CompiledCommand {
+    command: usize,
+    /// Names with their value fields, the step's over the plan's.
+    env: Vec<(String, usize)>,
+    /// `Some(None)`: sudo as root; `Some(Some(user))`: as that user.
+    sudo: Option<Option<String>>,
+}
+
 enum Compiled {
-    Run(usize),
-    Local(usize),
+    Run(CompiledCommand),
+    Local(CompiledCommand),
     Balancer { balancer: String, action: BalancerAction, node: usize, wait_up: bool },
     Wait { check: CompiledCheck, successes: u32, interval: Duration, timeout: Duration, stable_for: Option<Duration> },
 }
@@ -538,9 +609,96 @@ struct Builder<'p> {
     balancer_fields: HashMap<(String, &'static str), Vec<usize>>,
     ctx: TemplateContext,
     problems: Vec<Problem>,
+    /// The plan's `env`, compiled once for every step.
+    plan_env: Vec<(String, usize)>,
 }
 
 impl<'p> Builder<'p> {
+    /// The env of a `run`/`local` step: the plan's, with the step's over it by name.
+    fn compile_env(
+        &mut self,
+        at: &str,
+        owner: &str,
+        env: &'p indexmap::IndexMap<String, crate::model::EnvValue>,
+    ) -> Vec<(String, usize)> {
+        let mut merged = self.plan_env.clone();
+        for (name, value) in env {
+            self.check_env_name(&format!("{at}/env"), name, owner);
+            let pointer = format!("{at}/env/{}", name.replace('~', "~0").replace('/', "~1"));
+            let field = self.field(pointer, owner.to_string(), &value.source());
+            match merged.iter_mut().find(|(n, _)| n == name) {
+                Some(slot) => slot.1 = field,
+                None => merged.push((name.clone(), field)),
+            }
+        }
+        merged
+    }
+
+    fn check_env_name(&mut self, at: &str, name: &str, owner: &str) {
+        let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            let key = format!("{at}/{}", name.replace('~', "~0").replace('/', "~1"));
+            let span = self.root.key_span(&key).unwrap_or_else(|| self.root.span_at(at));
+            self.problems.push(
+                Problem::at(span, format!("{owner}: `{name}` is not a valid environment variable name"))
+                    .label("invalid name")
+                    .help("use letters, digits and `_`, not starting with a digit: `RAILS_ENV`"),
+            );
+        }
+    }
+
+    /// `sudo` and `env` only mean something for commands; elsewhere they would be
+    /// silently ignored, so they are refused.
+    fn refuse_wrapping(&mut self, at: &str, owner: &str, step: &Step) {
+        if step.sudo.as_ref().is_some_and(|s| s.user().is_some()) {
+            let span = self.root.span_at(&format!("{at}/sudo"));
+            self.problems.push(
+                Problem::at(span, format!("{owner}: `sudo` applies to `run` steps only"))
+                    .label("not a `run` step")
+                    .help("remove `sudo`, or make this a `run` step"),
+            );
+        }
+        if !step.env.is_empty() {
+            let span = self.root.span_at(&format!("{at}/env"));
+            self.problems.push(
+                Problem::at(span, format!("{owner}: `env` applies to `run` and `local` steps only"))
+                    .label("not a command step")
+                    .help("remove `env`, or move it to the step that runs the command"),
+            );
+        }
+    }
+
+    fn command(
+        &mut self,
+        at: &str,
+        owner: String,
+        step: &'p Step,
+        source: &str,
+        field: &str,
+        sudo_ok: bool,
+    ) -> CompiledCommand {
+        let command = self.field(format!("{at}/{field}"), owner.clone(), source);
+        let env = self.compile_env(at, &owner, &step.env);
+        let sudo = step.sudo.as_ref().and_then(|s| s.user()).map(|u| u.map(str::to_string));
+        if sudo.is_some() && !sudo_ok {
+            let span = self.root.span_at(&format!("{at}/sudo"));
+            self.problems.push(
+                Problem::at(span, format!("{owner}: `sudo` applies to `run` steps only")).label("a `local` step").help(
+                    "a `local` step runs on the machine running planrun; put `sudo` in its command if it needs it",
+                ),
+            );
+        }
+        CompiledCommand { command, env, sudo }
+    }
+
+    fn render_command(&mut self, c: &CompiledCommand, host: Option<&str>) -> String {
+        let command = self.render(c.command, host);
+        let env: Vec<(String, String)> =
+            c.env.iter().map(|(name, field)| (name.clone(), self.render(*field, host))).collect();
+        wrap_command(&command, &env, c.sudo.as_ref().map(|u| u.as_deref()))
+    }
+
     fn field(&mut self, pointer: String, owner: String, source: &str) -> usize {
         let id = match self.templates.compile(source) {
             Ok(id) => Some(id),
@@ -573,10 +731,13 @@ impl<'p> Builder<'p> {
             let at = format!("{list}/{index}");
             let owner = format!("step `{}`", step.name);
             let step_timeout = step.timeout.map(|t| t.get());
+            if step.run.is_none() && step.local.is_none() {
+                self.refuse_wrapping(&at, &owner, step);
+            }
             let (what, timeout) = if let Some(command) = &step.run {
-                (Compiled::Run(self.field(format!("{at}/run"), owner, command)), step_timeout)
+                (Compiled::Run(self.command(&at, owner, step, command, "run", true)), step_timeout)
             } else if let Some(command) = &step.local {
-                (Compiled::Local(self.field(format!("{at}/local"), owner, command)), step_timeout)
+                (Compiled::Local(self.command(&at, owner, step, command, "local", false)), step_timeout)
             } else if let Some(b) = &step.balancer {
                 let node = self.field(format!("{at}/balancer/node"), owner, &b.node);
                 let wait_up = b.action == BalancerAction::Accept && b.wait_up.unwrap_or(true);
@@ -685,8 +846,8 @@ impl<'p> Builder<'p> {
     fn instance(&mut self, c: &CompiledStep<'p>, host: Option<usize>, hosts: &[HostRef]) -> StepInstance {
         let name = host.map(|h| hosts[h].name.as_str());
         let action = match &c.what {
-            Compiled::Run(f) => Action::Run { command: self.render(*f, name) },
-            Compiled::Local(f) => Action::Local { command: self.render(*f, name) },
+            Compiled::Run(c) => Action::Run { command: self.render_command(c, name) },
+            Compiled::Local(c) => Action::Local { command: self.render_command(c, name) },
             Compiled::Balancer { balancer, action, node, wait_up } => {
                 let node = self.render(*node, name);
                 let (command, request) = self.balancer_call(balancer, action.as_str(), &node, name);
@@ -1087,6 +1248,47 @@ after:
         let Action::Wait(wait) = &plan.instance(StepRef::Rollout(0, 1, 1)).action else { panic!() };
         assert!(matches!(&wait.check, Check::Tcp { address } if address == "10.0.0.2:80"));
         assert_eq!((wait.timeout, wait.interval, wait.successes), (DEFAULT_WAIT_TIMEOUT, DEFAULT_WAIT_INTERVAL, 1));
+    }
+
+    #[test]
+    fn sudo_and_env_wrap_the_command_with_quoted_values() {
+        let env =
+            |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
+        assert_eq!(wrap_command("make", &[], None), "make");
+        assert_eq!(
+            wrap_command("cd /app && make", &env(&[("A", "it's"), ("B", "$HOME")]), None),
+            r"export A='it'\''s' B='$HOME'; cd /app && make"
+        );
+        assert_eq!(wrap_command("systemctl restart app", &[], Some(None)), "sudo -n -- systemctl restart app");
+        assert_eq!(
+            wrap_command("cd /app && make", &env(&[("A", "1")]), Some(Some("app"))),
+            "sudo -n -u 'app' -- env A='1' sh -c 'cd /app && make'"
+        );
+        assert_eq!(wrap_command("cd /app", &[], Some(None)), "sudo -n -- sh -c 'cd /app'");
+        assert_eq!(wrap_command("X=1 make", &[], Some(None)), "sudo -n -- sh -c 'X=1 make'");
+    }
+
+    #[test]
+    fn step_env_overrides_plan_env_and_sudo_is_for_run_steps() {
+        let plan = r#"
+version: 1
+application: shop
+env: { A: "plan {{application}}", B: b, PORT: 8080 }
+servers: [{ host: 10.0.0.1, roles: [app] }]
+rollout:
+  select: { roles: [app] }
+  steps:
+    - { name: restart, run: "restart", env: { A: "{{host.address}}" }, sudo: { user: app } }
+"#;
+        let built = build(&load(plan), &BuildOptions::default()).unwrap();
+        let Action::Run { command } = &built.batches[0].hosts[0].steps[0].action else { panic!() };
+        assert_eq!(command, "sudo -n -u 'app' -- env A='10.0.0.1' B='b' PORT='8080' restart");
+
+        let bad = plan.replace("run: \"restart\"", "wait: { sleep: 1s }").replace("A: \"{{host", "1A: \"{{host");
+        let errors = build(&load(&bad), &BuildOptions::default()).unwrap_err();
+        let messages: Vec<&str> = errors.problems.iter().map(|p| p.message.as_str()).collect();
+        assert!(messages.contains(&"step `restart`: `sudo` applies to `run` steps only"), "{messages:?}");
+        assert!(messages.contains(&"step `restart`: `env` applies to `run` and `local` steps only"), "{messages:?}");
     }
 
     #[test]

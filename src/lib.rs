@@ -21,6 +21,7 @@ pub mod redact;
 pub mod report;
 pub mod schema;
 pub mod select;
+pub mod ssh_settings;
 pub mod status;
 pub mod template;
 pub mod transport;

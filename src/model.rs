@@ -47,6 +47,13 @@ pub struct Plan {
     #[serde(default)]
     pub ssh: SshSettings,
 
+    /// Environment variables for every `run` and `local` command; a step's own `env`
+    /// overrides them by name. Values are templates, shell-quoted when sent (servers
+    /// usually refuse SSH `setenv`, so they travel in the command).
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    #[schemars(example = env_example())]
+    pub env: IndexMap<String, EnvValue>,
+
     /// The servers of this environment, in the order the rollout visits them.
     #[schemars(length(min = 1), example = servers_example())]
     pub servers: Vec<Server>,
@@ -93,8 +100,9 @@ pub struct SshSettings {
     #[schemars(range(min = 1, max = 65535), example = 22)]
     pub port: Option<u16>,
 
-    /// Private key to authenticate with. Without it planrun uses the ssh-agent, then
-    /// `~/.ssh/id_ed25519` and `~/.ssh/id_rsa`.
+    /// Private key to authenticate with; when set, the only key offered. Without it
+    /// planrun offers the ssh-agent's keys, then the ssh config's `IdentityFile`s (or
+    /// `~/.ssh/id_ed25519` and `~/.ssh/id_rsa`), as `ssh` does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(example = &"~/.ssh/id_ed25519")]
     pub identity_file: Option<String>,
@@ -116,6 +124,42 @@ pub struct SshSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(example = &"10s")]
     pub connect_timeout: Option<HumanDuration>,
+
+    /// Jump hosts to reach the server through, as `[user@]host[:port]`: one, or a list
+    /// for a chain (the first is connected to first). Each jump host is looked up in the
+    /// ssh config like a server, and its host key is checked the same way; its user and
+    /// port are the spec's, else the ssh config's, else the plan's. Defaults to the
+    /// `ProxyJump` of the ssh config, if any; `none` connects directly even so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(example = &"deploy@bastion.example.com:22")]
+    pub jump: Option<Jump>,
+
+    /// An OpenSSH client config file consulted for every setting the plan does not give
+    /// (`Host` aliases and patterns, `HostName`, `User`, `Port`, `IdentityFile`,
+    /// `IdentitiesOnly`, `ProxyJump`, `UserKnownHostsFile`, `StrictHostKeyChecking`,
+    /// `ConnectTimeout`). Defaults to `~/.ssh/config` when it exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(example = &"~/.ssh/config")]
+    pub config_file: Option<String>,
+}
+
+/// One jump host, or a chain of them.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Jump {
+    /// `[user@]host[:port]`.
+    One(#[schemars(length(min = 1))] String),
+    /// A chain, first hop first.
+    Chain(#[schemars(length(min = 1))] Vec<String>),
+}
+
+impl Jump {
+    pub fn hops(&self) -> Vec<&str> {
+        match self {
+            Jump::One(hop) => vec![hop.as_str()],
+            Jump::Chain(hops) => hops.iter().map(String::as_str).collect(),
+        }
+    }
 }
 
 /// Host key verification policy.
@@ -559,6 +603,79 @@ pub struct Step {
     #[serde(default)]
     #[schemars(example = false)]
     pub continue_on_error: bool,
+
+    /// Runs the `run` command through `sudo -n` (never prompting): `true` as root, or
+    /// `{ user: NAME }` as another user. sudoers must allow it without a password. A
+    /// simple command (no `;`, `&&`, pipes, redirections, `$`) is given to sudo as
+    /// written, so a sudoers rule naming that command matches; anything else runs as
+    /// `sh -c '...'`, and a step with `env` (the plan's too) through `env`, since sudo
+    /// clears the environment: sudoers must then allow `sh` or `env`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(example = &true)]
+    pub sudo: Option<Sudo>,
+
+    /// Environment variables for this step's `run` or `local` command, over the plan's
+    /// `env`. Values are templates, shell-quoted when sent; names are letters, digits
+    /// and `_`.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    #[schemars(example = env_example())]
+    pub env: IndexMap<String, EnvValue>,
+}
+
+/// The value of an environment variable: text, which is a template, or a number or
+/// boolean written bare in YAML (`PORT: 8080`), sent as written.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum EnvValue {
+    Text(String),
+    Number(serde_json::Number),
+    Bool(bool),
+}
+
+impl EnvValue {
+    /// The value as template source.
+    pub fn source(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            EnvValue::Text(text) => text.as_str().into(),
+            EnvValue::Number(n) => n.to_string().into(),
+            EnvValue::Bool(b) => b.to_string().into(),
+        }
+    }
+}
+
+/// How a step uses sudo.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Sudo {
+    /// `true` runs the command as root through `sudo -n`, `{ user: NAME }` as another
+    /// user; `false` does not use sudo.
+    Enabled(bool),
+    /// As this user.
+    As(SudoUser),
+}
+
+/// The user a sudo step runs as.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SudoUser {
+    /// The user to run the command as (`sudo -u`).
+    #[schemars(length(min = 1), example = &"app")]
+    pub user: String,
+}
+
+impl Sudo {
+    /// `Some(None)` for root, `Some(Some(user))` for another user, `None` for no sudo.
+    pub fn user(&self) -> Option<Option<&str>> {
+        match self {
+            Sudo::Enabled(false) => None,
+            Sudo::Enabled(true) => Some(None),
+            Sudo::As(u) => Some(Some(&u.user)),
+        }
+    }
+}
+
+fn env_example() -> IndexMap<String, EnvValue> {
+    IndexMap::from([("RAILS_ENV".to_string(), EnvValue::Text("production".to_string()))])
 }
 
 /// A condition on the host: every field given must match.

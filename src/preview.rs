@@ -13,7 +13,8 @@ use serde::Serialize;
 use crate::graph::{
     Action, Batch, Check, DEFAULT_STEP_TIMEOUT, ExecutionPlan, GraphNode, HostRef, StepInstance, StepRef, WaitCheck,
 };
-use crate::model::BatchSize;
+use crate::model::{BatchSize, Plan, TransportKind};
+use crate::ssh_settings::{Resolved, Resolver};
 
 /// The version of the JSON shape; bumped only when a field changes meaning or goes away.
 pub const JSON_VERSION: u32 = 1;
@@ -137,6 +138,40 @@ pub fn text(out: &mut impl Write, plan: &ExecutionPlan, about: &About) -> io::Re
         for s in &plan.after {
             line(out, s)?;
         }
+    }
+    Ok(())
+}
+
+/// `plan --verbose`: for each SSH host, the settings planrun will connect with and
+/// where each came from, jump hosts included. Reads the ssh config; connects nowhere.
+pub fn ssh_settings(out: &mut impl Write, plan: &Plan, exec: &ExecutionPlan) -> io::Result<()> {
+    writeln!(out, "\nssh settings (value, then where it comes from):")?;
+    let mut resolver = Resolver::new();
+    for host in &exec.hosts {
+        let server = &plan.servers[host.server];
+        if server.transport == TransportKind::Local {
+            writeln!(out, "  {}: local transport, no ssh", host.name)?;
+            continue;
+        }
+        match resolver.resolve(plan, server) {
+            Ok(resolved) => {
+                writeln!(out, "  {} ({}):", host.name, resolved.target.display_name())?;
+                settings_lines(out, &resolved, "    ")?;
+                for (i, jump) in resolved.jumps.iter().enumerate() {
+                    writeln!(out, "    jump host {} ({}):", i + 1, jump.target.display_name())?;
+                    settings_lines(out, jump, "      ")?;
+                }
+            }
+            Err(e) => writeln!(out, "  {}: error: {e}", host.name)?,
+        }
+    }
+    Ok(())
+}
+
+fn settings_lines(out: &mut impl Write, resolved: &Resolved, indent: &str) -> io::Result<()> {
+    let width = resolved.settings.iter().map(|s| s.value.chars().count()).max().unwrap_or(0).min(48);
+    for s in &resolved.settings {
+        writeln!(out, "{indent}{:17}  {:width$}  {}", s.name, s.value, s.source)?;
     }
     Ok(())
 }

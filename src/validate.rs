@@ -271,6 +271,30 @@ fn check_semantics(plan: &Plan, root: &Node) -> (Selection, Vec<Problem>) {
     for (list, steps) in [("/before", &plan.before), ("/rollout/steps", &plan.rollout.steps), ("/after", &plan.after)] {
         check_steps(plan, list, steps, root, &mut problems);
     }
+
+    // Jump specs are checked here, at their position, rather than at connect time.
+    let ssh_settings = std::iter::once(("/ssh".to_string(), Some(&plan.ssh)))
+        .chain(plan.servers.iter().enumerate().map(|(i, s)| (format!("/servers/{i}/ssh"), s.ssh.as_ref())));
+    for (at, settings) in ssh_settings {
+        let Some(jump) = settings.and_then(|s| s.jump.as_ref()) else { continue };
+        for (k, hop) in jump.hops().into_iter().enumerate() {
+            if hop.eq_ignore_ascii_case("none") && jump.hops().len() == 1 {
+                continue;
+            }
+            if let Err(why) = crate::ssh_settings::parse_hop(hop) {
+                let pointer = match jump {
+                    crate::model::Jump::One(_) => format!("{at}/jump"),
+                    crate::model::Jump::Chain(_) => format!("{at}/jump/{k}"),
+                };
+                let (message, help) = why.split_once("; ").unwrap_or((&why, "write `[user@]host[:port]`"));
+                problems.push(
+                    Problem::at(span(&pointer), format!("jump host `{hop}`: {message}"))
+                        .label("invalid jump host")
+                        .help(help.to_string()),
+                );
+            }
+        }
+    }
     (selection, problems)
 }
 

@@ -247,6 +247,7 @@ fn bad_arguments_are_refused_with_exit_2() {
         (&["--var", "=x"][..], "is not a variable name"),
         (&["--limit", "nosuch"][..], "`--limit` names `nosuch`, which is not a server of this plan"),
         (&["--limit", "db1"][..], "`--limit` names `db1`, which the rollout does not select"),
+        (&["--verbose", "--format", "json"][..], "`--verbose` adds the SSH settings to the text plan only"),
     ] {
         let mut all = vec!["plan", "plans/production.yaml"];
         all.extend_from_slice(args);

@@ -299,7 +299,7 @@ async fn wrong_client_key_lists_what_was_tried() {
     let fleet = Fleet::start(1);
     let stranger = fleet.generate_key("stranger_key");
     let mut target = fleet.target(1);
-    target.identity_file = Some(stranger.clone());
+    target.identity_files = vec![stranger.clone()];
     let err = SshSession::connect(&target).await.expect_err("an unauthorized key must fail");
     let message = err.to_string();
     assert!(matches!(err, TransportError::AuthFailed { .. }), "{err:?}");
@@ -329,7 +329,7 @@ async fn encrypted_key_without_terminal_says_how_to_fix() {
         .expect("ssh-keygen");
     assert!(status.success());
     let mut target = fleet.target(1);
-    target.identity_file = Some(key.clone());
+    target.identity_files = vec![key.clone()];
     let err = SshSession::connect(&target).await.expect_err("encrypted");
     assert!(matches!(err, TransportError::KeyEncrypted { .. }), "{err:?}");
     assert!(err.to_string().contains(&format!("ssh-add {}", key.display())), "{err}");

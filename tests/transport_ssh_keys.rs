@@ -35,7 +35,8 @@ fn agent_keys_then_default_keys() {
     }
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let mut target = fleet.target(1);
-    target.identity_file = None;
+    target.identity_files = Vec::new();
+    target.identities_only = false;
 
     // An empty agent and no default keys: the message says so.
     let err = runtime.block_on(SshSession::connect(&target)).expect_err("no usable key");

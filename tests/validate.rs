@@ -366,3 +366,43 @@ fn a_megabyte_long_line_is_refused_without_drawing_it() {
     let out = validate_text("long.yaml", &text);
     assert_refused(&out, "the line is too long to show");
 }
+
+#[test]
+fn jump_hosts_env_names_and_sudo_are_checked_at_their_position() {
+    let plan = "\
+version: 1
+application: shop
+env: { 1BAD: x, PORT: 8080 }
+ssh: { jump: [ops@bastion, \"gate:ssh\"] }
+servers:
+  - { host: 10.0.0.2, roles: [app], ssh: { jump: \"@inner\" } }
+rollout:
+  select: { roles: [app] }
+  steps:
+    - { name: pause, wait: { sleep: 1s }, sudo: true }
+";
+    let out = validate_text("reach.yaml", plan);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert_eq!(
+        error_lines(&out.stderr),
+        [
+            "error: reach.yaml:4:28: jump host `gate:ssh`: `ssh` is not a port (1 to 65535)",
+            "error: reach.yaml:6:50: jump host `@inner`: the user before `@` is empty",
+        ],
+        "{}",
+        out.stderr
+    );
+
+    // With the jump hosts fixed, the steps' problems come next.
+    let out = validate_text("reach.yaml", &plan.replace("gate:ssh", "gate:22").replace("@inner", "inner"));
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert_eq!(
+        error_lines(&out.stderr),
+        [
+            "error: reach.yaml:3:8: plan `env`: `1BAD` is not a valid environment variable name",
+            "error: reach.yaml:10:49: step `pause`: `sudo` applies to `run` steps only",
+        ],
+        "{}",
+        out.stderr
+    );
+}

@@ -180,6 +180,10 @@ pub(crate) async fn exec(transport: &Transport, command: &str, timeout: Duration
     }
     match result {
         Ok(exit) if exit.success() => Attempt { exit_code: exit.code, result: Ok(()) },
+        Ok(exit) if exit.code == Some(1) && output.sudo_wants_password() => Attempt {
+            exit_code: exit.code,
+            result: Err(sudo_password_error(output.host.as_deref(), transport.target(), command)),
+        },
         Ok(exit) => Attempt {
             exit_code: exit.code,
             result: Err(match (exit.code, &exit.signal) {
@@ -190,6 +194,28 @@ pub(crate) async fn exec(transport: &Transport, command: &str, timeout: Duration
         },
         Err(e) => Attempt { exit_code: None, result: Err(e.to_string()) },
     }
+}
+
+/// `sudo -n` exits 1 with this when the sudoers rule that matches wants a password.
+const SUDO_PASSWORD: &str = "sudo: a password is required";
+
+/// What to do when sudo wants a password: planrun cannot type one, sudoers must change.
+fn sudo_password_error(host: Option<&str>, target: &str, command: &str) -> String {
+    let (user, address) = target.split_once('@').unwrap_or(("USER", target));
+    let host = host.unwrap_or(address);
+    // The command as `graph::wrap_command` wrote it: `sudo -n [-u 'U'] -- PROGRAM ...`.
+    let rest = command.strip_prefix("sudo -n ").unwrap_or(command);
+    let (runas, rest) = match rest.strip_prefix("-u '").and_then(|r| r.split_once("' ")) {
+        Some((runas, rest)) => (runas, rest),
+        None => ("root", rest),
+    };
+    let program = rest.strip_prefix("-- ").unwrap_or(rest).split_whitespace().next().unwrap_or("COMMAND");
+    format!(
+        "sudo on `{host}` wants a password for `{command}`; planrun runs sudo with `-n` and cannot type one. \
+         help: let `{user}` run it without a password with a sudoers drop-in such as \
+         `{user} ALL=({runas}) NOPASSWD: /full/path/of/{program}` in `/etc/sudoers.d/planrun` \
+         (`command -v {program}` on the host gives the path; check the file with `visudo -c`)"
+    )
 }
 
 /// The output of one step: forwarded as events, the last lines kept for the summary.
@@ -222,6 +248,10 @@ impl Output {
     /// A line planrun itself says about the step (a failed check, a balancer answer).
     pub fn note(&mut self, text: String) {
         self.line(OutputLine { stream: Stream::Stderr, line: text });
+    }
+
+    fn sudo_wants_password(&self) -> bool {
+        self.last.iter().any(|line| line.contains(SUDO_PASSWORD))
     }
 
     fn last_lines(&self) -> Vec<String> {

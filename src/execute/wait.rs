@@ -71,7 +71,12 @@ async fn check_once(ctx: &Arc<Ctx>, check: &Check, host: Option<&Transport>) -> 
     match check {
         Check::Sleep { .. } => Ok(()),
         Check::Http { url, status } => {
-            let response = ctx.http.get(url).send().await.map_err(|e| format!("GET {url}: {}", crate::balancer::error_chain(&e)))?;
+            let response = ctx
+                .http
+                .get(url)
+                .send()
+                .await
+                .map_err(|e| format!("GET {url}: {}", crate::balancer::error_chain(&e)))?;
             let got = response.status().as_u16();
             if got == *status { Ok(()) } else { Err(format!("GET {url} answered {got}, expected {status}")) }
         }
@@ -101,7 +106,6 @@ async fn check_once(ctx: &Arc<Ctx>, check: &Check, host: Option<&Transport>) -> 
         }
     }
 }
-
 
 pub fn describe(w: &WaitCheck) -> String {
     let what = match &w.check {

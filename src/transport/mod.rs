@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
 
 pub use local::LocalTransport;
-pub use ssh::{HostKeyChecking, SshSession, SshTarget};
+pub use ssh::{Connector, HostKeyChecking, SshSession, SshTarget};
 
 /// Which output stream of a command a line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +78,9 @@ pub enum TransportError {
     )]
     ConnectTimeout { target: String, after: Duration },
 
+    #[error("cannot reach `{target}` through jump host `{jump}`: {reason}")]
+    Jump { target: String, jump: String, reason: String },
+
     #[error("ssh handshake with `{target}` failed: {reason}")]
     Handshake { target: String, reason: String },
 
@@ -99,8 +102,8 @@ pub enum TransportError {
     KnownHosts { target: String, path: PathBuf, reason: String },
 
     #[error(
-        "authentication to `{target}` failed; tried: {}; the server accepts: {}. add one of these public keys to `~/.ssh/authorized_keys` of `{target}`, set `identity_file`, or load the right key into ssh-agent",
-        if tried.is_empty() { "no keys (no `identity_file`, no ssh-agent, no `~/.ssh/id_ed25519` or `~/.ssh/id_rsa`)".to_string() } else { tried.join(", ") },
+        "authentication to `{target}` failed; tried: {}; the server accepts: {}. add one of these public keys to `~/.ssh/authorized_keys` of `{target}`, set `identity_file` (or `IdentityFile` in the ssh config), or load the right key into ssh-agent",
+        if tried.is_empty() { "no keys (no ssh-agent, no `identity_file`, no `~/.ssh/id_ed25519` or `~/.ssh/id_rsa`)".to_string() } else { tried.join(", ") },
         if accepted.is_empty() { "nothing more (it may have closed the connection after too many attempts)".to_string() } else { accepted.join(", ") }
     )]
     AuthFailed { target: String, tried: Vec<String>, accepted: Vec<String> },

@@ -51,13 +51,20 @@ pub struct SshTarget {
     pub host: String,
     pub port: u16,
     pub user: String,
-    /// When set, only this key is offered (like `IdentitiesOnly yes`).
-    pub identity_file: Option<PathBuf>,
+    /// Keys offered after the agent's, in order. Empty: `~/.ssh/id_ed25519`, then
+    /// `~/.ssh/id_rsa`, where they exist.
+    pub identity_files: Vec<PathBuf>,
+    /// Only `identity_files` are offered, not the agent's keys (`IdentitiesOnly yes`):
+    /// an agent holding many keys would otherwise use up the server's `MaxAuthTries`.
+    pub identities_only: bool,
     pub known_hosts: PathBuf,
     pub host_key_checking: HostKeyChecking,
-    /// Applies to the TCP connect plus the SSH handshake, and to each authentication
-    /// exchange (not to a passphrase prompt).
+    /// Applies to the TCP connect (or the jump host's channel) plus the SSH handshake,
+    /// and to each authentication exchange (not to a passphrase prompt).
     pub connect_timeout: Duration,
+    /// The host this one is reached through, by a `direct-tcpip` channel of its
+    /// connection; it may itself sit behind another.
+    pub jump: Option<Box<SshTarget>>,
 }
 
 impl SshTarget {
@@ -68,10 +75,12 @@ impl SshTarget {
             host: host.into(),
             port: 22,
             user: user.into(),
-            identity_file: None,
+            identity_files: Vec::new(),
+            identities_only: false,
             known_hosts: home_dir().join(".ssh").join("known_hosts"),
             host_key_checking: HostKeyChecking::Strict,
             connect_timeout: Duration::from_secs(10),
+            jump: None,
         }
     }
 
@@ -97,6 +106,8 @@ pub struct SshSession {
     // Shared with the kill that a cancelled `exec` leaves behind (see `RemoteOutput`).
     handle: Arc<Handle<HostKeyVerifier>>,
     target: String,
+    // The jump host's connection carries this one: it must live as long as this does.
+    via: Option<Arc<SshSession>>,
 }
 
 impl std::fmt::Debug for SshSession {
@@ -105,8 +116,58 @@ impl std::fmt::Debug for SshSession {
     }
 }
 
+/// A jump host's connection, or why it could not be opened (shared by every host
+/// behind it, so the error is kept as text).
+type JumpCell = Arc<tokio::sync::OnceCell<Result<Arc<SshSession>, String>>>;
+
+/// Opens SSH connections for a run: one connection per jump host, shared by all the
+/// hosts behind it, however many connect at once.
+#[derive(Default)]
+pub struct Connector {
+    jumps: tokio::sync::Mutex<HashMap<String, JumpCell>>,
+}
+
+impl Connector {
+    pub fn new() -> Self {
+        Connector::default()
+    }
+
+    /// Connects to `target`, through its jump hosts if it has any.
+    pub async fn connect(&self, target: &SshTarget) -> Result<SshSession, TransportError> {
+        let via = match &target.jump {
+            Some(jump) => Some(self.jump(jump).await.map_err(|reason| TransportError::Jump {
+                target: target.display_name(),
+                jump: jump.display_name(),
+                reason,
+            })?),
+            None => None,
+        };
+        SshSession::open(target, via).await
+    }
+
+    /// Boxed: a jump host may itself be behind a jump host.
+    fn jump<'a>(
+        &'a self,
+        jump: &'a SshTarget,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Arc<SshSession>, String>> + Send + 'a>> {
+        Box::pin(async move {
+            // Keyed by every setting, not the name alone: two plans' worth of settings
+            // for one bastion (another user, another key) are two connections.
+            let cell = self.jumps.lock().await.entry(format!("{jump:?}")).or_default().clone();
+            cell.get_or_init(|| async { self.connect(jump).await.map(Arc::new).map_err(|e| e.to_string()) })
+                .await
+                .clone()
+        })
+    }
+}
+
 impl SshSession {
+    /// Connects to `target` on its own, opening its jump hosts' connections too.
     pub async fn connect(target: &SshTarget) -> Result<SshSession, TransportError> {
+        Connector::new().connect(target).await
+    }
+
+    async fn open(target: &SshTarget, via: Option<Arc<SshSession>>) -> Result<SshSession, TransportError> {
         let name = target.display_name();
         let verifier = HostKeyVerifier {
             target: name.clone(),
@@ -117,15 +178,41 @@ impl SshSession {
             mode: target.host_key_checking,
         };
         let handshake = async {
-            let stream = open_tcp(target, &name).await?;
-            client::connect_stream(client_config(), stream, verifier).await.map_err(|e| handshake_error(e, &name))
+            match &via {
+                Some(jump) => {
+                    let stream = jump.direct_tcpip(&target.host, target.port).await?;
+                    client::connect_stream(client_config(), stream, verifier).await
+                }
+                None => {
+                    let stream = open_tcp(target, &name).await?;
+                    client::connect_stream(client_config(), stream, verifier).await
+                }
+            }
+            .map_err(|e| handshake_error(e, &name))
         };
         let mut handle = tokio::time::timeout(target.connect_timeout, handshake)
             .await
             .map_err(|_| TransportError::ConnectTimeout { target: name.clone(), after: target.connect_timeout })??;
 
         authenticate(&mut handle, target, &name).await?;
-        Ok(SshSession { handle: Arc::new(handle), target: name })
+        Ok(SshSession { handle: Arc::new(handle), target: name, via })
+    }
+
+    /// A byte stream to `host:port` as seen from this server (`ssh -J`'s way): the
+    /// server connects, so `host` may be a private address only it can reach.
+    async fn direct_tcpip(&self, host: &str, port: u16) -> Result<russh::ChannelStream<Msg>, TransportError> {
+        let channel = self.handle.channel_open_direct_tcpip(host, u32::from(port), "127.0.0.1", 0).await.map_err(
+            |e| match e {
+                russh::Error::ChannelOpenFailure(reason) => TransportError::Channel {
+                    target: self.target.clone(),
+                    reason: format!(
+                        "the jump host refused to forward to `{host}:{port}` ({reason:?}); is `AllowTcpForwarding` on there, and can it reach that address?"
+                    ),
+                },
+                other => self.channel_error(other),
+            },
+        )?;
+        Ok(channel.into_stream())
     }
 
     /// `user@host:port`.
@@ -238,6 +325,11 @@ impl SshSession {
 
     pub async fn close(self) {
         let _ = self.handle.disconnect(Disconnect::ByApplication, "", "en").await;
+        // The last host behind a jump host closes the jump connection too, so its
+        // server sees an orderly goodbye rather than a dropped socket.
+        if let Some(via) = self.via.and_then(|via| Arc::try_unwrap(via).ok()) {
+            Box::pin(via.close()).await;
+        }
     }
 }
 
@@ -427,6 +519,8 @@ impl client::Handler for HostKeyVerifier {
 struct AuthLog {
     tried: Vec<String>,
     accepted: Vec<String>,
+    /// Keys already offered, by `key_description`.
+    offered: std::collections::HashSet<String>,
 }
 
 impl AuthLog {
@@ -443,28 +537,34 @@ async fn authenticate(
     target: &SshTarget,
     name: &str,
 ) -> Result<(), TransportError> {
+    // OpenSSH's order: the agent's keys, then the identity files (those the agent
+    // already offered are not offered twice).
     let mut log = AuthLog::default();
-    if let Some(path) = &target.identity_file {
-        let key = load_identity(path).await?;
-        if try_key(handle, target, name, path, key, &mut log).await? {
-            return Ok(());
-        }
-    } else {
-        if try_agent(handle, target, name, &mut log).await? {
-            return Ok(());
-        }
-        for path in default_identity_files() {
-            if !path.exists() {
-                continue;
+    if !target.identities_only && try_agent(handle, target, name, &mut log).await? {
+        return Ok(());
+    }
+    let explicit = !target.identity_files.is_empty();
+    let files = if explicit { target.identity_files.clone() } else { default_identity_files() };
+    // The plan's one key: when it cannot be used, that is the answer, not a line of a list.
+    let sole = explicit && target.identities_only && files.len() == 1;
+    for path in files {
+        if !sole && !path.exists() {
+            if explicit {
+                log.tried.push(format!("`{}` (skipped: the file does not exist)", path.display()));
             }
-            match load_identity(&path).await {
-                Ok(key) => {
-                    if try_key(handle, target, name, &path, key, &mut log).await? {
-                        return Ok(());
-                    }
+            continue;
+        }
+        match load_identity(&path).await {
+            Ok(key) => {
+                if log.offered.contains(&key_description(key.public_key())) {
+                    continue;
                 }
-                Err(e) => log.tried.push(format!("`{}` (skipped: {e})", path.display())),
+                if try_key(handle, target, name, &path, key, &mut log).await? {
+                    return Ok(());
+                }
             }
+            Err(e) if sole => return Err(e),
+            Err(e) => log.tried.push(format!("`{}` (skipped: {e})", path.display())),
         }
     }
     Err(TransportError::AuthFailed { target: name.to_string(), tried: log.tried, accepted: log.accepted })
@@ -483,6 +583,7 @@ async fn try_key(
     key: Arc<PrivateKey>,
     log: &mut AuthLog,
 ) -> Result<bool, TransportError> {
+    log.offered.insert(key_description(key.public_key()));
     let what = format!("`{}` ({})", path.display(), key_description(key.public_key()));
     let hash = rsa_hash(handle, &key.public_key().clone()).await;
     let attempt = handle.authenticate_publickey(&target.user, PrivateKeyWithHashAlg::new(key, hash));
@@ -533,6 +634,7 @@ async fn try_agent(
         let AgentIdentity::PublicKey { key, comment } = identity else {
             continue;
         };
+        log.offered.insert(key_description(&key));
         let what = format!("ssh-agent key `{comment}` ({})", key_description(&key));
         let hash = rsa_hash(handle, &key).await;
         let attempt = handle.authenticate_publickey_with(&target.user, key, hash, &mut agent);

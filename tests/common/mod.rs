@@ -15,19 +15,19 @@ pub fn planrun(args: &[&str]) -> Output {
 }
 
 pub fn planrun_in(dir: &Path, args: &[&str]) -> Output {
-    planrun_env(dir, args, &[])
+    planrun_env::<&str>(dir, args, &[])
 }
 
-/// `planrun_in` with extra environment variables (a balancer's token).
-pub fn planrun_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_planrun"))
-        .args(args)
-        .envs(env.iter().copied())
-        .current_dir(dir)
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .output()
-        .expect("planrun runs");
+/// Runs planrun with these environment variables (a balancer's token, `HOME`) set for it alone, so tests that point
+/// `HOME` or `SSH_AUTH_SOCK` elsewhere do not race the other tests of their binary. The
+/// caller's ssh-agent is never inherited: a test says which agent it means.
+pub fn planrun_env<V: AsRef<std::ffi::OsStr>>(dir: &Path, args: &[&str], env: &[(&str, V)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_planrun"));
+    command.args(args).current_dir(dir).env("NO_COLOR", "1").env_remove("SSH_AUTH_SOCK").stdin(Stdio::null());
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let out = command.output().expect("planrun runs");
     Output {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -41,7 +41,8 @@ pub struct Host {
     pub port: u16,
     /// The host's app directory: empty, for the test's own files.
     pub dir: PathBuf,
-    /// sshd's log (`LogLevel VERBOSE`): connections, authentications, sessions.
+    /// sshd's log (`LogLevel VERBOSE`, or `DEBUG1` when asked): connections,
+    /// authentications, sessions.
     pub log_path: PathBuf,
     /// The host's public key line (`ssh-ed25519 AAAA… host-i`).
     pub host_public_key: String,
@@ -82,10 +83,16 @@ impl Fleet {
     /// start: tests cannot do anything useful without their fleet. Call
     /// [`super::require`]`("sshd")` first to skip cleanly where sshd is missing.
     pub fn start(n: usize) -> Fleet {
+        Fleet::start_with_debug(n, &[])
+    }
+
+    /// Like [`Fleet::start`], with `LogLevel DEBUG1` on the hosts listed (1-based): their
+    /// logs then show channel requests, such as the `direct-tcpip` a jump host serves.
+    pub fn start_with_debug(n: usize, debug: &[usize]) -> Fleet {
         assert!((1..=254).contains(&n), "a fleet has 1 to 254 hosts, not {n}");
         let mut last_error = String::new();
         for _ in 0..8 {
-            match Fleet::try_start(n, next_block()) {
+            match Fleet::try_start(n, next_block(), debug) {
                 Ok(fleet) => return fleet,
                 Err(StartError::AddressInUse(e)) => last_error = e,
                 Err(StartError::Other(e)) => panic!("cannot start the test fleet: {e}"),
@@ -117,10 +124,12 @@ impl Fleet {
             host: host.addr.clone(),
             port: host.port,
             user: self.user.clone(),
-            identity_file: Some(self.client_key.clone()),
+            identity_files: vec![self.client_key.clone()],
+            identities_only: true,
             known_hosts: self.known_hosts.clone(),
             host_key_checking: HostKeyChecking::Strict,
             connect_timeout: Duration::from_secs(5),
+            jump: None,
         }
     }
 
@@ -132,7 +141,7 @@ impl Fleet {
         path
     }
 
-    fn try_start(n: usize, (x, y): (u8, u8)) -> Result<Fleet, StartError> {
+    fn try_start(n: usize, (x, y): (u8, u8), debug: &[usize]) -> Result<Fleet, StartError> {
         let sshd_bin = find_tool("sshd")
             .ok_or_else(|| StartError::Other("`sshd` is not installed (apt-get install -y openssh-server)".into()))?;
         ensure_privsep_dir().map_err(StartError::Other)?;
@@ -169,7 +178,8 @@ impl Fleet {
             let config = sshd_dir.join("sshd_config");
             let pid_file = sshd_dir.join("sshd.pid");
             let log_path = sshd_dir.join("sshd.log");
-            fs::write(&config, sshd_config(&addr, &host_key, &pid_file, &authorized))
+            let level = if debug.contains(&index) { "DEBUG1" } else { "VERBOSE" };
+            fs::write(&config, sshd_config(&addr, &host_key, &pid_file, &authorized, level))
                 .map_err(|e| StartError::Other(format!("cannot write sshd_config: {e}")))?;
             let stderr = fs::File::create(sshd_dir.join("sshd.stderr"))
                 .map_err(|e| StartError::Other(format!("cannot create sshd.stderr: {e}")))?;
@@ -254,7 +264,7 @@ fn next_block() -> (u8, u8) {
     ((11 + block / 256) as u8, (block % 256) as u8)
 }
 
-fn sshd_config(addr: &str, host_key: &Path, pid_file: &Path, authorized: &Path) -> String {
+fn sshd_config(addr: &str, host_key: &Path, pid_file: &Path, authorized: &Path, log_level: &str) -> String {
     format!(
         "\
 ListenAddress {addr}:{SSH_PORT}
@@ -268,7 +278,7 @@ PermitRootLogin prohibit-password
 PubkeyAuthentication yes
 PasswordAuthentication no
 KbdInteractiveAuthentication no
-LogLevel VERBOSE
+LogLevel {log_level}
 # the default sntrup761 exchange costs ~0.1 s of CPU per connection here
 KexAlgorithms curve25519-sha256,curve25519-sha256@libssh.org
 # bash skips ~/.bashrc (and its slow pyenv init) when SHLVL says it is nested

@@ -51,6 +51,8 @@ fn package_of(tool: &str) -> Option<&'static str> {
         "haproxy" => "haproxy",
         "wrk" => "wrk",
         "curl" => "curl",
+        "sudo" | "visudo" => "sudo",
+        "useradd" | "usermod" | "userdel" => "passwd",
         _ => return None,
     })
 }

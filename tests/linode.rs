@@ -212,7 +212,7 @@ fn pre_flight_counts_a_node_linode_already_rejects() {
     dir.write("plan.yaml", plan(&dir, &api.url, "NodebalancerConfiguration", 80, ""));
     let out = apply(&dir, TOKEN, &[]);
     assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
-    assert!(out.stdout.contains("app3 (127.0.55.3:80): OUT of rotation (mode reject, status UP)"), "{}", out.stdout);
+    assert!(out.stderr.contains("app3 (127.0.55.3:80): OUT of rotation (mode reject, status UP)"), "{}", out.stderr);
     assert!(out.stderr.contains("because app3 (127.0.55.3:80) is already out of rotation or down"), "{}", out.stderr);
     assert!(api.changes().is_empty());
 

@@ -261,7 +261,7 @@ fn confirm(loaded: &LoadedPlan, exec: &ExecutionPlan, yes: bool) -> Result<bool,
     let _ = write!(
         stderr,
         "apply {} to {} host{} of `{}` in {} batch{}? [y/N] ",
-        loaded.source.display_name(),
+        loaded.source().display_name(),
         exec.hosts.len(),
         if exec.hosts.len() == 1 { "" } else { "s" },
         exec.application,

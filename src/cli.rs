@@ -225,7 +225,7 @@ fn show_plan(path: &std::path::Path, format: PlanFormat, args: &GraphArgs, color
             return exit::INVALID_INPUT;
         }
     };
-    let path = loaded.source.display_name();
+    let path = loaded.source().display_name();
     let about = preview::About {
         path: &path,
         batch_size: options.batch_size.as_ref().unwrap_or(&loaded.plan.rollout.batch_size),
@@ -258,7 +258,7 @@ pub fn report(errors: &PlanErrors, color: bool) {
     let _ = writeln!(
         stderr,
         "{}: {count} {} found; nothing was executed",
-        errors.source.display_name(),
+        errors.source().display_name(),
         if count == 1 { "problem" } else { "problems" }
     );
 }

@@ -15,8 +15,21 @@ use crate::diagnostic::{Problem, backticked_list, did_you_mean};
 use crate::model::Plan;
 use crate::yaml::Node;
 
-/// The schema as editors and `planrun schema` see it.
+/// The schema as editors and `planrun schema` see it: the plan's schema, except that
+/// `servers` is not required at the top level. Editors check one file at a time, and a base
+/// plan (the steps, shared by the plans that `extends` it) has no servers: flagging every
+/// base as broken would teach people to ignore the editor. planrun itself checks the
+/// merged plan against `strict_schema`, where `servers` is required.
 pub fn plan_schema() -> Value {
+    let mut value = strict_schema();
+    if let Some(Value::Array(required)) = value.get_mut("required") {
+        required.retain(|name| name != "servers");
+    }
+    value
+}
+
+/// The schema every merged plan must pass, exactly as the types generate it.
+fn strict_schema() -> Value {
     let schema = schemars::schema_for!(Plan);
     let mut value = schema.to_value();
     if let Some(obj) = value.as_object_mut() {
@@ -40,7 +53,7 @@ struct Compiled {
 fn compiled() -> &'static Compiled {
     static COMPILED: OnceLock<Compiled> = OnceLock::new();
     COMPILED.get_or_init(|| {
-        let schema = plan_schema();
+        let schema = strict_schema();
         // The schema is generated from our own types; failing to compile it is a bug in
         // planrun, not a problem with anyone's plan.
         let validator = jsonschema::validator_for(&schema).expect("the generated plan schema compiles");

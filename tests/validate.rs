@@ -345,6 +345,8 @@ fn garbage_never_panics() {
     let plan = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/plans/production.yaml")).unwrap();
     let bytes = plan.as_bytes();
     let dir = TempDir::new("garbage");
+    // The plan extends the base: variants are merged over the real one.
+    dir.write("base.yaml", std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/plans/base.yaml")).unwrap());
     for (i, cut) in (0..bytes.len()).step_by(97).enumerate() {
         let mut variant = bytes[..cut].to_vec();
         if i % 2 == 1 && !variant.is_empty() {

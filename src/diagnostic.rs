@@ -176,6 +176,7 @@ impl PlanErrors {
         self.problems
             .iter()
             .map(|p| JsonProblem {
+                plan: self.source().display_name(),
                 file: self.file(p.span).display_name(),
                 line: p.span.map(|s| s.line),
                 column: p.span.map(|s| s.column),
@@ -197,6 +198,9 @@ fn line_len(text: &str, offset: usize) -> usize {
 /// The stable JSON shape of one problem.
 #[derive(Debug, Serialize)]
 pub struct JsonProblem {
+    /// The plan being checked when the problem was found.
+    pub plan: String,
+    /// The file the problem is in: the plan, or a base it extends.
     pub file: String,
     pub line: Option<usize>,
     pub column: Option<usize>,

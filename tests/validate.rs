@@ -328,8 +328,18 @@ fn an_empty_file_is_refused() {
 fn a_directory_or_a_missing_path_is_refused() {
     let dir = TempDir::new("paths");
     std::fs::create_dir(dir.0.join("plans")).unwrap();
-    assert_refused(&planrun_in(dir.path(), &["validate", "plans"]), "`plans` is a directory, not a plan file");
-    assert_refused(&planrun_in(dir.path(), &["validate", "nope.yaml"]), "`nope.yaml` does not exist");
+    assert_refused(
+        &planrun_in(dir.path(), &["validate", "plans"]),
+        "error: plans: the folder `plans` holds no plan file (`*.yaml`)",
+    );
+    assert_refused(
+        &planrun_in(dir.path(), &["apply", "plans"]),
+        "error: plans: `plans` is a directory, not a plan file",
+    );
+    assert_refused(
+        &planrun_in(dir.path(), &["validate", "nope.yaml"]),
+        "error: nope.yaml: the plan file `nope.yaml` does not exist",
+    );
 }
 
 #[test]

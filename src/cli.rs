@@ -433,6 +433,9 @@ fn write_man(output: Option<PathBuf>) -> i32 {
             let place =
                 output.map_or("the manual page".to_string(), |d| format!("the manual pages into `{}`", d.display()));
             eprintln!("error: cannot write {place}: {e}");
+            eprintln!(
+                "  help: check that the folder exists and is writable, or leave out `--output` to print the page"
+            );
             exit::INVALID_INPUT
         }
     }
@@ -463,6 +466,7 @@ fn write_schema(output: Option<PathBuf>) -> i32 {
             Ok(()) => exit::SUCCESS,
             Err(e) => {
                 eprintln!("error: cannot write `{}`: {e}", path.display());
+                eprintln!("  help: check that the folder exists and is writable, or leave out `--output` to print it");
                 exit::INVALID_INPUT
             }
         },

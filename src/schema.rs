@@ -208,7 +208,11 @@ fn translate(schema: &Value, error: &ValidationError<'_>, root: &Node, out: &mut
             );
         }
         ValidationErrorKind::MinLength { .. } => {
-            out.push(Problem::at(span, format!("{place} must not be empty")).label("empty"));
+            out.push(
+                Problem::at(span, format!("{place} must not be empty"))
+                    .label("empty")
+                    .help(example_help(schema, here).unwrap_or_else(|| "write a value, or remove the field".into())),
+            );
         }
         ValidationErrorKind::MinItems { limit } => {
             let what = if *limit == 1 { "at least one entry".to_string() } else { format!("at least {limit} entries") };
@@ -219,7 +223,13 @@ fn translate(schema: &Value, error: &ValidationError<'_>, root: &Node, out: &mut
             );
         }
         _ => {
-            out.push(Problem::at(span, format!("{place}: {error}")).label("here"));
+            // A keyword planrun's own types do not generate today: say what jsonschema says,
+            // and where the field is documented.
+            out.push(
+                Problem::at(span, format!("{place}: {}", lowercase_first(&error.to_string())))
+                    .label("here")
+                    .help("see the field's description in `schemas/plan.schema.json`, or hover it in your editor"),
+            );
         }
     }
 }
@@ -425,6 +435,11 @@ fn first_line_span(root: &Node) -> crate::yaml::Span {
     let mut s = root.span;
     s.len = s.len.min(1);
     s
+}
+
+fn lowercase_first(text: &str) -> String {
+    let mut chars = text.chars();
+    chars.next().map_or_else(String::new, |c| c.to_lowercase().chain(chars).collect())
 }
 
 fn type_name(t: &str) -> &'static str {

@@ -134,7 +134,7 @@ fn extend(root: Node, files: &mut Vec<Arc<SourceFile>>) -> Result<Node, Box<Prob
         let path = referrer.parent().unwrap_or(Path::new("")).join(name);
         if bases.len() >= MAX_EXTENDS {
             return Err(Box::new(
-                Problem::at(at, format!("the plan extends more than {MAX_EXTENDS} bases in a chain"))
+                Problem::at(at, format!("the chain of `extends` is longer than {MAX_EXTENDS} bases"))
                     .label("one base too many")
                     .help("merge some of these bases into one: each plan should need one or two"),
             ));
@@ -303,6 +303,15 @@ fn load_problem(e: &yaml::LoadError) -> Problem {
         )
         .label("invalid byte")
         .help("save the file as UTF-8"),
+        E::InvalidMerge { span } => Problem::at(*span, "a `<<` merge key takes a map or a list of maps")
+            .label("not a map")
+            .help("merge an anchored map, such as `<<: *defaults`"),
+        E::UnsupportedTag { tag, span } => Problem::at(*span, format!("the tag `{tag}` is not supported"))
+            .label("unsupported tag")
+            .help("remove it: a plan needs plain values, and allows only core tags such as `!!str`"),
+        E::TagMismatch { tag, span } => Problem::at(*span, format!("the value does not match its tag `{tag}`"))
+            .label(format!("not a `{tag}`"))
+            .help("fix the value, or remove the tag"),
         E::Empty => Problem::whole_file("the plan is empty")
             .help("start from `planrun init`, or write at least `version`, `application`, `servers` and `rollout`"),
         #[allow(unreachable_patterns)]
@@ -361,7 +370,7 @@ fn check_semantics(plan: &Plan, root: &Node) -> (Selection, Vec<Problem>) {
     let selection = select::select(plan);
     if selection.hosts.is_empty() && !role_error {
         problems.push(
-            Problem::at(span("/rollout/select"), "the rollout selects no server")
+            Problem::at(span("/rollout/select"), "`rollout.select` matches no server")
                 .label("matches nothing")
                 .help("every server with these roles is excluded; loosen `exclude` or add servers"),
         );

@@ -172,7 +172,7 @@ fn a_chain_100_deep_stops_at_the_limit() {
     }
     dir.write("p100.yaml", BASE);
     let out = planrun_in(dir.path(), &["validate", "p0.yaml"]);
-    assert_eq!(refused(&out), ["error: p16.yaml:1:10: the plan extends more than 16 bases in a chain"]);
+    assert_eq!(refused(&out), ["error: p16.yaml:1:10: the chain of `extends` is longer than 16 bases"]);
 }
 
 #[test]

@@ -228,7 +228,7 @@ fn a_reject_without_a_later_accept_is_refused() {
 fn an_empty_selection_is_refused() {
     let text = BASE.replace("select: { roles: [app] }", "select: { roles: [app], exclude: { primary: false } }");
     let (error, _) = single_error(&text);
-    assert_eq!(error, "error: p.yaml:7:11: the rollout selects no server");
+    assert_eq!(error, "error: p.yaml:7:11: `rollout.select` matches no server");
 }
 
 #[test]
@@ -340,6 +340,18 @@ fn a_directory_or_a_missing_path_is_refused() {
         &planrun_in(dir.path(), &["validate", "nope.yaml"]),
         "error: nope.yaml: the plan file `nope.yaml` does not exist",
     );
+}
+
+#[test]
+fn yaml_merge_keys_and_tags_are_refused_at_their_position() {
+    let (error, stderr) = single_error("version: 1\nanchor: &a 1\nssh:\n  <<: *a\n");
+    assert_eq!(error, "error: p.yaml:4:7: a `<<` merge key takes a map or a list of maps");
+    assert!(stderr.contains("help: merge an anchored map, such as `<<: *defaults`"), "{stderr}");
+    let (error, stderr) = single_error("version: !custom 1\n");
+    assert_eq!(error, "error: p.yaml:1:10: the tag `!custom` is not supported");
+    assert!(stderr.contains("help: remove it"), "{stderr}");
+    let (error, _) = single_error("version: !!int one\n");
+    assert_eq!(error, "error: p.yaml:1:10: the value does not match its tag `!!int`");
 }
 
 #[test]

@@ -277,6 +277,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn each_problem_is_drawn_from_its_own_file() {
+        let plan = Arc::new(SourceFile { path: "prod.yaml".into(), text: "extends: base.yaml\nname: b\n".into() });
+        let base = Arc::new(SourceFile { path: "base.yaml".into(), text: "version: 1\nname: a\n".into() });
+        let in_base = Span { file: 1, offset: 11, len: 4, line: 2, column: 1 };
+        let in_plan = Span { file: 0, offset: 19, len: 4, line: 2, column: 1 };
+        let errors = PlanErrors::in_files(
+            vec![plan, base],
+            vec![
+                Problem::at(in_base, "in the base").help("fix the base"),
+                Problem::at(in_plan, "in the plan").related(in_base, "first here").related(in_plan, "and here"),
+            ],
+        );
+        let text = errors.render(false);
+        assert!(text.contains("error: base.yaml:2:1: in the base\n"), "{text}");
+        assert!(text.contains("╭─[base.yaml:2:1]") && text.contains("2 │ name: a"), "{text}");
+        assert!(text.contains("error: prod.yaml:2:1: in the plan\n"), "{text}");
+        assert!(text.contains("2 │ name: b"), "{text}");
+        // A related place in another file cannot be drawn in this snippet: it is named.
+        assert!(text.contains("  note: base.yaml:2:1: first here\n"), "{text}");
+        assert!(!text.contains("note: prod.yaml"), "{text}");
+        let json = errors.to_json();
+        assert_eq!((json[0].file.as_str(), json[0].plan.as_str()), ("base.yaml", "prod.yaml"));
+        assert_eq!(json[1].file, "prod.yaml");
+    }
+
+    #[test]
     fn suggests_close_names_only() {
         assert_eq!(did_you_mean("optons", ["options", "roles", "host"]), Some("options"));
         assert_eq!(did_you_mean("privte_ip", ["private_ip"]), Some("private_ip"));

@@ -137,7 +137,7 @@ fn resume(args: &ApplyArgs, loaded: &LoadedPlan, exec: &mut ExecutionPlan) -> Re
             campaign.last_run
         ));
     }
-    let hash = journal::plan_hash(&loaded.source.text);
+    let hash = journal::plan_hash(&loaded);
     if hash != campaign.plan_hash {
         if !args.force {
             return Err(format!(
@@ -224,7 +224,7 @@ async fn run(
             v: journal::JOURNAL_VERSION,
             run_id: run_id.clone(),
             plan: plan_key(&args.plan),
-            plan_hash: journal::plan_hash(&loaded.source.text),
+            plan_hash: journal::plan_hash(&loaded),
             resume_of: resume_of.clone(),
             user: me.user,
             machine: me.machine,
@@ -475,7 +475,7 @@ fn confirm(loaded: &LoadedPlan, exec: &ExecutionPlan, yes: bool) -> Result<bool,
     let _ = write!(
         stderr,
         "apply {} to {} host{} of `{}` in {} batch{}? [y/N] ",
-        loaded.source.display_name(),
+        loaded.source().display_name(),
         exec.hosts.len(),
         if exec.hosts.len() == 1 { "" } else { "s" },
         exec.application,

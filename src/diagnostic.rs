@@ -77,30 +77,55 @@ impl Problem {
     }
 }
 
-/// Everything wrong with one plan file.
+/// Everything wrong with one plan, which may be read from several files (a plan and the
+/// bases it `extends`).
 #[derive(Debug)]
 pub struct PlanErrors {
-    pub source: Arc<SourceFile>,
+    /// The plan first, then its bases; a span's `file` is an index into this.
+    pub files: Vec<Arc<SourceFile>>,
     pub problems: Vec<Problem>,
 }
 
 impl PlanErrors {
     pub fn new(source: Arc<SourceFile>, problems: Vec<Problem>) -> Self {
-        PlanErrors { source, problems }
+        PlanErrors { files: vec![source], problems }
+    }
+
+    /// Problems of a plan read from several files; `files[0]` is the plan itself.
+    pub fn in_files(files: Vec<Arc<SourceFile>>, problems: Vec<Problem>) -> Self {
+        debug_assert!(!files.is_empty());
+        PlanErrors { files, problems }
     }
 
     /// For errors before there is any text to point into (missing file, directory).
     pub fn about_path(path: &Path, problem: Problem) -> Self {
         let source = Arc::new(SourceFile { path: path.to_path_buf(), text: String::new() });
-        PlanErrors { source, problems: vec![problem] }
+        PlanErrors { files: vec![source], problems: vec![problem] }
+    }
+
+    /// The plan that was asked for (not one of its bases).
+    pub fn source(&self) -> &SourceFile {
+        &self.files[0]
+    }
+
+    /// The file a span points into; the plan itself for a span from nowhere known.
+    fn file(&self, span: Option<Span>) -> &SourceFile {
+        let id = span.map_or(0, |s| s.file as usize);
+        self.files.get(id).unwrap_or(&self.files[0])
+    }
+
+    /// `path:line:column` of a span, or just the plan's path.
+    pub fn location_of(&self, span: Option<Span>) -> String {
+        let file = self.file(span).display_name();
+        match span {
+            Some(s) => format!("{file}:{}:{}", s.line, s.column),
+            None => file,
+        }
     }
 
     /// `path:line:column` of a problem, or just the path.
     pub fn location(&self, problem: &Problem) -> String {
-        match problem.span {
-            Some(s) => format!("{}:{}:{}", self.source.display_name(), s.line, s.column),
-            None => self.source.display_name(),
-        }
+        self.location_of(problem.span)
     }
 
     /// The problems as people read them: location, snippet, caret, help.
@@ -109,14 +134,16 @@ impl PlanErrors {
         let handler = GraphicalReportHandler::new_themed(theme).with_width(100).with_links(false);
         let mut out = String::new();
         for problem in &self.problems {
+            let file = self.file(problem.span);
             let report = ProblemReport {
-                source: NamedSource::new(self.source.display_name(), self.source.text.clone()),
+                source: NamedSource::new(file.display_name(), file.text.clone()),
+                file: problem.span.map_or(0, |s| s.file),
                 problem,
             };
             // The one-line form first: editors and terminals make `path:line:col` clickable,
             // and grep finds it.
             out.push_str(&format!("error: {}: {}\n", self.location(problem), problem.message));
-            if problem.span.is_some_and(|s| self.line_len(s.offset) > MAX_SNIPPET_LINE) {
+            if problem.span.is_some_and(|s| line_len(&file.text, s.offset) > MAX_SNIPPET_LINE) {
                 // miette lays out whole lines; a line of megabytes (a minified or hostile
                 // file) is no use on a terminal and once made it panic.
                 out.push_str("  (the line is too long to show)\n");
@@ -134,17 +161,14 @@ impl PlanErrors {
             } else if let Some(help) = &problem.help {
                 out.push_str(&format!("  help: {help}\n"));
             }
+            // A snippet shows one file: places in another one (the first of two duplicates,
+            // one in a base and one in the plan) are named by their position instead.
+            for (span, note) in problem.related.iter().filter(|(s, _)| Some(s.file) != problem.span.map(|p| p.file)) {
+                out.push_str(&format!("  note: {}: {note}\n", self.location_of(Some(*span))));
+            }
             out.push('\n');
         }
         out
-    }
-
-    fn line_len(&self, offset: usize) -> usize {
-        let text = self.source.text.as_bytes();
-        let offset = offset.min(text.len());
-        let start = text[..offset].iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-        let end = text[offset..].iter().position(|&b| b == b'\n').map_or(text.len(), |i| offset + i);
-        end - start
     }
 
     /// The problems as machines read them (`--format json`).
@@ -152,7 +176,8 @@ impl PlanErrors {
         self.problems
             .iter()
             .map(|p| JsonProblem {
-                file: self.source.display_name(),
+                plan: self.source().display_name(),
+                file: self.file(p.span).display_name(),
                 line: p.span.map(|s| s.line),
                 column: p.span.map(|s| s.column),
                 message: p.message.clone(),
@@ -162,9 +187,20 @@ impl PlanErrors {
     }
 }
 
+fn line_len(text: &str, offset: usize) -> usize {
+    let text = text.as_bytes();
+    let offset = offset.min(text.len());
+    let start = text[..offset].iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let end = text[offset..].iter().position(|&b| b == b'\n').map_or(text.len(), |i| offset + i);
+    end - start
+}
+
 /// The stable JSON shape of one problem.
 #[derive(Debug, Serialize)]
 pub struct JsonProblem {
+    /// The plan being checked when the problem was found.
+    pub plan: String,
+    /// The file the problem is in: the plan, or a base it extends.
     pub file: String,
     pub line: Option<usize>,
     pub column: Option<usize>,
@@ -174,6 +210,8 @@ pub struct JsonProblem {
 
 struct ProblemReport<'a> {
     source: NamedSource<String>,
+    /// The file `source` is; related places elsewhere are not drawn in its snippet.
+    file: crate::yaml::FileId,
     problem: &'a Problem,
 }
 
@@ -203,6 +241,7 @@ impl Diagnostic for ProblemReport<'_> {
             .problem
             .related
             .iter()
+            .filter(|(s, _)| s.file == self.file)
             .map(|(s, note)| LabeledSpan::new_with_span(Some(note.clone()), (s.offset, s.len.max(1))));
         Some(Box::new(std::iter::once(primary).chain(related)))
     }
@@ -236,6 +275,32 @@ pub fn backticked_list<S: AsRef<str>>(items: &[S]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_problem_is_drawn_from_its_own_file() {
+        let plan = Arc::new(SourceFile { path: "prod.yaml".into(), text: "extends: base.yaml\nname: b\n".into() });
+        let base = Arc::new(SourceFile { path: "base.yaml".into(), text: "version: 1\nname: a\n".into() });
+        let in_base = Span { file: 1, offset: 11, len: 4, line: 2, column: 1 };
+        let in_plan = Span { file: 0, offset: 19, len: 4, line: 2, column: 1 };
+        let errors = PlanErrors::in_files(
+            vec![plan, base],
+            vec![
+                Problem::at(in_base, "in the base").help("fix the base"),
+                Problem::at(in_plan, "in the plan").related(in_base, "first here").related(in_plan, "and here"),
+            ],
+        );
+        let text = errors.render(false);
+        assert!(text.contains("error: base.yaml:2:1: in the base\n"), "{text}");
+        assert!(text.contains("╭─[base.yaml:2:1]") && text.contains("2 │ name: a"), "{text}");
+        assert!(text.contains("error: prod.yaml:2:1: in the plan\n"), "{text}");
+        assert!(text.contains("2 │ name: b"), "{text}");
+        // A related place in another file cannot be drawn in this snippet: it is named.
+        assert!(text.contains("  note: base.yaml:2:1: first here\n"), "{text}");
+        assert!(!text.contains("note: prod.yaml"), "{text}");
+        let json = errors.to_json();
+        assert_eq!((json[0].file.as_str(), json[0].plan.as_str()), ("base.yaml", "prod.yaml"));
+        assert_eq!(json[1].file, "prod.yaml");
+    }
 
     #[test]
     fn suggests_close_names_only() {

@@ -6,13 +6,14 @@
 //! and for checking the order.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use petgraph::graph::{DiGraph, NodeIndex};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::diagnostic::{PlanErrors, Problem, backticked_list, did_you_mean};
+use crate::diagnostic::{PlanErrors, Problem, SourceFile, backticked_list, did_you_mean};
 use crate::model::{Balancer, BalancerAction, BatchSize, HttpRequest, Plan, Server, SingleHost, Step, When};
 use crate::select;
 use crate::template::{self, HostVars, RenderFailure, TemplateContext, TemplateId, Templates};
@@ -311,7 +312,7 @@ fn is_balancer_step(step: &Step) -> bool {
 /// Every template problem of the plan comes back at once.
 pub fn build(loaded: &LoadedPlan, options: &BuildOptions) -> Result<ExecutionPlan, PlanErrors> {
     let plan = &loaded.plan;
-    let fail = |problems| PlanErrors::new(loaded.source.clone(), problems);
+    let fail = |problems| PlanErrors::in_files(loaded.files.clone(), problems);
 
     let servers = limit(plan, &loaded.selection.hosts, options.limit.as_deref()).map_err(|p| fail(vec![*p]))?;
     let hosts: Vec<HostRef> = servers
@@ -334,7 +335,7 @@ pub fn build(loaded: &LoadedPlan, options: &BuildOptions) -> Result<ExecutionPla
     let mut b = Builder {
         plan,
         root: &loaded.root,
-        text: &loaded.source.text,
+        files: &loaded.files,
         templates: Templates::new(),
         fields: Vec::new(),
         balancer_fields: HashMap::new(),
@@ -602,7 +603,8 @@ struct CompiledStep<'p> {
 struct Builder<'p> {
     plan: &'p Plan,
     root: &'p Node,
-    text: &'p str,
+    /// The plan's files, to read back how a template was written.
+    files: &'p [Arc<SourceFile>],
     templates: Templates,
     fields: Vec<Field>,
     /// The request templates of `http` and `command` balancers, compiled on first use.
@@ -1013,14 +1015,14 @@ impl<'p> Builder<'p> {
                 Some(_) => format!("{}: `{expression}` does not resolve{whom}{more}", f.owner),
                 None => format!("{}: `{expression}` fails{whom}{more}: {}", f.owner, first.failure.message),
             };
-            let span = narrow(self.root, self.text, &f.pointer, first.failure.offset, source);
+            let span = narrow(self.root, self.files, &f.pointer, first.failure.offset, source);
             let label = if first.failure.variable.is_some() { "unknown variable" } else { "fails here" };
             self.problems.push(Problem::at(span, message).label(label).help(first.help));
         }
     }
 
     fn narrow(&self, pointer: &str, offset: Option<usize>, source: &str) -> yaml::Span {
-        narrow(self.root, self.text, pointer, offset, source)
+        narrow(self.root, self.files, pointer, offset, source)
     }
 }
 
@@ -1074,8 +1076,9 @@ fn expression_at(source: &str, offset: Option<usize>, variable: Option<&str>) ->
 /// The span of the template's string node at `pointer`, narrowed to the expression at
 /// `offset` when the string appears verbatim in the source (plain, or quoted without
 /// escapes): there, positions in the value are positions in the file.
-fn narrow(root: &Node, text: &str, pointer: &str, offset: Option<usize>, source: &str) -> yaml::Span {
+fn narrow(root: &Node, files: &[Arc<SourceFile>], pointer: &str, offset: Option<usize>, source: &str) -> yaml::Span {
     let span = root.span_at(pointer);
+    let Some(text) = files.get(span.file as usize).map(|f| f.text.as_str()) else { return span };
     let Some(offset) = offset.filter(|&o| o <= source.len() && !source[..o].contains('\n')) else {
         return span;
     };
@@ -1094,8 +1097,8 @@ fn narrow(root: &Node, text: &str, pointer: &str, offset: Option<usize>, source:
     yaml::Span {
         offset: span.offset + lead + offset,
         len,
-        line: span.line,
         column: span.column + lead + source[..offset].chars().count(),
+        ..span
     }
 }
 

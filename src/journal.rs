@@ -24,9 +24,16 @@ use crate::graph::{Phase, StepInstance};
 
 pub const JOURNAL_VERSION: u32 = 1;
 
-/// `sha256:…` of the plan's bytes: a resume refuses when the plan changed since.
-pub fn plan_hash(text: &str) -> String {
-    let digest = Sha256::digest(text.as_bytes());
+/// `sha256:…` of the plan's text and of every base it extends: a resume refuses when
+/// any of them changed since.
+pub fn plan_hash(loaded: &crate::validate::LoadedPlan) -> String {
+    let mut hasher = Sha256::new();
+    for file in &loaded.files {
+        // Length-prefixed, so moving text from one file to the next changes the hash.
+        hasher.update((file.text.len() as u64).to_le_bytes());
+        hasher.update(file.text.as_bytes());
+    }
+    let digest = hasher.finalize();
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
     format!("sha256:{hex}")
 }

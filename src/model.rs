@@ -22,6 +22,15 @@ use crate::duration::HumanDuration;
 #[serde(deny_unknown_fields)]
 #[schemars(title = "planrun plan", example = plan_example())]
 pub struct Plan {
+    /// A base plan this plan builds on, as a path relative to this plan's folder. This plan
+    /// is laid over the base: maps (`vars`, `ssh`, `balancers`, `rollout`...) merge field by
+    /// field, and what this plan sets (a value, a whole list such as `servers` or `steps`)
+    /// replaces the base's. A base may extend another base. Keep the steps in the base and
+    /// the servers and vars in one plan per environment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1), example = &"base.yaml")]
+    pub extends: Option<String>,
+
     /// The plan format version. Always `1`.
     #[schemars(range(min = 1, max = 1), example = 1)]
     pub version: u32,

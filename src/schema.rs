@@ -15,8 +15,21 @@ use crate::diagnostic::{Problem, backticked_list, did_you_mean};
 use crate::model::Plan;
 use crate::yaml::Node;
 
-/// The schema as editors and `planrun schema` see it.
+/// The schema as editors and `planrun schema` see it: the plan's schema, except that
+/// `servers` is not required at the top level. Editors check one file at a time, and a base
+/// plan (the steps, shared by the plans that `extends` it) has no servers: flagging every
+/// base as broken would teach people to ignore the editor. planrun itself checks the
+/// merged plan against `strict_schema`, where `servers` is required.
 pub fn plan_schema() -> Value {
+    let mut value = strict_schema();
+    if let Some(Value::Array(required)) = value.get_mut("required") {
+        required.retain(|name| name != "servers");
+    }
+    value
+}
+
+/// The schema every merged plan must pass, exactly as the types generate it.
+fn strict_schema() -> Value {
     let schema = schemars::schema_for!(Plan);
     let mut value = schema.to_value();
     if let Some(obj) = value.as_object_mut() {
@@ -40,7 +53,7 @@ struct Compiled {
 fn compiled() -> &'static Compiled {
     static COMPILED: OnceLock<Compiled> = OnceLock::new();
     COMPILED.get_or_init(|| {
-        let schema = plan_schema();
+        let schema = strict_schema();
         // The schema is generated from our own types; failing to compile it is a bug in
         // planrun, not a problem with anyone's plan.
         let validator = jsonschema::validator_for(&schema).expect("the generated plan schema compiles");
@@ -195,7 +208,11 @@ fn translate(schema: &Value, error: &ValidationError<'_>, root: &Node, out: &mut
             );
         }
         ValidationErrorKind::MinLength { .. } => {
-            out.push(Problem::at(span, format!("{place} must not be empty")).label("empty"));
+            out.push(
+                Problem::at(span, format!("{place} must not be empty"))
+                    .label("empty")
+                    .help(example_help(schema, here).unwrap_or_else(|| "write a value, or remove the field".into())),
+            );
         }
         ValidationErrorKind::MinItems { limit } => {
             let what = if *limit == 1 { "at least one entry".to_string() } else { format!("at least {limit} entries") };
@@ -206,7 +223,13 @@ fn translate(schema: &Value, error: &ValidationError<'_>, root: &Node, out: &mut
             );
         }
         _ => {
-            out.push(Problem::at(span, format!("{place}: {error}")).label("here"));
+            // A keyword planrun's own types do not generate today: say what jsonschema says,
+            // and where the field is documented.
+            out.push(
+                Problem::at(span, format!("{place}: {}", lowercase_first(&error.to_string())))
+                    .label("here")
+                    .help("see the field's description in `schemas/plan.schema.json`, or hover it in your editor"),
+            );
         }
     }
 }
@@ -412,6 +435,11 @@ fn first_line_span(root: &Node) -> crate::yaml::Span {
     let mut s = root.span;
     s.len = s.len.min(1);
     s
+}
+
+fn lowercase_first(text: &str) -> String {
+    let mut chars = text.chars();
+    chars.next().map_or_else(String::new, |c| c.to_lowercase().chain(chars).collect())
 }
 
 fn type_name(t: &str) -> &'static str {

@@ -47,7 +47,7 @@ pub fn status(plan: &Path, color: bool) -> i32 {
     if campaign.runs > 1 {
         println!("  it resumed an earlier run; {} runs since the last fresh apply", campaign.runs);
     }
-    if journal::plan_hash(&loaded.source.text) != campaign.plan_hash {
+    if journal::plan_hash(&loaded) != campaign.plan_hash {
         println!("  the plan changed since: `--resume` refuses unless `--force`");
     }
     if !campaign.resumable() {

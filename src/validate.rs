@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -15,15 +15,24 @@ use crate::diagnostic::{PlanErrors, Problem, SourceFile, backticked_list, did_yo
 use crate::model::{BalancerAction, Plan, Step};
 use crate::schema;
 use crate::select::{self, Selection};
-use crate::yaml::{self, Limits, Node};
+use crate::yaml::{self, FileId, Limits, Node, Span};
 
 /// A plan that passed every check, with what is needed to point into its source later.
 #[derive(Debug)]
 pub struct LoadedPlan {
-    pub source: Arc<SourceFile>,
+    /// The plan first, then the bases it `extends`; a span's `file` indexes this.
+    pub files: Vec<Arc<SourceFile>>,
+    /// The plan merged over its bases.
     pub root: Node,
     pub plan: Plan,
     pub selection: Selection,
+}
+
+impl LoadedPlan {
+    /// The plan file that was asked for (not one of its bases).
+    pub fn source(&self) -> &Arc<SourceFile> {
+        &self.files[0]
+    }
 }
 
 /// The largest plan file planrun reads. A real plan of 100,000 servers is ~11 MB; past
@@ -37,13 +46,18 @@ pub const MAX_PLAN_BYTES: usize = 16 * 1024 * 1024;
 /// richer entries, while an alias bomb still stops at a few hundred MB of tree.
 pub const MAX_PLAN_VALUES: usize = 3_000_000;
 
+/// The longest chain of `extends` (a plan, its base, the base's base...). Two levels
+/// cover every layout seen in practice; the bound keeps a generated chain from reading
+/// thousands of files.
+pub const MAX_EXTENDS: usize = 16;
+
 pub fn limits() -> Limits {
     Limits { max_bytes: MAX_PLAN_BYTES, max_nodes: MAX_PLAN_VALUES, ..Limits::default() }
 }
 
-/// Reads and checks one plan file.
+/// Reads and checks one plan file, merged over the bases it `extends`.
 pub fn load_plan(path: &Path) -> Result<LoadedPlan, PlanErrors> {
-    let bytes = read_bounded(path, MAX_PLAN_BYTES)?;
+    let bytes = read_bounded(path, MAX_PLAN_BYTES, None).map_err(|p| PlanErrors::about_path(path, *p))?;
     load_plan_bytes(path, &bytes)
 }
 
@@ -52,13 +66,23 @@ pub fn load_plan_bytes(path: &Path, bytes: &[u8]) -> Result<LoadedPlan, PlanErro
     // Problems before the text is known to be UTF-8 point at the file, so the source is
     // the lossy text: only positions are drawn from it.
     let text = String::from_utf8_lossy(bytes).into_owned();
-    let source = Arc::new(SourceFile { path: path.to_path_buf(), text });
-    let fail = |problems: Vec<Problem>| Err(PlanErrors::new(source.clone(), problems));
+    let mut files = vec![Arc::new(SourceFile { path: path.to_path_buf(), text })];
 
     let root = match yaml::load(bytes, &limits()) {
         Ok(root) => root,
-        Err(e) => return fail(vec![load_problem(&e)]),
+        Err(e) => return Err(PlanErrors::new(files[0].clone(), vec![load_problem(&e)])),
     };
+    // Only a plan that extends another pays for reading and merging: one file is the
+    // common case, and the one a 100,000-server benchmark measures.
+    let root = if root.pointer("/extends").is_some() {
+        match extend(root, &mut files) {
+            Ok(root) => root,
+            Err(problem) => return Err(PlanErrors::in_files(files, vec![*problem])),
+        }
+    } else {
+        root
+    };
+    let fail = |problems: Vec<Problem>| Err(PlanErrors::in_files(files.clone(), problems));
     let doc = root.to_json();
 
     let mut problems = schema::check(&doc, &root);
@@ -87,7 +111,84 @@ pub fn load_plan_bytes(path: &Path, bytes: &[u8]) -> Result<LoadedPlan, PlanErro
     if !problems.is_empty() {
         return fail(problems);
     }
-    Ok(LoadedPlan { source, root, plan, selection })
+    Ok(LoadedPlan { files, root, plan, selection })
+}
+
+/// Reads the chain of bases `root` extends and merges it under `root`. Each base is pushed
+/// onto `files` as it is read, so a problem inside a base points into it; a problem with an
+/// `extends` itself (a missing file, a cycle) points at that `extends`.
+fn extend(root: Node, files: &mut Vec<Arc<SourceFile>>) -> Result<Node, Box<Problem>> {
+    // Canonical paths, to tell `base.yaml` and `./base.yaml` apart from two files.
+    let identity = |path: &Path| std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    // The bases in the order they were read: `bases[i]` is in `files[i + 1]`.
+    let mut bases: Vec<Node> = Vec::new();
+    let mut seen: Vec<PathBuf> = vec![identity(&files[0].path)];
+    let mut bytes_read = files[0].text.len();
+    let mut values = root.count();
+    loop {
+        let current = bases.len();
+        let Some(extends) = bases.last().unwrap_or(&root).pointer("/extends") else { break };
+        // Anything but a file name is the schema's to report, with the rest of the plan.
+        let yaml::Value::String(name) = &extends.value else { break };
+        let at = extends.span;
+        let referrer = files[current].path.clone();
+        let path = referrer.parent().unwrap_or(Path::new("")).join(name);
+        if bases.len() >= MAX_EXTENDS {
+            return Err(Box::new(
+                Problem::at(at, format!("the chain of `extends` is longer than {MAX_EXTENDS} bases"))
+                    .label("one base too many")
+                    .help("merge some of these bases into one: each plan should need one or two"),
+            ));
+        }
+        let id = identity(&path);
+        if let Some(first) = seen.iter().position(|p| *p == id) {
+            let mut names: Vec<String> = files[first..].iter().map(|f| format!("`{}`", f.display_name())).collect();
+            names.push(format!("`{}`", path.display()));
+            return Err(Box::new(Problem::at(at, format!("`extends` makes a cycle: {}", names.join(" extends ")))
+                .label("extends a plan that extends this one")
+                .help("remove this `extends`: a base must not extend, directly or through other bases, a plan built on it")));
+        }
+        let bytes = read_bounded(&path, MAX_PLAN_BYTES, Some(at))?;
+        bytes_read += bytes.len();
+        if bytes_read > MAX_PLAN_BYTES {
+            return Err(Box::new(
+                Problem::at(
+                    at,
+                    format!("the plan and its bases are more than the {MAX_PLAN_BYTES} bytes a plan may have together"),
+                )
+                .label("this base goes past the limit")
+                .help("a plan file holds servers and steps; check that this is the right file"),
+            ));
+        }
+        let file = files.len() as FileId;
+        files.push(Arc::new(SourceFile { path: path.clone(), text: String::from_utf8_lossy(&bytes).into_owned() }));
+        // The bases share the plan's budget of values, so a chain cannot multiply it.
+        let limits = Limits { max_nodes: MAX_PLAN_VALUES.saturating_sub(values), ..limits() };
+        let base = yaml::load_file(&bytes, &limits, file).map_err(|e| Box::new(match e.span() {
+            Some(_) => load_problem(&e),
+            // A base that is empty has no place of its own to point at: the `extends` is.
+            None => Problem::at(at, format!("the base plan `{}` is empty", path.display()))
+                .label("empty base")
+                .help("write the parts the plans share into it (`version`, `application`, `rollout`), or remove this `extends`"),
+        }))?;
+        if !matches!(base.value, yaml::Value::Map(_)) {
+            return Err(Box::new(
+                Problem::at(base.span, format!("the base plan `{}` is not a map of fields", path.display()))
+                    .label("expected fields such as `rollout:`")
+                    .help(
+                        "a base plan is a plan without its servers: fields such as `version`, `application`, `rollout`",
+                    ),
+            ));
+        }
+        values += base.count();
+        seen.push(id);
+        bases.push(base);
+    }
+    // The deepest base first, each plan laid over the bases below it.
+    Ok(match bases.into_iter().rev().reduce(yaml::overlay) {
+        Some(base) => yaml::overlay(base, root),
+        None => root,
+    })
 }
 
 /// Drops what the schema refused and deserializes the rest, so semantic checks still
@@ -111,21 +212,36 @@ fn lenient(mut doc: Value) -> Option<Plan> {
     serde_json::from_value(doc).ok()
 }
 
-fn read_bounded(path: &Path, limit: usize) -> Result<Vec<u8>, PlanErrors> {
-    let about =
-        |message: String, help: &str| Err(PlanErrors::about_path(path, Problem::whole_file(message).help(help)));
+/// Reads a file of at most `limit` bytes. `at` is the `extends` that names it, for a base:
+/// a problem with a base file is reported there, where the user can fix the name.
+fn read_bounded(path: &Path, limit: usize, at: Option<Span>) -> Result<Vec<u8>, Box<Problem>> {
+    let about = |message: String, help: &str| {
+        let problem = match at {
+            Some(span) => Problem::at(span, message).label("base plan"),
+            None => Problem::whole_file(message),
+        };
+        Err(Box::new(problem.help(help)))
+    };
+    let what = if at.is_some() { "base plan" } else { "plan file" };
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return about(format!("`{}` does not exist", path.display()), "check the path to the plan file");
+            let help = if at.is_some() {
+                "`extends` is relative to the folder of the plan it is written in; check the file name"
+            } else {
+                "check the path to the plan file"
+            };
+            return about(format!("the {what} `{}` does not exist", path.display()), help);
         }
         Err(e) => return about(format!("cannot read `{}`: {e}", path.display()), "check the file's permissions"),
     };
     if meta.is_dir() {
-        return about(
-            format!("`{}` is a directory, not a plan file", path.display()),
-            "name a plan file, such as `plans/production.yaml`",
-        );
+        let help = if at.is_some() {
+            "name a base plan file, such as `extends: base.yaml`"
+        } else {
+            "name a plan file, such as `plans/production.yaml`"
+        };
+        return about(format!("`{}` is a directory, not a {what}", path.display()), help);
     }
     if meta.len() > limit as u64 {
         return about(
@@ -182,12 +298,21 @@ fn load_problem(e: &yaml::LoadError) -> Problem {
                 .label("second document")
                 .help("remove the `---` separator or move the second document into its own file")
         }
-        E::NotUtf8 { offset, line, column } => Problem::at(
-            yaml::Span { offset: *offset, len: 1, line: *line, column: *column },
+        E::NotUtf8 { file, offset, line, column } => Problem::at(
+            Span { file: *file, offset: *offset, len: 1, line: *line, column: *column },
             "the plan is not valid UTF-8",
         )
         .label("invalid byte")
         .help("save the file as UTF-8"),
+        E::InvalidMerge { span } => Problem::at(*span, "a `<<` merge key takes a map or a list of maps")
+            .label("not a map")
+            .help("merge an anchored map, such as `<<: *defaults`"),
+        E::UnsupportedTag { tag, span } => Problem::at(*span, format!("the tag `{tag}` is not supported"))
+            .label("unsupported tag")
+            .help("remove it: a plan needs plain values, and allows only core tags such as `!!str`"),
+        E::TagMismatch { tag, span } => Problem::at(*span, format!("the value does not match its tag `{tag}`"))
+            .label(format!("not a `{tag}`"))
+            .help("fix the value, or remove the tag"),
         E::Empty => Problem::whole_file("the plan is empty")
             .help("start from `planrun init`, or write at least `version`, `application`, `servers` and `rollout`"),
         #[allow(unreachable_patterns)]
@@ -246,7 +371,7 @@ fn check_semantics(plan: &Plan, root: &Node) -> (Selection, Vec<Problem>) {
     let selection = select::select(plan);
     if selection.hosts.is_empty() && !role_error {
         problems.push(
-            Problem::at(span("/rollout/select"), "the rollout selects no server")
+            Problem::at(span("/rollout/select"), "`rollout.select` matches no server")
                 .label("matches nothing")
                 .help("every server with these roles is excluded; loosen `exclude` or add servers"),
         );
@@ -443,7 +568,7 @@ pub fn summary(loaded: &LoadedPlan) -> String {
     let plural = |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
     format!(
         "{}: valid: {} ({}), {} selected, {} per host, {}",
-        loaded.source.display_name(),
+        loaded.source().display_name(),
         plural(plan.servers.len(), "server", "servers"),
         if roles.is_empty() { "no roles".to_string() } else { format!("roles {}", roles.join(", ")) },
         plural(loaded.selection.hosts.len(), "host", "hosts"),

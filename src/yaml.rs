@@ -9,10 +9,17 @@ use std::collections::HashMap;
 
 use saphyr_parser::{Event, Parser, ScalarStyle, ScanError, Tag};
 
+/// Which file a span points into: 0 is the plan named on the command line, the bases it
+/// `extends` follow in the order they were read. A plan merged from several files keeps every
+/// node's own file, so a problem found after merging still points where the text was written.
+pub type FileId = u32;
+
 /// Byte range into the source, plus 1-based line and column (column counted in characters) of
 /// its start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Span {
+    /// The file the offsets are in.
+    pub file: FileId,
     /// Byte offset of the start.
     pub offset: usize,
     /// Length in bytes; 0 only for nodes with no text (e.g. an omitted value).
@@ -99,7 +106,7 @@ pub enum LoadError {
         "the file is not valid utf-8 (bad byte at line {line}, column {column}); \
          save it as utf-8"
     )]
-    NotUtf8 { offset: usize, line: usize, column: usize },
+    NotUtf8 { file: FileId, offset: usize, line: usize, column: usize },
     #[error("the plan is empty; add the plan's settings")]
     Empty,
     #[error("`<<` must be given a mapping or a list of mappings, e.g. `<<: *defaults`")]
@@ -124,8 +131,8 @@ impl LoadError {
             | LoadError::InvalidMerge { span }
             | LoadError::UnsupportedTag { span, .. }
             | LoadError::TagMismatch { span, .. } => Some(*span),
-            LoadError::NotUtf8 { offset, line, column } => {
-                Some(Span { offset: *offset, len: 1, line: *line, column: *column })
+            LoadError::NotUtf8 { file, offset, line, column } => {
+                Some(Span { file: *file, offset: *offset, len: 1, line: *line, column: *column })
             }
             LoadError::TooLarge { .. } | LoadError::Empty => None,
         }
@@ -136,6 +143,11 @@ impl LoadError {
 ///
 /// Checks the size first (so huge input is never scanned), then UTF-8, then parses.
 pub fn load(bytes: &[u8], limits: &Limits) -> Result<Node, LoadError> {
+    load_file(bytes, limits, 0)
+}
+
+/// Loads one YAML document whose spans say they are in `file`.
+pub fn load_file(bytes: &[u8], limits: &Limits, file: FileId) -> Result<Node, LoadError> {
     if bytes.len() > limits.max_bytes {
         return Err(LoadError::TooLarge { size: bytes.len() as u64, limit: limits.max_bytes });
     }
@@ -146,16 +158,16 @@ pub fn load(bytes: &[u8], limits: &Limits) -> Result<Node, LoadError> {
             // The prefix is valid UTF-8 by construction, so this cannot fail.
             let prefix = std::str::from_utf8(&bytes[..offset]).unwrap_or_default();
             let (line, column) = end_position(prefix);
-            return Err(LoadError::NotUtf8 { offset, line, column });
+            return Err(LoadError::NotUtf8 { file, offset, line, column });
         }
     };
-    match Builder::new(text, limits).run() {
+    match Builder::new(text, limits, file).run() {
         Err(LoadError::Syntax { message, span }) if message == SAPHYR_FLOW_LIMIT => {
             // saphyr reads a whole flow collection ahead (it might be a key) before emitting its
             // first event, so its own 255-level cap fires before our depth check sees anything.
             // Parsing only the text before the offending bracket lets events flow and our check
             // fire at the right bracket.
-            match Builder::new(&text[..span.offset], limits).run() {
+            match Builder::new(&text[..span.offset], limits, file).run() {
                 // A syntax error here is an artefact of cutting the text short.
                 Err(e) if !matches!(e, LoadError::Syntax { .. }) => Err(e),
                 _ => Err(LoadError::Syntax {
@@ -199,6 +211,7 @@ fn end_position(text: &str) -> (usize, usize) {
 /// keep a byte offset for every `STRIDE`th character and walk at most `STRIDE` characters.
 struct Positions<'a> {
     text: &'a str,
+    file: FileId,
     ascii: bool,
     checkpoints: Vec<usize>,
 }
@@ -206,11 +219,11 @@ struct Positions<'a> {
 const STRIDE: usize = 64;
 
 impl<'a> Positions<'a> {
-    fn new(text: &'a str) -> Self {
+    fn new(text: &'a str, file: FileId) -> Self {
         let ascii = text.is_ascii();
         let checkpoints =
             if ascii { Vec::new() } else { text.char_indices().step_by(STRIDE).map(|(byte, _)| byte).collect() };
-        Positions { text, ascii, checkpoints }
+        Positions { text, file, ascii, checkpoints }
     }
 
     fn byte(&self, char_index: usize) -> usize {
@@ -226,7 +239,7 @@ impl<'a> Positions<'a> {
     fn span(&self, span: saphyr_parser::Span) -> Span {
         let offset = self.byte(span.start.index());
         let end = self.byte(span.end.index()).max(offset);
-        Span { offset, len: end - offset, line: span.start.line(), column: span.start.col() + 1 }
+        Span { file: self.file, offset, len: end - offset, line: span.start.line(), column: span.start.col() + 1 }
     }
 
     /// A span covering just the character at `span`'s start, for pointing at an indicator.
@@ -288,9 +301,9 @@ struct Builder<'a> {
 }
 
 impl<'a> Builder<'a> {
-    fn new(text: &'a str, limits: &'a Limits) -> Self {
+    fn new(text: &'a str, limits: &'a Limits, file: FileId) -> Self {
         Builder {
-            pos: Positions::new(text),
+            pos: Positions::new(text, file),
             limits,
             nodes: 0,
             anchored_nodes: 0,
@@ -485,7 +498,7 @@ impl<'a> Builder<'a> {
 fn after(span: &Span, text: &str) -> Span {
     let end = span.offset + span.len;
     let chars = text.get(span.offset..end).map_or(0, |t| t.chars().count());
-    Span { offset: end, len: 0, line: span.line, column: span.column + chars }
+    Span { offset: end, len: 0, column: span.column + chars, ..*span }
 }
 
 /// A tag as the user wrote it, e.g. `!!int` rather than the expanded core-schema URI.
@@ -708,6 +721,58 @@ impl Node {
                 items.get(segment.parse::<usize>().ok()?)
             }
             _ => None,
+        }
+    }
+}
+
+/// Lays `child` over `base`, the way a plan overrides the base it `extends`: mappings merge
+/// key by key (recursively), anything else in the child — a scalar, a list — replaces the
+/// base's value whole. Lists replace rather than append because a plan's lists (servers,
+/// steps, roles) are ordered wholes: appending would leave no way to drop a base's entry.
+///
+/// Every node keeps its own span, so a problem in a value that came from the base points
+/// into the base file. Base keys keep their order; keys only the child has follow them.
+/// Recursion is bounded by the loader's depth limit, which both trees passed.
+pub fn overlay(base: Node, child: Node) -> Node {
+    let (base_entries, child_entries) = match (base.value, child.value) {
+        (Value::Map(base), Value::Map(child)) => (base, child),
+        // Not two maps: the child's value wins whole.
+        (_, value) => return Node { value, span: child.span },
+    };
+    let mut index: HashMap<String, usize> = HashMap::with_capacity(base_entries.len());
+    let mut merged: Vec<(Key, Option<Node>)> = Vec::with_capacity(base_entries.len() + child_entries.len());
+    for (key, value) in base_entries {
+        index.insert(key.name.clone(), merged.len());
+        merged.push((key, Some(value)));
+    }
+    for (key, value) in child_entries {
+        match index.get(&key.name) {
+            Some(&i) => {
+                let under = merged[i].1.take();
+                // The child's key is the one written last, so it is where the value is set.
+                merged[i] = (
+                    key,
+                    Some(match under {
+                        Some(under) => overlay(under, value),
+                        None => value,
+                    }),
+                );
+            }
+            None => merged.push((key, Some(value))),
+        }
+    }
+    let entries = merged.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).collect();
+    Node { value: Value::Map(entries), span: child.span }
+}
+
+impl Node {
+    /// How many values the tree holds, keys included, as the loader counts them against
+    /// `Limits::max_nodes`: the budget left for the bases of a plan.
+    pub fn count(&self) -> usize {
+        match &self.value {
+            Value::Seq(items) => 1 + items.iter().map(Node::count).sum::<usize>(),
+            Value::Map(entries) => 1 + entries.iter().map(|(_, v)| 1 + v.count()).sum::<usize>(),
+            _ => 1,
         }
     }
 }
@@ -1058,7 +1123,7 @@ timeout: 90s
     fn invalid_utf8_reports_the_first_bad_byte() {
         let src = b"name: ok\nbad: \"\xc3\xa9\xff\"\n";
         match load(src, &Limits::default()) {
-            Err(LoadError::NotUtf8 { offset, line, column }) => {
+            Err(LoadError::NotUtf8 { offset, line, column, .. }) => {
                 assert_eq!((offset, line, column), (17, 2, 8));
             }
             e => panic!("{e:?}"),
@@ -1130,6 +1195,29 @@ quoted:
             e => panic!("{e:?}"),
         }
         assert!(matches!(err("b:\n  <<: [{a: 1}, 2]\n"), LoadError::InvalidMerge { .. }));
+    }
+
+    #[test]
+    fn overlay_merges_maps_replaces_lists_and_keeps_each_file() {
+        let base = load_file(b"a: {x: 1, y: [1, 2]}\nb: base\nc: {deep: {k: 1}}\n", &Limits::default(), 1).unwrap();
+        let child = ok("c: {deep: {j: 2}}\na: {y: [3]}\nd: new\n");
+        let merged = overlay(base, child);
+        assert_eq!(
+            serde_json::to_string(&merged.to_json()).unwrap(),
+            r#"{"a":{"x":1,"y":[3]},"b":"base","c":{"deep":{"k":1,"j":2}},"d":"new"}"#
+        );
+        // Values from the base point into the base file, the child's into the child.
+        assert_eq!(merged.span_at("/a/x").file, 1);
+        assert_eq!(merged.span_at("/b").file, 1);
+        assert_eq!(merged.span_at("/a/y").file, 0);
+        assert_eq!(merged.span_at("/c/deep/j").file, 0);
+        assert_eq!(merged.span_at("/c/deep/k").file, 1);
+        assert_eq!(merged.key_span("/a/x").map(|s| s.file), Some(1));
+        // A scalar in the child replaces a map in the base, and the other way round.
+        let base = ok("a: {x: 1}\n");
+        assert_eq!(overlay(base, ok("a: 2\n")).to_json(), serde_json::json!({"a": 2}));
+        assert_eq!(overlay(ok("a: 2\n"), ok("a: {x: 1}\n")).to_json(), serde_json::json!({"a": {"x": 1}}));
+        assert_eq!(ok("a: {b: [1, 2]}\n").count(), 7);
     }
 
     #[test]

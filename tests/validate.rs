@@ -228,7 +228,7 @@ fn a_reject_without_a_later_accept_is_refused() {
 fn an_empty_selection_is_refused() {
     let text = BASE.replace("select: { roles: [app] }", "select: { roles: [app], exclude: { primary: false } }");
     let (error, _) = single_error(&text);
-    assert_eq!(error, "error: p.yaml:7:11: the rollout selects no server");
+    assert_eq!(error, "error: p.yaml:7:11: `rollout.select` matches no server");
 }
 
 #[test]
@@ -328,8 +328,30 @@ fn an_empty_file_is_refused() {
 fn a_directory_or_a_missing_path_is_refused() {
     let dir = TempDir::new("paths");
     std::fs::create_dir(dir.0.join("plans")).unwrap();
-    assert_refused(&planrun_in(dir.path(), &["validate", "plans"]), "`plans` is a directory, not a plan file");
-    assert_refused(&planrun_in(dir.path(), &["validate", "nope.yaml"]), "`nope.yaml` does not exist");
+    assert_refused(
+        &planrun_in(dir.path(), &["validate", "plans"]),
+        "error: plans: the folder `plans` holds no plan file (`*.yaml`)",
+    );
+    assert_refused(
+        &planrun_in(dir.path(), &["apply", "plans"]),
+        "error: plans: `plans` is a directory, not a plan file",
+    );
+    assert_refused(
+        &planrun_in(dir.path(), &["validate", "nope.yaml"]),
+        "error: nope.yaml: the plan file `nope.yaml` does not exist",
+    );
+}
+
+#[test]
+fn yaml_merge_keys_and_tags_are_refused_at_their_position() {
+    let (error, stderr) = single_error("version: 1\nanchor: &a 1\nssh:\n  <<: *a\n");
+    assert_eq!(error, "error: p.yaml:4:7: a `<<` merge key takes a map or a list of maps");
+    assert!(stderr.contains("help: merge an anchored map, such as `<<: *defaults`"), "{stderr}");
+    let (error, stderr) = single_error("version: !custom 1\n");
+    assert_eq!(error, "error: p.yaml:1:10: the tag `!custom` is not supported");
+    assert!(stderr.contains("help: remove it"), "{stderr}");
+    let (error, _) = single_error("version: !!int one\n");
+    assert_eq!(error, "error: p.yaml:1:10: the value does not match its tag `!!int`");
 }
 
 #[test]
@@ -345,6 +367,8 @@ fn garbage_never_panics() {
     let plan = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/plans/production.yaml")).unwrap();
     let bytes = plan.as_bytes();
     let dir = TempDir::new("garbage");
+    // The plan extends the base: variants are merged over the real one.
+    dir.write("base.yaml", std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/plans/base.yaml")).unwrap());
     for (i, cut) in (0..bytes.len()).step_by(97).enumerate() {
         let mut variant = bytes[..cut].to_vec();
         if i % 2 == 1 && !variant.is_empty() {

@@ -137,7 +137,7 @@ fn resume(args: &ApplyArgs, loaded: &LoadedPlan, exec: &mut ExecutionPlan) -> Re
             campaign.last_run
         ));
     }
-    let hash = journal::plan_hash(&loaded);
+    let hash = journal::plan_hash(loaded);
     if hash != campaign.plan_hash {
         if !args.force {
             return Err(format!(

@@ -254,32 +254,41 @@ fn the_production_plan_runs_end_to_end_over_ssh_against_the_local_api() {
     let nodes: Vec<String> = addrs.iter().map(|a| format!("{a}:80")).collect();
     let api = Linode::start(TOKEN, "NodebalancerConfiguration", &nodes);
 
-    // plans/production.yaml with its servers moved onto the fleet, its init script into
-    // each host's directory, and the API onto the local server; the steps are the same.
-    let mut text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/plans/production.yaml")).unwrap();
-    for (i, (addr, d)) in addrs.iter().zip(&dirs).enumerate() {
-        text = text.replace(&format!("host: 10.0.0.{}", i + 2), &format!("host: {addr}")).replace(
-            &format!("options: {{ private_ip: 192.168.0.{} }}", i + 1),
-            &format!("options: {{ private_ip: {addr}, dir: \"{}\" }}", d.display()),
-        );
-    }
-    text = text
-        .replace("host: 10.0.0.5", "host: 127.0.0.1")
-        .replace("user: deploy", &format!("user: {}", fleet.user))
-        .replace("port: 20022", &format!("port: 2222\n  identity_file: \"{}\"", fleet.client_key.display()))
-        .replace(
-            "host_key_checking: strict",
-            &format!("host_key_checking: strict\n  known_hosts: \"{}\"", fleet.known_hosts.display()),
-        )
-        .replace(
-            "run: /etc/init.d/rainbows_{{application}} restart",
-            "run: \"{{host.options.dir}}/rainbows_{{application}} restart\"",
-        )
-        .replace("    port: 80\n", &format!("    port: 80\n    api_url: {}\n", api.url))
-        .replace("interval: 2s", "interval: 200ms");
-    assert!(!text.contains("10.0.0.") && !text.contains("192.168."), "{text}");
-    text = text.replace("application: shop\n", &format!("application: shop\n{}", support::lock_line()));
-    dir.write("production.yaml", &text);
+    // plans/production.yaml and the base it extends, with the servers moved onto the
+    // fleet, the init script into each host's directory, and the API onto the local
+    // server; the steps are the same.
+    let adapt = |mut text: String| {
+        for (i, (addr, d)) in addrs.iter().zip(&dirs).enumerate() {
+            text = text.replace(&format!("host: 10.0.0.{}", i + 2), &format!("host: {addr}")).replace(
+                &format!("options: {{ private_ip: 192.168.0.{} }}", i + 1),
+                &format!("options: {{ private_ip: {addr}, dir: \"{}\" }}", d.display()),
+            );
+        }
+        let text = text
+            .replace("host: 10.0.0.5", "host: 127.0.0.1")
+            .replace("user: deploy", &format!("user: {}", fleet.user))
+            .replace("port: 20022", &format!("port: 2222\n  identity_file: \"{}\"", fleet.client_key.display()))
+            .replace(
+                "host_key_checking: strict",
+                &format!("host_key_checking: strict\n  known_hosts: \"{}\"", fleet.known_hosts.display()),
+            )
+            .replace(
+                "run: /etc/init.d/rainbows_{{application}} restart",
+                "run: \"{{host.options.dir}}/rainbows_{{application}} restart\"",
+            )
+            .replace("    port: 80\n", &format!("    port: 80\n    api_url: {}\n", api.url))
+            .replace("interval: 2s", "interval: 200ms");
+        assert!(!text.contains("10.0.0.") && !text.contains("192.168."), "{text}");
+        text
+    };
+    let plans = concat!(env!("CARGO_MANIFEST_DIR"), "/plans/");
+    let base = adapt(std::fs::read_to_string(format!("{plans}base.yaml")).unwrap());
+    let production = adapt(std::fs::read_to_string(format!("{plans}production.yaml")).unwrap());
+    assert!(base.contains("api_url") && production.contains("known_hosts"), "{base}\n{production}");
+    let production =
+        production.replace("extends: base.yaml\n", &format!("extends: base.yaml\n{}", support::lock_line()));
+    dir.write("base.yaml", &base);
+    dir.write("production.yaml", &production);
     let out = planrun_env(dir.path(), &["apply", "production.yaml", "--yes"], &[("LINODE_TOKEN", TOKEN)]);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     assert!(out.stdout.contains("rollout succeeded"), "{}", out.stdout);

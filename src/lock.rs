@@ -199,10 +199,14 @@ pub async fn remove(transport: &Transport, place: &LockPlace, run_id: Option<&st
 async fn run(transport: &Transport, script: &str) -> Result<String, String> {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let exit = transport.exec(script, Some(std::time::Duration::from_secs(30)), tx).await.map_err(|e| e.to_string())?;
+    // Standard output only: a server's login messages ("Could not chdir to home
+    // directory …") come on standard error and must not be read as the lock's answer.
     let mut out = String::new();
     while let Ok(line) = rx.try_recv() {
-        out.push_str(&line.line);
-        out.push('\n');
+        if line.stream == crate::transport::Stream::Stdout {
+            out.push_str(&line.line);
+            out.push('\n');
+        }
     }
     if exit.success() { Ok(out) } else { Err(format!("the lock command failed ({exit}): {}", out.trim())) }
 }

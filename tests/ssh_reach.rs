@@ -64,10 +64,11 @@ fn a_rollout_goes_through_the_bastion_named_in_the_ssh_config() {
     let dir = TempDir::new("reach-bastion");
     let home = empty_home(&dir);
     let config = dir.write("ssh_config", ssh_config(&fleet));
+    let lock = support::lock_line();
     let plan = format!(
         r#"version: 1
 application: shop
-env: {{ GREETING: "it's {{{{application}}}}" }}
+{lock}env: {{ GREETING: "it's {{{{application}}}}" }}
 ssh: {{ config_file: {config} }}
 servers:
   - {{ host: app1, roles: [app] }}
@@ -105,7 +106,7 @@ rollout:
         "{config_line}"
     );
 
-    let out = planrun_env(dir.path(), &["apply", "--yes", plan_path.to_str().unwrap()], &env);
+    let out = planrun_env(dir.path(), &["apply", "--yes", "-v", plan_path.to_str().unwrap()], &env);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     for expected in [
         "app1 | it's shop",
@@ -141,10 +142,11 @@ fn a_bastion_with_an_unknown_host_key_is_refused() {
     // The app's key is known, the bastion's is not.
     let app = fleet.host(2);
     let known = dir.write("known_hosts", format!("[{}]:2222 {}\n", app.addr, app.host_public_key));
+    let lock = support::lock_line();
     let plan = format!(
         "version: 1
 application: shop
-ssh:
+{lock}ssh:
   port: 2222
   jump: {bastion}:2222
   identity_file: {key}
@@ -162,7 +164,8 @@ rollout:
         app = app.addr,
     );
     let plan_path = dir.write("plan.yaml", plan);
-    let out = planrun_env(dir.path(), &["apply", "--yes", plan_path.to_str().unwrap()], &[("HOME", home.as_os_str())]);
+    let out =
+        planrun_env(dir.path(), &["apply", "--yes", "-v", plan_path.to_str().unwrap()], &[("HOME", home.as_os_str())]);
     assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
     let bastion = format!("{}@{}:2222", fleet.user, fleet.host(1).addr);
     let expected = format!(
@@ -184,7 +187,8 @@ servers: [{ host: app1, roles: [app] }]
 rollout: { select: { roles: [app] }, steps: [{ name: hello, run: \"true\" }] }
 ";
     let plan_path = dir.write("plan.yaml", plan);
-    let out = planrun_env(dir.path(), &["apply", "--yes", plan_path.to_str().unwrap()], &[("HOME", home.as_os_str())]);
+    let out =
+        planrun_env(dir.path(), &["apply", "--yes", "-v", plan_path.to_str().unwrap()], &[("HOME", home.as_os_str())]);
     assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
     assert!(
         out.stderr.starts_with(
@@ -210,7 +214,7 @@ fn an_agent_only_key_authenticates() {
     let plan_path =
         dir.write("plan.yaml", direct_plan(&fleet, "", "[{ name: hello, run: \"echo hello from $USER\" }]"));
     let env = [("HOME", home.as_os_str()), ("SSH_AUTH_SOCK", agent.socket.as_os_str())];
-    let out = planrun_env(dir.path(), &["apply", "--yes", plan_path.to_str().unwrap()], &env);
+    let out = planrun_env(dir.path(), &["apply", "--yes", "-v", plan_path.to_str().unwrap()], &env);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     assert!(out.stdout.contains(&format!("h1 | hello from {}", fleet.user)), "{}", out.stdout);
     assert!(fleet.host(1).log().contains("Accepted publickey"), "{}", fleet.host(1).log());
@@ -230,7 +234,7 @@ fn a_refused_key_lists_every_method_tried() {
     std::fs::copy(fleet.generate_key("home_stranger"), &default_key).expect("copy key");
     let plan_path = dir.write("plan.yaml", direct_plan(&fleet, "", "[{ name: hello, run: \"true\" }]"));
     let env = [("HOME", home.as_os_str()), ("SSH_AUTH_SOCK", agent.socket.as_os_str())];
-    let out = planrun_env(dir.path(), &["apply", "--yes", plan_path.to_str().unwrap()], &env);
+    let out = planrun_env(dir.path(), &["apply", "--yes", "-v", plan_path.to_str().unwrap()], &env);
     assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
     let target = format!("{}@{}:2222", fleet.user, fleet.host(1).addr);
     assert!(out.stderr.contains("error: pre-flight: cannot reach 1 of 1 hosts; nothing was changed"), "{}", out.stderr);
@@ -262,7 +266,8 @@ fn an_encrypted_key_from_the_ssh_config_is_skipped_clearly_without_a_terminal() 
         .replace("config_file: /dev/null", &format!("config_file: {}", config.display()));
     let plan_path = dir.write("plan.yaml", plan);
     // stdin is not a terminal (the helper gives the child /dev/null), so nobody can be asked.
-    let out = planrun_env(dir.path(), &["apply", "--yes", plan_path.to_str().unwrap()], &[("HOME", home.as_os_str())]);
+    let out =
+        planrun_env(dir.path(), &["apply", "--yes", "-v", plan_path.to_str().unwrap()], &[("HOME", home.as_os_str())]);
     assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
     let expected = format!(
         "tried: `{key}` (skipped: key `{key}` is encrypted and there is no terminal to ask for its passphrase; load it into ssh-agent with `ssh-add {key}`",
@@ -291,14 +296,14 @@ fn sudo_runs_what_sudoers_allows_and_explains_a_password_prompt() {
             "[{ name: who, run: \"echo as $(id -un)\" }, { name: root, run: \"id -un\", sudo: true }]",
         ),
     );
-    let out = planrun_env(dir.path(), &["apply", "--yes", allowed.to_str().unwrap()], &env);
+    let out = planrun_env(dir.path(), &["apply", "--yes", "-v", allowed.to_str().unwrap()], &env);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     assert!(out.stdout.contains(&format!("h1 | as {}", user.name)), "{}", out.stdout);
     assert!(out.stdout.contains("h1 root: run: sudo -n -- id -un"), "{}", out.stdout);
     assert!(out.stdout.contains("h1 | root"), "{}", out.stdout);
 
     let refused = dir.write("refused.yaml", direct_plan(&fleet, &ssh, "[{ name: who, run: whoami, sudo: true }]"));
-    let out = planrun_env(dir.path(), &["apply", "--yes", refused.to_str().unwrap()], &env);
+    let out = planrun_env(dir.path(), &["apply", "--yes", "-v", refused.to_str().unwrap()], &env);
     assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
     let all = format!("{}{}", out.stdout, out.stderr);
     assert!(
@@ -312,10 +317,11 @@ fn sudo_runs_what_sudoers_allows_and_explains_a_password_prompt() {
 
 /// A plan for host 1 of the fleet, reached directly with the fleet's known_hosts.
 fn direct_plan(fleet: &Fleet, extra_ssh: &str, steps: &str) -> String {
+    let lock = support::lock_line();
     format!(
         "version: 1
 application: shop
-ssh:
+{lock}ssh:
   port: 2222
   known_hosts: {known}
   config_file: /dev/null
@@ -438,15 +444,19 @@ fn measure_direct_and_through_a_bastion() {
         .map(|i| format!("  - {{ host: {}, name: app{i}, roles: [app] }}\n", fleet.host(i).addr))
         .collect();
     for (label, jump) in [("direct", String::new()), ("bastion", format!("  jump: {}:2222\n", fleet.host(1).addr))] {
+        let lock = support::lock_line();
         let plan = format!(
-            "version: 1\napplication: shop\nssh:\n  port: 2222\n  identity_file: {key}\n  known_hosts: {known}\n  config_file: /dev/null\n{jump}servers:\n{servers}rollout:\n  select: {{ roles: [app] }}\n  batch_size: 100%\n  steps: [{{ name: hello, run: \"true\" }}]\n",
+            "version: 1\napplication: shop\n{lock}ssh:\n  port: 2222\n  identity_file: {key}\n  known_hosts: {known}\n  config_file: /dev/null\n{jump}servers:\n{servers}rollout:\n  select: {{ roles: [app] }}\n  batch_size: 100%\n  steps: [{{ name: hello, run: \"true\" }}]\n",
             key = fleet.client_key.display(),
             known = fleet.known_hosts.display(),
         );
         let plan_path = dir.write(&format!("{label}.yaml"), plan);
         let started = std::time::Instant::now();
-        let out =
-            planrun_env(dir.path(), &["apply", "--yes", plan_path.to_str().unwrap()], &[("HOME", home.as_os_str())]);
+        let out = planrun_env(
+            dir.path(),
+            &["apply", "--yes", "-v", plan_path.to_str().unwrap()],
+            &[("HOME", home.as_os_str())],
+        );
         let took = started.elapsed();
         assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
         eprintln!("{label}: {APPS} hosts in {took:.2?}");

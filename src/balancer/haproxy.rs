@@ -2,7 +2,8 @@
 //! socket. One command per connection: the socket's non-interactive mode answers and
 //! closes, so no prompt parsing is needed.
 //!
-//! Actions: `reject` = state `maint`; `drain` = state `drain`, then wait until `scur` is 0
+//! Actions: `reject` = state `maint`, then up to 2 s for the requests already on the
+//! node to finish; `drain` = state `drain`, then wait until `scur` is 0
 //! (bounded by the step's timeout), then `maint`, so that after a drain the node is as
 //! far out as after a reject and its restart raises no "server DOWN" alerts.
 //!
@@ -26,6 +27,9 @@ use crate::model::{BalancerAction, HaproxyBalancer};
 const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a drain reads the node's open connections.
 const DRAIN_POLL: Duration = Duration::from_millis(250);
+/// How long a `reject` waits for the requests already on the node, and how often it looks.
+const REJECT_GRACE: Duration = Duration::from_secs(2);
+const REJECT_POLL: Duration = Duration::from_millis(50);
 /// Runtime API answers are small; a bigger one is not HAProxy.
 const MAX_ANSWER: u64 = 16 * 1024 * 1024;
 
@@ -112,7 +116,21 @@ impl Haproxy {
         output: &mut Output,
     ) -> Result<(), String> {
         match action {
-            BalancerAction::Reject => self.set_state(node, "maint").await,
+            BalancerAction::Reject => {
+                self.set_state(node, "maint").await?;
+                // Requests already sent to the node still run; the next step usually stops
+                // the app, which would cut them. Give them a moment (not a drain: a
+                // long-lived connection does not hold a reject up).
+                let grace = timeout.min(REJECT_GRACE);
+                let started = std::time::Instant::now();
+                while started.elapsed() + REJECT_POLL < grace {
+                    if self.state(node).await?.connections.unwrap_or(0) == 0 {
+                        break;
+                    }
+                    tokio::time::sleep(REJECT_POLL).await;
+                }
+                Ok(())
+            }
             BalancerAction::Accept => {
                 self.set_state(node, "drain").await?;
                 if self.state(node).await?.detail != "no check" {

@@ -179,15 +179,7 @@ fn settings_lines(out: &mut impl Write, resolved: &Resolved, indent: &str) -> io
 /// One step instance in a line: what it does, rendered, and its settings that differ
 /// from the defaults.
 pub fn describe(s: &StepInstance) -> String {
-    let mut text = match &s.action {
-        Action::Run { command } => format!("run: {command}"),
-        Action::Local { command } => format!("local: {command}"),
-        Action::Balancer { balancer, action, node, wait_up, .. } => {
-            let then = if *wait_up { ", until the balancer reports it up" } else { "" };
-            format!("balancer {balancer}: {} {node}{then}", action.as_str())
-        }
-        Action::Wait(w) => describe_wait(w),
-    };
+    let mut text = action_line(&s.action);
     let mut extra = Vec::new();
     let is_wait = matches!(s.action, Action::Wait(_));
     if !is_wait && s.timeout != DEFAULT_STEP_TIMEOUT {
@@ -205,15 +197,36 @@ pub fn describe(s: &StepInstance) -> String {
     text
 }
 
+/// What a step instance does, in a line: the plan preview and the run's log both say it
+/// this way.
+pub fn action_line(action: &Action) -> String {
+    match action {
+        Action::Run { command } => format!("run: {command}"),
+        Action::Local { command } => format!("local: {command}"),
+        Action::Balancer { balancer, action, node, wait_up, .. } => {
+            let then = if *wait_up { ", until the balancer reports it up" } else { "" };
+            format!("balancer {balancer}: {} {node}{then}", action.as_str())
+        }
+        Action::Wait(w) => describe_wait(w),
+    }
+}
+
+/// The check of a wait alone, for messages about it.
+pub fn check_line(check: &Check) -> String {
+    match check {
+        Check::Sleep { duration } => format!("sleep {}", human(*duration)),
+        Check::Http { url, status } => format!("{url} answers {status}"),
+        Check::Tcp { address } => format!("{address} accepts connections"),
+        Check::Command { command } => format!("`{command}` succeeds"),
+        Check::BalancerUp { balancer, node, .. } => format!("balancer {balancer} reports {node} up"),
+    }
+}
+
 fn describe_wait(w: &WaitCheck) -> String {
-    let check = match &w.check {
-        Check::Sleep { duration } => return format!("sleep {}", human(*duration)),
-        Check::Http { url, status } => format!("wait: {url} answers {status}"),
-        Check::Tcp { address } => format!("wait: {address} accepts connections"),
-        Check::Command { command } => format!("wait: `{command}` succeeds"),
-        Check::BalancerUp { balancer, node, .. } => format!("wait: balancer {balancer} reports {node} up"),
-    };
-    let mut parts = vec![check];
+    if let Check::Sleep { .. } = w.check {
+        return check_line(&w.check);
+    }
+    let mut parts = vec![format!("wait: {}", check_line(&w.check))];
     if w.successes > 1 {
         parts.push(format!("{} in a row", w.successes));
     }

@@ -59,7 +59,6 @@ pub struct Summary {
     cells: IndexMap<String, IndexMap<String, (Outcome, Duration)>>,
     steps: Vec<String>,
     dry_run: bool,
-    mode: Option<Mode>,
 }
 
 impl Reporter {
@@ -85,7 +84,7 @@ impl Reporter {
             journal,
             live,
             batch_position: 0,
-            summary: Summary { dry_run, mode: Some(mode), ..Summary::default() },
+            summary: Summary { dry_run, ..Summary::default() },
         }
     }
 
@@ -114,7 +113,7 @@ impl Reporter {
                 Mode::Live => {
                     let line = if self.shows_live(&event) { self.line(&event) } else { None };
                     if let Some(live) = &mut self.live {
-                        live.update(&event, &self.exec);
+                        live.update(&event);
                         if let Some(line) = line {
                             live.println(&paint(&line, &event, self.color));
                         }
@@ -271,7 +270,7 @@ impl Live {
         let _ = self.multi.println(line);
     }
 
-    fn update(&mut self, event: &Event, _exec: &ExecutionPlan) {
+    fn update(&mut self, event: &Event) {
         match event {
             Event::StepStarted { host: Some(host), step, phase: Phase::Rollout, .. } => {
                 let entry = self.hosts.entry(host.clone()).or_insert_with(|| {
@@ -411,10 +410,6 @@ impl Summary {
             out.push('\n');
         }
         out
-    }
-
-    pub fn mode(&self) -> Option<Mode> {
-        self.mode
     }
 }
 

@@ -38,7 +38,7 @@ pub(crate) async fn run(ctx: &Arc<Ctx>, instance: &StepInstance) -> StepResult {
         step: instance.step.clone(),
         phase: instance.phase,
         index: instance.index,
-        description: describe(&instance.action),
+        description: crate::preview::action_line(&instance.action),
     });
     let started = Instant::now();
     let mut output =
@@ -256,15 +256,5 @@ impl Output {
 
     fn last_lines(&self) -> Vec<String> {
         self.last.iter().cloned().collect()
-    }
-}
-
-/// What a step does, in a line.
-pub fn describe(action: &Action) -> String {
-    match action {
-        Action::Run { command } => format!("run: {command}"),
-        Action::Local { command } => format!("local: {command}"),
-        Action::Balancer { balancer, action, node, .. } => format!("balancer {balancer}: {} {node}", action.as_str()),
-        Action::Wait(w) => format!("wait: {}", wait::describe(w)),
     }
 }

@@ -59,7 +59,7 @@ pub(crate) async fn wait(
         if Instant::now() + w.interval > deadline {
             return Err(format!(
                 "{} did not pass within {}: {last_failure}",
-                describe(w),
+                crate::preview::check_line(&w.check),
                 humantime::format_duration(w.timeout)
             ));
         }
@@ -105,22 +105,4 @@ async fn check_once(ctx: &Arc<Ctx>, check: &Check, host: Option<&Transport>) -> 
             }
         }
     }
-}
-
-pub fn describe(w: &WaitCheck) -> String {
-    let what = match &w.check {
-        Check::Sleep { duration } => return format!("sleep {}", humantime::format_duration(*duration)),
-        Check::Http { url, status } => format!("GET {url} answers {status}"),
-        Check::Tcp { address } => format!("{address} accepts connections"),
-        Check::Command { command } => format!("`{command}` exits 0"),
-        Check::BalancerUp { balancer, node, .. } => format!("{balancer} reports {node} up"),
-    };
-    let mut text = what;
-    if w.successes > 1 {
-        text.push_str(&format!(", {} times in a row", w.successes));
-    }
-    if let Some(s) = w.stable_for {
-        text.push_str(&format!(", stable for {}", humantime::format_duration(s)));
-    }
-    text
 }

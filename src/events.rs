@@ -3,11 +3,15 @@
 //! The executor only emits events; every output (the plain log, the summary, log files
 //! per host) consumes this one stream, so they can never disagree about what happened.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use serde::Serialize;
+use tokio::sync::mpsc::UnboundedSender;
 
 use crate::graph::Phase;
+use crate::redact::Redactor;
+use crate::transport::{OutputLine, Stream};
 
 /// How a step ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -121,7 +125,7 @@ pub const EVENT_VERSION: u32 = 1;
 
 impl Event {
     /// Masks secrets in every text the event carries.
-    pub fn redact(&mut self, r: &crate::redact::Redactor) {
+    pub fn redact(&mut self, r: &Redactor) {
         if r.is_empty() {
             return;
         }
@@ -152,5 +156,83 @@ impl Event {
             line.extend(fields);
         }
         serde_json::Value::Object(line).to_string()
+    }
+}
+
+/// The one way events leave the executor and the balancers: every event is redacted
+/// here, at its source, so no consumer can forget to mask a secret.
+#[derive(Clone)]
+pub struct Emitter {
+    sender: UnboundedSender<Event>,
+    redactor: Redactor,
+}
+
+impl Emitter {
+    pub fn new(sender: UnboundedSender<Event>, redactor: Redactor) -> Self {
+        Emitter { sender, redactor }
+    }
+
+    pub fn emit(&self, mut event: Event) {
+        event.redact(&self.redactor);
+        // A reporter that went away must not stop a rollout halfway.
+        let _ = self.sender.send(event);
+    }
+
+    pub fn redactor(&self) -> &Redactor {
+        &self.redactor
+    }
+
+    /// Where the output of one step goes.
+    pub fn step_output(&self, host: Option<String>, step: String) -> StepOutput {
+        StepOutput { emitter: self.clone(), host, step, last: VecDeque::new() }
+    }
+}
+
+/// How many output lines of a failing step the summary shows.
+const LAST_LINES: usize = 10;
+
+/// The output of one step: forwarded as events, the last lines kept for the summary.
+pub struct StepOutput {
+    emitter: Emitter,
+    host: Option<String>,
+    step: String,
+    last: VecDeque<String>,
+}
+
+impl StepOutput {
+    pub fn line(&mut self, mut line: OutputLine) {
+        // Masked before it is kept: the summary's last lines do not travel as events.
+        self.emitter.redactor.redact_in_place(&mut line.line);
+        if self.last.len() == LAST_LINES {
+            self.last.pop_front();
+        }
+        self.last.push_back(line.line.clone());
+        self.emitter.emit(Event::Output {
+            host: self.host.clone(),
+            step: self.step.clone(),
+            stream: match line.stream {
+                Stream::Stdout => "stdout",
+                Stream::Stderr => "stderr",
+            },
+            line: line.line,
+        });
+    }
+
+    /// A line planrun itself says about the step (a failed check, a balancer answer).
+    pub fn note(&mut self, text: String) {
+        self.line(OutputLine { stream: Stream::Stderr, line: text });
+    }
+
+    pub fn host(&self) -> Option<&str> {
+        self.host.as_deref()
+    }
+
+    /// Whether one of the last lines contains `text`.
+    pub fn last_lines_contain(&self, text: &str) -> bool {
+        self.last.iter().any(|line| line.contains(text))
+    }
+
+    pub fn last_lines(&self) -> Vec<String> {
+        self.last.iter().cloned().collect()
     }
 }

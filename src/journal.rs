@@ -38,6 +38,22 @@ pub fn plan_hash(loaded: &crate::validate::LoadedPlan) -> String {
     format!("sha256:{hex}")
 }
 
+/// `.planrun/` beside the plan: the journal and the logs of every run of that plan.
+pub fn state_dir(plan: &Path) -> PathBuf {
+    plan.parent().map(Path::to_path_buf).unwrap_or_default().join(".planrun")
+}
+
+/// The journal names plans by file name: plans in one folder share `.planrun/`.
+pub fn plan_key(plan: &Path) -> String {
+    plan.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| plan.display().to_string())
+}
+
+/// A new run's id, sortable and safe in file names: `2026-11-27T19-01-02Z-1234`.
+pub fn new_run_id() -> String {
+    let now = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+    format!("{}-{}", now.replace(':', "-"), std::process::id())
+}
+
 /// The journal of the plans in `state_dir`.
 pub fn path(state_dir: &Path) -> PathBuf {
     state_dir.join("journal.jsonl")
@@ -95,23 +111,17 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Opens (creating) the journal; a journal that cannot be written is reported once and
-    /// the run goes on: refusing to roll back a half-done rollout for want of a log
-    /// would be worse.
-    pub fn open(state_dir: &Path, run_id: &str, plan: &str) -> Self {
+    /// Opens (creating) the journal. When it cannot be opened the writer records nothing
+    /// and the error says why, for the caller to warn about once: refusing to roll back
+    /// a half-done rollout for want of a log would be worse.
+    pub fn open(state_dir: &Path, run_id: &str, plan: &str) -> (Self, Option<std::io::Error>) {
         let file = std::fs::create_dir_all(state_dir)
             .and_then(|_| OpenOptions::new().create(true).append(true).open(path(state_dir)));
-        let file = match file {
-            Ok(f) => Some(f),
-            Err(e) => {
-                eprintln!(
-                    "warning: cannot write the journal in `{}`: {e}; `--resume` will not know this run",
-                    state_dir.display()
-                );
-                None
-            }
+        let (file, error) = match file {
+            Ok(f) => (Some(f), None),
+            Err(e) => (None, Some(e)),
         };
-        Writer { file, run_id: run_id.into(), plan: plan.into() }
+        (Writer { file, run_id: run_id.into(), plan: plan.into() }, error)
     }
 
     pub fn write(&mut self, record: &Record) {

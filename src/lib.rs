@@ -3,7 +3,6 @@
 //! The data flows one way: `yaml` (text → positioned tree) → `schema` and `validate`
 //! (every problem at its position) → `model` (typed plan) → `select` … → `cli` prints.
 
-pub mod apply;
 pub mod balancer;
 pub mod cli;
 pub mod diagnostic;
@@ -24,7 +23,6 @@ pub mod report;
 pub mod schema;
 pub mod select;
 pub mod ssh_settings;
-pub mod status;
 pub mod template;
 pub mod transport;
 pub mod validate;

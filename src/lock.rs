@@ -3,14 +3,14 @@
 //! first server, as a directory made with an atomic `mkdir`, holding a file that names
 //! the holder.
 
+use std::sync::Arc;
 use std::time::SystemTime;
-
-use tokio::sync::mpsc;
 
 use crate::graph::ExecutionPlan;
 use crate::model::{Plan, TransportKind};
+use crate::ssh_settings::{Resolver, current_user};
 use crate::template::shell_quote;
-use crate::transport::Transport;
+use crate::transport::{Connector, Stream, Transport, Transports};
 
 /// Where the lock is, resolved from the plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,17 +85,6 @@ impl Holder {
     }
 }
 
-/// The login name, from the password database when the environment does not say (as
-/// under cron or CI).
-pub fn current_user() -> String {
-    std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .ok()
-        .filter(|u| !u.is_empty())
-        .or_else(|| nix::unistd::User::from_uid(nix::unistd::getuid()).ok().flatten().map(|u| u.name))
-        .unwrap_or_else(|| "unknown".into())
-}
-
 /// Alive and not a zombie: PID 1 here reaps slowly, so `kill -0` says a zombie lives.
 fn process_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -141,22 +130,38 @@ pub enum LockError {
 /// Takes the lock, or says who holds it.
 pub async fn acquire(transport: &Transport, place: &LockPlace, me: &Holder) -> Result<Acquired, LockError> {
     match try_mkdir(transport, place, me).await? {
-        None => Ok(Acquired::Taken),
-        Some(Some(holder)) if holder.provably_gone() => {
+        LockState::Free => Ok(Acquired::Taken),
+        LockState::Held(holder) if holder.provably_gone() => {
             remove(transport, place, Some(&holder.run)).await.map_err(LockError::Failed)?;
             match try_mkdir(transport, place, me).await? {
-                None => Ok(Acquired::TakenOver(holder)),
-                Some(Some(other)) => Err(LockError::Held(other)),
-                Some(None) => Err(LockError::Unknown(place.display.clone())),
+                LockState::Free => Ok(Acquired::TakenOver(holder)),
+                LockState::Held(other) => Err(LockError::Held(other)),
+                LockState::HeldUnknown => Err(LockError::Unknown(place.display.clone())),
             }
         }
-        Some(Some(holder)) => Err(LockError::Held(holder)),
-        Some(None) => Err(LockError::Unknown(place.display.clone())),
+        LockState::Held(holder) => Err(LockError::Held(holder)),
+        LockState::HeldUnknown => Err(LockError::Unknown(place.display.clone())),
     }
 }
 
-/// `None`: acquired. `Some(holder)`: held by someone else (holder unreadable: `None`).
-async fn try_mkdir(transport: &Transport, place: &LockPlace, me: &Holder) -> Result<Option<Option<Holder>>, LockError> {
+/// What a lock's directory says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LockState {
+    Free,
+    Held(Holder),
+    /// The directory exists without a readable holder (a crash between `mkdir` and
+    /// writing the holder file).
+    HeldUnknown,
+}
+
+impl LockState {
+    fn held(answer: &str) -> Self {
+        Holder::parse(answer).map_or(LockState::HeldUnknown, LockState::Held)
+    }
+}
+
+/// `Free` here means this run took it.
+async fn try_mkdir(transport: &Transport, place: &LockPlace, me: &Holder) -> Result<LockState, LockError> {
     let dir = shell_quote(&place.path);
     // mkdir is atomic on every POSIX file system: of two operators, exactly one wins.
     let script = format!(
@@ -166,21 +171,21 @@ async fn try_mkdir(transport: &Transport, place: &LockPlace, me: &Holder) -> Res
     );
     let out = run(transport, &script).await.map_err(LockError::Failed)?;
     if out.starts_with("PLANRUN-LOCK-ACQUIRED") {
-        Ok(None)
+        Ok(LockState::Free)
     } else if let Some(rest) = out.strip_prefix("PLANRUN-LOCK-HELD") {
-        Ok(Some(Holder::parse(rest)))
+        Ok(LockState::held(rest))
     } else {
         Err(LockError::Failed(format!("unexpected answer while taking the lock `{}`: {out}", place.display)))
     }
 }
 
-/// Reads the lock: `Ok(None)` when free.
-pub async fn status(transport: &Transport, place: &LockPlace) -> Result<Option<Option<Holder>>, String> {
+/// Reads the lock.
+pub async fn status(transport: &Transport, place: &LockPlace) -> Result<LockState, String> {
     let dir = shell_quote(&place.path);
     let out =
         run(transport, &format!("if [ -d {dir} ]; then echo HELD; cat {dir}/holder 2>/dev/null; else echo FREE; fi"))
             .await?;
-    Ok(out.strip_prefix("HELD").map(Holder::parse))
+    Ok(out.strip_prefix("HELD").map_or(LockState::Free, LockState::held))
 }
 
 /// Removes the lock; with `run`, only if that run holds it (so a run never frees a lock
@@ -197,27 +202,49 @@ pub async fn remove(transport: &Transport, place: &LockPlace, run_id: Option<&st
 }
 
 async fn run(transport: &Transport, script: &str) -> Result<String, String> {
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let exit = transport.exec(script, Some(std::time::Duration::from_secs(30)), tx).await.map_err(|e| e.to_string())?;
     // Standard output only: a server's login messages ("Could not chdir to home
     // directory …") come on standard error and must not be read as the lock's answer.
     let mut out = String::new();
-    while let Ok(line) = rx.try_recv() {
-        if line.stream == crate::transport::Stream::Stdout {
-            out.push_str(&line.line);
-            out.push('\n');
-        }
-    }
+    let exit = transport
+        .exec_lines(script, Some(std::time::Duration::from_secs(30)), |line| {
+            if line.stream == Stream::Stdout {
+                out.push_str(&line.line);
+                out.push('\n');
+            }
+        })
+        .await
+        .map_err(|e| e.to_string())?;
     if exit.success() { Ok(out) } else { Err(format!("the lock command failed ({exit}): {}", out.trim())) }
 }
 
-/// The transport to reach the lock: the host's own when the run already connected to it.
-pub fn is_local(plan: &Plan, place: &LockPlace) -> bool {
+/// The lock's host: the run's own connection to it, the control machine, or a new
+/// connection when `--limit` left that host out of the run.
+pub async fn transport(
+    plan: &Plan,
+    place: &LockPlace,
+    exec: &ExecutionPlan,
+    transports: &Transports,
+) -> Result<Arc<Transport>, String> {
+    if let Some(host) = connected_host(exec, place)
+        && let Some(t) = transports.hosts.get(&host)
+    {
+        return Ok(t.clone());
+    }
+    if is_local(plan, place) {
+        return Ok(transports.local.clone());
+    }
+    let server = place.server.map(|s| &plan.servers[s]).ok_or("no lock host")?;
+    let target = Resolver::new().resolve(plan, server)?.target;
+    Connector::new().connect(&target).await.map(|s| Arc::new(Transport::Ssh(s))).map_err(|e| e.to_string())
+}
+
+/// Whether the lock lives on the control machine.
+fn is_local(plan: &Plan, place: &LockPlace) -> bool {
     place.server.is_none_or(|s| plan.servers[s].transport == TransportKind::Local)
 }
 
 /// Index into `exec.hosts` of the lock's server, when the run connects to it anyway.
-pub fn connected_host(exec: &ExecutionPlan, place: &LockPlace) -> Option<usize> {
+fn connected_host(exec: &ExecutionPlan, place: &LockPlace) -> Option<usize> {
     let server = place.server?;
     exec.hosts.iter().position(|h| h.server == server)
 }

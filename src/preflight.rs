@@ -4,9 +4,10 @@
 //! The budget: while batch k is out, the nodes out of rotation are batch k's, plus those
 //! already out (or down) before the run that no earlier batch put back, plus the pool's
 //! other nodes that are out. That must not exceed batch k's size, and at least one node
-//! of the pool must stay in rotation and up. A refusal changes nothing and exits 1, like
-//! a pre-flight connection failure: the plan is valid, the fleet is not ready for it.
-//! `--force` goes on anyway, loudly.
+//! of the pool must stay in rotation and up. `read` asks the balancers; `judge` applies
+//! these rules and prints nothing: the caller shows the verdict, refuses (exit 1, like a
+//! pre-flight connection failure: the plan is valid, the fleet is not ready for it) or,
+//! with `--force`, goes on loudly.
 //!
 //! Every read is read-only, so `--dry-run` runs this too: a wrong label, port or node
 //! is found before a real run.
@@ -16,19 +17,37 @@ use std::collections::{BTreeSet, HashMap};
 use indexmap::IndexMap;
 
 use crate::balancer::{Balancers, NodeRef, NodeState, Rotation, Status};
-use crate::exit;
 use crate::graph::{Action, ExecutionPlan};
 use crate::model::{BatchSize, BatchStep};
 
-/// Reads, checks and prints; `Err` carries the exit code when apply must stop.
-/// On success, the lines of the balancers' view, for the journal.
-pub async fn check(
-    exec: &ExecutionPlan,
-    balancers: &Balancers,
-    size: &BatchSize,
-    force: bool,
-) -> Result<Vec<String>, i32> {
-    // Per balancer: node → (batch index, host name, how to read it).
+/// What the balancers said about the rollout's nodes, before anything changed.
+pub struct View {
+    balancers: Vec<BalancerView>,
+}
+
+struct BalancerView {
+    name: String,
+    /// Node → (index of the batch that takes it out, how to read it).
+    nodes: IndexMap<String, (usize, NodeRef)>,
+    /// In `nodes` order; `None` when the read did not finish.
+    states: Vec<Option<Result<NodeState, String>>>,
+    /// The whole pool, where the balancer can list it.
+    pool: Option<Result<Vec<(String, NodeState)>, String>>,
+}
+
+/// What pre-flight found: the lines of the balancers' view (for the operator and the
+/// journal), and why the run must not go on (empty when it may).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Verdict {
+    /// Nodes the view covers; 0 when the plan has no balancer steps.
+    pub nodes: usize,
+    pub lines: Vec<String>,
+    pub problems: Vec<String>,
+}
+
+/// Reads every balancer's view of the nodes the rollout's balancer steps name, and of the
+/// rest of their pools. Read-only.
+pub async fn read(exec: &ExecutionPlan, balancers: &Balancers) -> View {
     let mut used: IndexMap<String, IndexMap<String, (usize, NodeRef)>> = IndexMap::new();
     for batch in &exec.batches {
         for host in &batch.hosts {
@@ -49,29 +68,33 @@ pub async fn check(
             }
         }
     }
-    if used.is_empty() {
-        return Ok(Vec::new());
-    }
-
-    let mut problems = Vec::new();
-    let mut lines = Vec::new();
-    for (balancer, nodes) in &used {
+    let mut view = View { balancers: Vec::with_capacity(used.len()) };
+    for (name, nodes) in used {
         // Reads side by side: a fleet of hundreds must not take minutes here.
         let mut reads = tokio::task::JoinSet::new();
         for (i, (_, node)) in nodes.values().enumerate() {
-            let (balancers, name, node) = (balancers.clone(), balancer.clone(), node.clone());
+            let (balancers, name, node) = (balancers.clone(), name.clone(), node.clone());
             reads.spawn(async move { (i, balancers.state(&name, &Status::of(&node)).await) });
         }
-        let pool = balancers.pool(balancer);
+        let pool = balancers.pool(&name);
         let mut states: Vec<Option<Result<NodeState, String>>> = vec![None; nodes.len()];
         while let Some(Ok((i, state))) = reads.join_next().await {
             states[i] = Some(state);
         }
         let pool = pool.await;
+        view.balancers.push(BalancerView { name, nodes, states, pool });
+    }
+    view
+}
 
+/// Judges the view against the batch budget. Pure: the rules live here, tested alone.
+pub fn judge(view: &View, exec: &ExecutionPlan, size: &BatchSize) -> Verdict {
+    let mut verdict = Verdict { nodes: view.balancers.iter().map(|b| b.nodes.len()).sum(), ..Verdict::default() };
+    let (lines, problems) = (&mut verdict.lines, &mut verdict.problems);
+    for BalancerView { name: balancer, nodes, states, pool } in &view.balancers {
         let mut out_before: HashMap<&str, usize> = HashMap::new();
         let mut healthy: BTreeSet<String> = BTreeSet::new();
-        for ((node, (batch, _)), state) in nodes.iter().zip(&states) {
+        for ((node, (batch, _)), state) in nodes.iter().zip(states) {
             let label = name_of(nodes, node);
             match state {
                 Some(Ok(state)) => {
@@ -95,14 +118,14 @@ pub async fn check(
         match pool {
             Some(Ok(pool)) => {
                 for (node, state) in pool {
-                    if nodes.contains_key(&node) {
+                    if nodes.contains_key(node) {
                         continue;
                     }
                     if state.serves_no_traffic() {
                         lines.push(format!("  {balancer}: {node} (not in this rollout): {}", state.describe()));
-                        others_out.push(node);
+                        others_out.push(node.clone());
                     } else {
-                        healthy.insert(node);
+                        healthy.insert(node.clone());
                     }
                 }
             }
@@ -151,37 +174,7 @@ pub async fn check(
             }
         }
     }
-
-    // Standard error: standard output is the run's own stream (JSON lines with
-    // `--output json`), and a closed stdout must not stop an apply.
-    eprintln!("pre-flight: the balancers' view of {} node{}:", count(&used), if count(&used) == 1 { "" } else { "s" });
-    for line in &lines {
-        eprintln!("{line}");
-    }
-    if problems.is_empty() {
-        eprintln!("pre-flight: ok");
-        return Ok(lines);
-    }
-    if force {
-        for p in &problems {
-            eprintln!("warning: pre-flight: {p}");
-        }
-        eprintln!("warning: --force: going on although pre-flight refuses; nodes above may leave too few serving");
-        return Ok(lines);
-    }
-    for p in &problems {
-        eprintln!("error: pre-flight: {p}");
-    }
-    eprintln!("pre-flight refused the run; nothing was changed");
-    eprintln!(
-        "  help: put the nodes back in rotation (or wait until they are up), use a smaller `--batch-size`, \
-         or pass `--force` to go on anyway"
-    );
-    Err(exit::ROLLOUT_FAILED)
-}
-
-fn count(used: &IndexMap<String, IndexMap<String, (usize, NodeRef)>>) -> usize {
-    used.values().map(IndexMap::len).sum()
+    verdict
 }
 
 fn name_of(nodes: &IndexMap<String, (usize, NodeRef)>, node: &str) -> String {

@@ -10,6 +10,18 @@ pub const MASK: &str = "***";
 /// every line into asterisks and protects nothing.
 const MIN_SECRET_LEN: usize = 3;
 
+/// The environment variables whose values the plan treats as secrets: `secret_env` and
+/// every balancer's `token_env`.
+pub fn secret_env_names(plan: &Plan) -> Vec<&str> {
+    let mut names: Vec<&str> = plan.secret_env.iter().map(String::as_str).collect();
+    for balancer in plan.balancers.values() {
+        if let Balancer::Linode(l) = balancer {
+            names.push(&l.token_env);
+        }
+    }
+    names
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Redactor {
     secrets: Vec<String>,
@@ -19,13 +31,7 @@ impl Redactor {
     /// The values of the environment variables the plan names as secrets: `secret_env`
     /// and every balancer's `token_env`.
     pub fn from_plan(plan: &Plan) -> Self {
-        let mut names: Vec<&str> = plan.secret_env.iter().map(String::as_str).collect();
-        for balancer in plan.balancers.values() {
-            if let Balancer::Linode(l) = balancer {
-                names.push(&l.token_env);
-            }
-        }
-        Redactor::new(names.iter().filter_map(|n| std::env::var(n).ok()))
+        Redactor::new(secret_env_names(plan).iter().filter_map(|n| std::env::var(n).ok()))
     }
 
     pub fn new(values: impl IntoIterator<Item = String>) -> Self {

@@ -366,8 +366,15 @@ pub fn parse_hop(spec: &str) -> Result<(Option<String>, String, Option<u16>), St
     Ok((user, host.to_string(), port))
 }
 
+/// The login name as OpenSSH finds it: `USER`, then `LOGNAME`, then the password
+/// database (cron and CI jobs often set neither variable).
 pub fn current_user() -> String {
-    std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "root".into())
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .ok()
+        .filter(|u| !u.is_empty())
+        .or_else(|| nix::unistd::User::from_uid(nix::unistd::getuid()).ok().flatten().map(|u| u.name))
+        .unwrap_or_else(|| "unknown".into())
 }
 
 fn home_dir() -> PathBuf {

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::{NodeState, Rotation};
-use crate::execute::step::{self, Output};
+use crate::events::StepOutput;
 use crate::transport::{LocalTransport, Transport};
 
 /// How long a status command may take before the read counts as failed.
@@ -18,14 +18,18 @@ impl Command {
         Command { local: Transport::Local(LocalTransport::new()) }
     }
 
-    pub async fn run(&self, command: &str, timeout: Duration, output: &mut Output) -> Result<(), String> {
-        step::exec(&self.local, command, timeout, output).await.result
+    pub async fn run(&self, command: &str, timeout: Duration, output: &mut StepOutput) -> Result<(), String> {
+        let exit = self.local.exec_lines(command, Some(timeout), |line| output.line(line)).await;
+        match exit {
+            Ok(exit) if exit.success() => Ok(()),
+            Ok(exit) => Err(exit.failure(command)),
+            Err(e) => Err(e.to_string()),
+        }
     }
 
     pub async fn state(&self, command: &str) -> Result<NodeState, String> {
         // The status command's output is noise; its exit status is the answer.
-        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-        let exit = self.local.exec(command, Some(STATUS_TIMEOUT), tx).await.map_err(|e| e.to_string())?;
+        let exit = self.local.exec_lines(command, Some(STATUS_TIMEOUT), drop).await.map_err(|e| e.to_string())?;
         Ok(if exit.success() {
             NodeState { rotation: Rotation::In, up: Some(true), connections: None, detail: "status exits 0".into() }
         } else {

@@ -20,7 +20,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{NodeState, Rotation};
-use crate::execute::step::Output;
+use crate::events::StepOutput;
 use crate::model::{BalancerAction, HaproxyBalancer};
 
 /// One runtime API exchange never takes longer than this.
@@ -113,7 +113,7 @@ impl Haproxy {
         node: &str,
         action: BalancerAction,
         timeout: Duration,
-        output: &mut Output,
+        output: &mut StepOutput,
     ) -> Result<(), String> {
         match action {
             BalancerAction::Reject => {

@@ -15,7 +15,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
 use super::{NodeState, Rotation, error_chain};
-use crate::execute::step::Output;
+use crate::events::StepOutput;
 use crate::model::{BalancerAction, LinodeBalancer};
 
 const DEFAULT_API: &str = "https://api.linode.com/v4";
@@ -249,7 +249,7 @@ impl Linode {
         address: &str,
         action: BalancerAction,
         timeout: Duration,
-        output: &mut Output,
+        output: &mut StepOutput,
     ) -> Result<(), String> {
         match action {
             BalancerAction::Reject => self.set_mode(address, "reject").await,

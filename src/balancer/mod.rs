@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use indexmap::IndexMap;
 
-use crate::execute::step::Output;
+use crate::events::StepOutput;
 use crate::graph::HttpCall;
 use crate::model::{self, BalancerAction};
 
@@ -126,7 +126,12 @@ impl Balancers {
 
     /// Sets `node`'s state; for `accept` with `wait_up`, also waits until the balancer
     /// reports it up, since apps answer before balancers re-admit them.
-    pub(crate) async fn apply(&self, call: &Call<'_>, timeout: Duration, output: &mut Output) -> Result<(), String> {
+    pub(crate) async fn apply(
+        &self,
+        call: &Call<'_>,
+        timeout: Duration,
+        output: &mut StepOutput,
+    ) -> Result<(), String> {
         let started = Instant::now();
         self.touch(call);
         match self.client(call.balancer)? {

@@ -10,20 +10,18 @@
 //! - A failed host stays where it failed: it is unhealthy, so it is not put back.
 //! - The executor only emits events; it prints nothing itself.
 
-pub(crate) mod step;
+mod step;
 mod wait;
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
 use crate::balancer::Balancers;
-use crate::events::{Event, Outcome, RunOutcome};
+use crate::events::{Emitter, Event, Outcome, RunOutcome};
 use crate::graph::{ExecutionPlan, Phase, StepInstance};
-use crate::transport::Transport;
+use crate::transport::Transports;
 
 /// Signals from the operator to a running apply.
 #[derive(Clone, Default)]
@@ -43,15 +41,8 @@ pub struct Settings {
     pub dry_run: bool,
     /// How many hosts a `before`/`after` fan-out runs on at once.
     pub fan_out: usize,
-    pub redactor: crate::redact::Redactor,
     /// The run this one resumes.
     pub resume_of: Option<String>,
-}
-
-/// Where commands run: a transport per selected host, and the control machine.
-pub struct Transports {
-    pub hosts: HashMap<usize, Arc<Transport>>,
-    pub local: Arc<Transport>,
 }
 
 /// A host that failed, and where.
@@ -78,7 +69,7 @@ pub(crate) struct Ctx {
     pub exec: Arc<ExecutionPlan>,
     pub transports: Transports,
     pub balancers: Balancers,
-    pub events: UnboundedSender<Event>,
+    pub emitter: Emitter,
     pub control: Control,
     pub settings: Settings,
     pub http: reqwest::Client,
@@ -87,13 +78,6 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
-    pub fn emit(&self, mut event: Event) {
-        // Redacted here, at the one source, so no consumer can forget to.
-        event.redact(&self.settings.redactor);
-        // A reporter that went away must not stop a rollout halfway.
-        let _ = self.events.send(event);
-    }
-
     pub fn host_name(&self, host: Option<usize>) -> Option<String> {
         host.map(|h| self.exec.hosts[h].name.clone())
     }
@@ -112,7 +96,7 @@ pub async fn run(
     exec: Arc<ExecutionPlan>,
     transports: Transports,
     balancers: Balancers,
-    events: UnboundedSender<Event>,
+    emitter: Emitter,
     control: Control,
     settings: Settings,
 ) -> RunResult {
@@ -121,14 +105,14 @@ pub async fn run(
         exec: exec.clone(),
         transports,
         balancers,
-        events,
+        emitter,
         control,
         settings,
         http: reqwest::Client::builder().no_proxy().connect_timeout(Duration::from_secs(5)).build().unwrap_or_default(),
         failures: Mutex::new(Vec::new()),
         cancelled_hosts: Mutex::new(Vec::new()),
     });
-    ctx.emit(Event::RunStarted {
+    ctx.emitter.emit(Event::RunStarted {
         run_id: ctx.settings.run_id.clone(),
         plan: ctx.settings.plan_name.clone(),
         application: exec.application.clone(),
@@ -143,14 +127,18 @@ pub async fn run(
     let failures = ctx.failures.lock().map(|f| f.clone()).unwrap_or_default();
     let cancelled_hosts = ctx.cancelled_hosts.lock().map(|c| c.clone()).unwrap_or_default();
     let duration = started.elapsed();
-    ctx.emit(Event::RunFinished { outcome, duration, failed_hosts: failures.iter().map(|f| f.host.clone()).collect() });
+    ctx.emitter.emit(Event::RunFinished {
+        outcome,
+        duration,
+        failed_hosts: failures.iter().map(|f| f.host.clone()).collect(),
+    });
     RunResult { outcome, failures, cancelled_hosts, duration }
 }
 
 async fn run_phases(ctx: &Arc<Ctx>) -> RunOutcome {
     let exec = ctx.exec.clone();
     if !exec.before.is_empty() {
-        ctx.emit(Event::PhaseStarted { phase: Phase::Before });
+        ctx.emitter.emit(Event::PhaseStarted { phase: Phase::Before });
         if !run_fan_out(ctx, &exec.before).await {
             return stopped_or(ctx, RunOutcome::Halted);
         }
@@ -163,7 +151,7 @@ async fn run_phases(ctx: &Arc<Ctx>) -> RunOutcome {
         if ctx.over_budget() {
             return RunOutcome::Halted;
         }
-        ctx.emit(Event::BatchStarted {
+        ctx.emitter.emit(Event::BatchStarted {
             batch: batch.index,
             hosts: batch.hosts.iter().map(|h| exec.hosts[h.host].name.clone()).collect(),
         });
@@ -182,7 +170,7 @@ async fn run_phases(ctx: &Arc<Ctx>) -> RunOutcome {
     }
 
     if !exec.after.is_empty() {
-        ctx.emit(Event::PhaseStarted { phase: Phase::After });
+        ctx.emitter.emit(Event::PhaseStarted { phase: Phase::After });
         if !run_fan_out(ctx, &exec.after).await {
             return stopped_or(ctx, RunOutcome::Halted);
         }
@@ -216,14 +204,14 @@ async fn run_host_chain(ctx: &Arc<Ctx>, host: usize, steps: &[StepInstance]) {
 }
 
 fn fail_host(ctx: &Ctx, host: usize, instance: &StepInstance, result: step::StepResult) {
-    let redact = |text: &str| ctx.settings.redactor.redact(text);
+    let redact = |text: &str| ctx.emitter.redactor().redact(text);
     let failure = HostFailure {
         host: ctx.exec.hosts[host].name.clone(),
         step: instance.step.clone(),
         error: redact(result.error.as_deref().unwrap_or("failed")),
         last_lines: result.last_lines.iter().map(|l| redact(l)).collect(),
     };
-    ctx.emit(Event::HostFailed {
+    ctx.emitter.emit(Event::HostFailed {
         host: failure.host.clone(),
         step: failure.step.clone(),
         error: failure.error.clone(),

@@ -1,22 +1,16 @@
 //! One step instance: its attempts, its timeout, its output, its outcome.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
-
 use super::{Ctx, wait};
 use crate::balancer::Call;
-use crate::events::{Event, Outcome};
+use crate::events::{Event, Outcome, StepOutput};
 use crate::graph::{Action, StepInstance};
-use crate::transport::{OutputLine, Stream, Transport};
+use crate::transport::Transport;
 
 /// How long past its timeout a step may take to stop what it runs.
 const KILL_GRACE: Duration = Duration::from_secs(5);
-
-/// How many output lines of a failing step the summary shows.
-const LAST_LINES: usize = 10;
 
 pub(crate) struct StepResult {
     pub outcome: Outcome,
@@ -33,7 +27,7 @@ pub(crate) struct Attempt {
 
 pub(crate) async fn run(ctx: &Arc<Ctx>, instance: &StepInstance) -> StepResult {
     let host = ctx.host_name(instance.host);
-    ctx.emit(Event::StepStarted {
+    ctx.emitter.emit(Event::StepStarted {
         host: host.clone(),
         step: instance.step.clone(),
         phase: instance.phase,
@@ -41,8 +35,7 @@ pub(crate) async fn run(ctx: &Arc<Ctx>, instance: &StepInstance) -> StepResult {
         description: crate::preview::action_line(&instance.action),
     });
     let started = Instant::now();
-    let mut output =
-        Output { ctx: ctx.clone(), host: host.clone(), step: instance.step.clone(), last: VecDeque::new() };
+    let mut output = ctx.emitter.step_output(host.clone(), instance.step.clone());
 
     let result = if ctx.settings.dry_run {
         StepResult { outcome: Outcome::Skipped, exit_code: None, error: None, last_lines: vec![] }
@@ -50,7 +43,7 @@ pub(crate) async fn run(ctx: &Arc<Ctx>, instance: &StepInstance) -> StepResult {
         attempts(ctx, instance, &mut output).await
     };
 
-    ctx.emit(Event::StepFinished {
+    ctx.emitter.emit(Event::StepFinished {
         host,
         step: instance.step.clone(),
         phase: instance.phase,
@@ -63,7 +56,7 @@ pub(crate) async fn run(ctx: &Arc<Ctx>, instance: &StepInstance) -> StepResult {
     result
 }
 
-async fn attempts(ctx: &Arc<Ctx>, instance: &StepInstance, output: &mut Output) -> StepResult {
+async fn attempts(ctx: &Arc<Ctx>, instance: &StepInstance, output: &mut StepOutput) -> StepResult {
     // The timeout bounds the step as a whole, retries included: an operator reads
     // `timeout: 2m` as "this host gets two minutes".
     let deadline = Instant::now() + instance.timeout;
@@ -107,7 +100,7 @@ async fn attempts(ctx: &Arc<Ctx>, instance: &StepInstance, output: &mut Output) 
             Err(error) => {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if attempt_no <= instance.retries && !left.is_zero() && !ctx.control.stop.is_cancelled() {
-                    ctx.emit(Event::StepRetry {
+                    ctx.emitter.emit(Event::StepRetry {
                         host: ctx.host_name(instance.host),
                         step: instance.step.clone(),
                         attempt: attempt_no + 1,
@@ -131,7 +124,7 @@ async fn attempts(ctx: &Arc<Ctx>, instance: &StepInstance, output: &mut Output) 
     }
 }
 
-async fn once(ctx: &Arc<Ctx>, instance: &StepInstance, remaining: Duration, output: &mut Output) -> Attempt {
+async fn once(ctx: &Arc<Ctx>, instance: &StepInstance, remaining: Duration, output: &mut StepOutput) -> Attempt {
     match &instance.action {
         Action::Run { command } => {
             let Some(transport) = instance.host.and_then(|h| ctx.transports.hosts.get(&h)) else {
@@ -165,33 +158,14 @@ async fn once(ctx: &Arc<Ctx>, instance: &StepInstance, remaining: Duration, outp
 }
 
 /// Runs a command and streams its lines as events.
-pub(crate) async fn exec(transport: &Transport, command: &str, timeout: Duration, output: &mut Output) -> Attempt {
-    let (tx, mut rx) = mpsc::unbounded_channel::<OutputLine>();
-    let run = transport.exec(command, Some(timeout), tx);
-    tokio::pin!(run);
-    let result = loop {
-        tokio::select! {
-            r = &mut run => break r,
-            Some(line) = rx.recv() => output.line(line),
-        }
-    };
-    while let Ok(line) = rx.try_recv() {
-        output.line(line);
-    }
-    match result {
+async fn exec(transport: &Transport, command: &str, timeout: Duration, output: &mut StepOutput) -> Attempt {
+    match transport.exec_lines(command, Some(timeout), |line| output.line(line)).await {
         Ok(exit) if exit.success() => Attempt { exit_code: exit.code, result: Ok(()) },
-        Ok(exit) if exit.code == Some(1) && output.sudo_wants_password() => Attempt {
+        Ok(exit) if exit.code == Some(1) && output.last_lines_contain(SUDO_PASSWORD) => Attempt {
             exit_code: exit.code,
-            result: Err(sudo_password_error(output.host.as_deref(), transport.target(), command)),
+            result: Err(sudo_password_error(output.host(), transport.target(), command)),
         },
-        Ok(exit) => Attempt {
-            exit_code: exit.code,
-            result: Err(match (exit.code, &exit.signal) {
-                (Some(code), _) => format!("`{command}` exited with {code}"),
-                (None, Some(signal)) => format!("`{command}` was killed by signal {signal}"),
-                (None, None) => format!("`{command}` ended without an exit status"),
-            }),
-        },
+        Ok(exit) => Attempt { exit_code: exit.code, result: Err(exit.failure(command)) },
         Err(e) => Attempt { exit_code: None, result: Err(e.to_string()) },
     }
 }
@@ -216,45 +190,4 @@ fn sudo_password_error(host: Option<&str>, target: &str, command: &str) -> Strin
          `{user} ALL=({runas}) NOPASSWD: /full/path/of/{program}` in `/etc/sudoers.d/planrun` \
          (`command -v {program}` on the host gives the path; check the file with `visudo -c`)"
     )
-}
-
-/// The output of one step: forwarded as events, the last lines kept for the summary.
-pub(crate) struct Output {
-    ctx: Arc<Ctx>,
-    host: Option<String>,
-    step: String,
-    last: VecDeque<String>,
-}
-
-impl Output {
-    pub fn line(&mut self, mut line: OutputLine) {
-        // Masked before it is kept: the summary's last lines do not travel as events.
-        self.ctx.settings.redactor.redact_in_place(&mut line.line);
-        if self.last.len() == LAST_LINES {
-            self.last.pop_front();
-        }
-        self.last.push_back(line.line.clone());
-        self.ctx.emit(Event::Output {
-            host: self.host.clone(),
-            step: self.step.clone(),
-            stream: match line.stream {
-                Stream::Stdout => "stdout",
-                Stream::Stderr => "stderr",
-            },
-            line: line.line,
-        });
-    }
-
-    /// A line planrun itself says about the step (a failed check, a balancer answer).
-    pub fn note(&mut self, text: String) {
-        self.line(OutputLine { stream: Stream::Stderr, line: text });
-    }
-
-    fn sudo_wants_password(&self) -> bool {
-        self.last.iter().any(|line| line.contains(SUDO_PASSWORD))
-    }
-
-    fn last_lines(&self) -> Vec<String> {
-        self.last.iter().cloned().collect()
-    }
 }

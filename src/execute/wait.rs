@@ -4,11 +4,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
-
 use super::Ctx;
-use super::step::Output;
 use crate::balancer::Status;
+use crate::events::StepOutput;
 use crate::graph::{Check, WaitCheck};
 use crate::transport::Transport;
 
@@ -16,7 +14,7 @@ pub(crate) async fn wait(
     ctx: &Arc<Ctx>,
     w: &WaitCheck,
     host: Option<&Transport>,
-    output: &mut Output,
+    output: &mut StepOutput,
 ) -> Result<(), String> {
     if let Check::Sleep { duration } = &w.check {
         tokio::time::sleep(*duration).await;
@@ -87,8 +85,7 @@ async fn check_once(ctx: &Arc<Ctx>, check: &Check, host: Option<&Transport>) -> 
         Check::Command { command } => {
             let transport = host.ok_or_else(|| "no connection to this host".to_string())?;
             // The check's own output is noise while it fails; its exit status is the answer.
-            let (tx, _rx) = mpsc::unbounded_channel();
-            match transport.exec(command, None, tx).await {
+            match transport.exec_lines(command, None, drop).await {
                 Ok(exit) if exit.success() => Ok(()),
                 Ok(exit) => {
                     Err(format!("`{command}` exited with {}", exit.code.map_or("a signal".into(), |c| c.to_string())))

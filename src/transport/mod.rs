@@ -7,10 +7,12 @@
 mod local;
 mod ssh;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::mpsc::{self, UnboundedSender};
 
 pub use local::LocalTransport;
 pub use ssh::{Connector, HostKeyChecking, SshSession, SshTarget};
@@ -41,6 +43,15 @@ pub struct Exit {
 impl Exit {
     pub fn success(&self) -> bool {
         self.code == Some(0)
+    }
+
+    /// Why `command` failed, for people: "`make` exited with 2".
+    pub fn failure(&self, command: &str) -> String {
+        match (self.code, &self.signal) {
+            (Some(code), _) => format!("`{command}` exited with {code}"),
+            (None, Some(signal)) => format!("`{command}` was killed by signal {signal}"),
+            (None, None) => format!("`{command}` ended without an exit status"),
+        }
     }
 }
 
@@ -155,6 +166,29 @@ impl Transport {
         }
     }
 
+    /// Runs `command` like [`Transport::exec`], handing each output line to `on_line` as
+    /// it arrives, in order.
+    pub async fn exec_lines(
+        &self,
+        command: &str,
+        timeout: Option<Duration>,
+        mut on_line: impl FnMut(OutputLine),
+    ) -> Result<Exit, TransportError> {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let run = self.exec(command, timeout, tx);
+        tokio::pin!(run);
+        let result = loop {
+            tokio::select! {
+                r = &mut run => break r,
+                Some(line) = rx.recv() => on_line(line),
+            }
+        };
+        while let Ok(line) = rx.try_recv() {
+            on_line(line);
+        }
+        result
+    }
+
     /// `local` or `user@host:port`, for prefixing output and messages.
     pub fn target(&self) -> &str {
         match self {
@@ -168,6 +202,20 @@ impl Transport {
             Transport::Local(_) => {}
             Transport::Ssh(ssh) => ssh.close().await,
         }
+    }
+}
+
+/// Where commands run: a transport per selected host (by index into the plan's hosts),
+/// and the control machine.
+pub struct Transports {
+    pub hosts: HashMap<usize, Arc<Transport>>,
+    pub local: Arc<Transport>,
+}
+
+impl Transports {
+    /// Only the control machine: for dry runs and for commands that reach no host.
+    pub fn local_only() -> Self {
+        Transports { hosts: HashMap::new(), local: Arc::new(Transport::Local(LocalTransport::new())) }
     }
 }
 

@@ -3,22 +3,20 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
 
-use crate::apply::{lock_transport, plan_key, state_dir};
-use crate::cli::LockAction;
+use super::args::LockAction;
+use super::print::report;
 use crate::events::RunOutcome;
-use crate::execute::Transports;
 use crate::exit;
 use crate::graph::{self, BuildOptions, Phase};
-use crate::journal;
-use crate::lock;
-use crate::transport::{LocalTransport, Transport};
+use crate::journal::{self, plan_key, state_dir};
+use crate::lock::{self, LockState};
+use crate::transport::Transports;
 use crate::validate::{self, LoadedPlan};
 
 fn load(plan: &Path, color: bool) -> Result<LoadedPlan, i32> {
     validate::load_plan(plan).map_err(|errors| {
-        crate::cli::report(&errors, color);
+        report(&errors, color);
         exit::INVALID_INPUT
     })
 }
@@ -100,8 +98,7 @@ pub fn lock(action: LockAction, plan: &Path, color: bool) -> i32 {
         }
     };
     runtime.block_on(async {
-        let none = Transports { hosts: HashMap::new(), local: Arc::new(Transport::Local(LocalTransport::new())) };
-        let transport = match lock_transport(&loaded.plan, &place, &exec, &none).await {
+        let transport = match lock::transport(&loaded.plan, &place, &exec, &Transports::local_only()).await {
             Ok(t) => t,
             Err(e) => {
                 eprintln!("error: cannot reach the lock `{}`: {e}", place.display);
@@ -116,9 +113,9 @@ pub fn lock(action: LockAction, plan: &Path, color: bool) -> i32 {
             }
         };
         let holder = match &held {
-            None => "free".to_string(),
-            Some(Some(h)) => format!("held by {}", h.describe()),
-            Some(None) => "held, by an unknown holder".to_string(),
+            LockState::Free => "free".to_string(),
+            LockState::Held(h) => format!("held by {}", h.describe()),
+            LockState::HeldUnknown => "held, by an unknown holder".to_string(),
         };
         match action {
             LockAction::Status => {
@@ -126,7 +123,7 @@ pub fn lock(action: LockAction, plan: &Path, color: bool) -> i32 {
                 exit::SUCCESS
             }
             LockAction::Release => {
-                if held.is_none() {
+                if held == LockState::Free {
                     println!("lock `{}`: already free", place.display);
                     return exit::SUCCESS;
                 }

@@ -1,0 +1,434 @@
+//! `planrun apply`: everything between a validated plan and a finished rollout —
+//! confirmation, secrets, pre-flight connections, the lock, the executor, the reporter,
+//! Ctrl-C. The stages run in order and each either hands the next what it needs or
+//! stops the run with an [`ApplyError`], which `print` shows with its exit code.
+
+use std::collections::HashMap;
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::print::{self, ApplyError, ResumeError};
+use crate::balancer::Balancers;
+use crate::events::{Emitter, RunOutcome};
+use crate::execute::{self, Control, RunResult, Settings};
+use crate::exit;
+use crate::graph::{self, BuildOptions, ExecutionPlan};
+use crate::journal;
+use crate::lock;
+use crate::model::{Plan, TransportKind};
+use crate::preflight;
+use crate::redact::Redactor;
+use crate::report::{Mode, Reporter, Verbosity};
+use crate::ssh_settings::Resolver;
+use crate::transport::{Connector, LocalTransport, SshTarget, Transport, Transports};
+use crate::validate::{self, LoadedPlan};
+
+/// What the command line asked of `apply`.
+#[derive(Debug, Clone)]
+pub struct ApplyArgs {
+    pub plan: PathBuf,
+    pub yes: bool,
+    pub dry_run: bool,
+    pub resume: bool,
+    /// `--force`: go on when pre-flight refuses, or resume a changed plan.
+    pub force: bool,
+    pub build: BuildOptions,
+    pub color: bool,
+    pub json: bool,
+    pub verbosity: Verbosity,
+}
+
+/// How many hosts planrun connects to, or fans a `before` step out to, at once.
+const FAN_OUT: usize = 16;
+
+/// A plan checked and ready to run: everything that can be refused without touching a
+/// host has been.
+struct Prepared {
+    loaded: LoadedPlan,
+    exec: Arc<ExecutionPlan>,
+    targets: Vec<Option<SshTarget>>,
+    balancers: Balancers,
+    redactor: Redactor,
+    /// The run this one resumes.
+    resume_of: Option<String>,
+}
+
+/// The lock this run holds, and the connection to its host.
+struct HeldLock {
+    transport: Arc<Transport>,
+    place: lock::LockPlace,
+}
+
+pub fn apply(args: ApplyArgs) -> i32 {
+    let prepared = match prepare(&args) {
+        Ok(Some(prepared)) => prepared,
+        Ok(None) => return exit::SUCCESS,
+        Err(e) => return print::apply_error(&e, args.color),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return print::apply_error(&ApplyError::Runtime(e), args.color),
+    };
+    runtime.block_on(run(prepared, &args))
+}
+
+/// Everything before the first connection. `Ok(None)`: a resume found nothing left to do.
+fn prepare(args: &ApplyArgs) -> Result<Option<Prepared>, ApplyError> {
+    let loaded = validate::load_plan(&args.plan).map_err(ApplyError::Plan)?;
+    let mut exec = graph::build(&loaded, &args.build).map_err(ApplyError::Plan)?;
+    let balancers = Balancers::new(&loaded.plan.balancers).map_err(ApplyError::Balancer)?;
+    check_secrets(&loaded.plan)?;
+    let redactor = Redactor::from_plan(&loaded.plan);
+
+    let resume_of = if args.resume {
+        match resume(args, &loaded, &mut exec)? {
+            Some(run) => Some(run),
+            None => return Ok(None),
+        }
+    } else {
+        None
+    };
+
+    // Before confirmation: a broken ssh config or jump spec is bad input, found while
+    // nothing has run, not a host that cannot be reached.
+    let targets = resolve_targets(&loaded.plan, &exec)
+        .map_err(|failures| ApplyError::Unresolved { failures, hosts: exec.hosts.len() })?;
+
+    if !args.dry_run {
+        confirm(&loaded, &exec, args.yes)?;
+    }
+    Ok(Some(Prepared { loaded, exec: Arc::new(exec), targets, balancers, redactor, resume_of }))
+}
+
+/// Leaves out of `exec` what the runs since the last fresh one completed; `Ok(None)` when
+/// nothing is left to do.
+fn resume(args: &ApplyArgs, loaded: &LoadedPlan, exec: &mut ExecutionPlan) -> Result<Option<String>, ResumeError> {
+    let plan = args.plan.display().to_string();
+    let records = journal::read(&journal::state_dir(&args.plan), &journal::plan_key(&args.plan));
+    let Some(campaign) = journal::campaign(&records) else {
+        return Err(ResumeError::NoEarlierRun { plan });
+    };
+    if !campaign.resumable() {
+        return Err(ResumeError::Succeeded { plan, run: campaign.last_run });
+    }
+    if journal::plan_hash(loaded) != campaign.plan_hash {
+        if !args.force {
+            return Err(ResumeError::PlanChanged { plan, run: campaign.last_run });
+        }
+        eprintln!("warning: `{plan}` changed since run {}; resuming anyway (--force)", campaign.last_run);
+    }
+    exec.retain_undone(|instance, host| campaign.is_done(instance, host));
+    if exec.step_count() == 0 {
+        let _ = writeln!(std::io::stdout(), "every step of run {} is done: nothing left to resume", campaign.last_run);
+        return Ok(None);
+    }
+    Ok(Some(campaign.last_run))
+}
+
+async fn run(prepared: Prepared, args: &ApplyArgs) -> i32 {
+    let control = Control::default();
+    let interrupts = tokio::spawn(watch_interrupts(control.clone()));
+    let code = match rollout(prepared, args, control).await {
+        Ok(code) => code,
+        Err(e) => print::apply_error(&e, args.color),
+    };
+    interrupts.abort();
+    code
+}
+
+/// Connects, locks, checks the balancers, runs the plan and reports; the exit code of a
+/// run that started.
+async fn rollout(prepared: Prepared, args: &ApplyArgs, control: Control) -> Result<i32, ApplyError> {
+    let Prepared { loaded, exec, targets, balancers, redactor, resume_of } = prepared;
+    let run_id = journal::new_run_id();
+    let plan_name = args.plan.display().to_string();
+
+    let (transports, lock) = if args.dry_run {
+        (Transports::local_only(), None)
+    } else {
+        let transports = connect_all(&exec, targets).await.map_err(|failures| ApplyError::Unreachable {
+            failures: failures.into_iter().map(|(host, why)| (host, redactor.redact(&why))).collect(),
+            hosts: exec.hosts.len(),
+        })?;
+        let lock = take_lock(&loaded, &exec, &transports, &plan_name, &run_id).await?;
+        (transports, Some(lock))
+    };
+
+    let batch_size = args.build.batch_size.as_ref().unwrap_or(&loaded.plan.rollout.batch_size);
+    let verdict = preflight::judge(&preflight::read(&exec, &balancers).await, &exec, batch_size);
+    if !show_preflight(&verdict, args.force) {
+        release(lock.as_ref(), &run_id, args).await;
+        return Err(ApplyError::PreflightRefused);
+    }
+
+    let state_dir = journal::state_dir(&args.plan);
+    let log_dir = state_dir.join("runs").join(&run_id);
+    let journal = (!args.dry_run).then(|| {
+        let plan_key = journal::plan_key(&args.plan);
+        let (mut writer, error) = journal::Writer::open(&state_dir, &run_id, &plan_key);
+        if let Some(e) = error {
+            eprintln!(
+                "warning: cannot write the journal in `{}`: {e}; `--resume` will not know this run",
+                state_dir.display()
+            );
+        }
+        let me = lock::Holder::me(&plan_name, &run_id);
+        writer.write(&journal::Record::RunStarted {
+            v: journal::JOURNAL_VERSION,
+            run_id: run_id.clone(),
+            plan: plan_key.clone(),
+            plan_hash: journal::plan_hash(&loaded),
+            resume_of: resume_of.clone(),
+            user: me.user,
+            machine: me.machine,
+            pid: me.pid,
+            at: journal::stamp(std::time::SystemTime::now()),
+        });
+        if !verdict.lines.is_empty() {
+            writer.write(&journal::Record::Preflight {
+                v: journal::JOURNAL_VERSION,
+                run_id: run_id.clone(),
+                plan: plan_key,
+                nodes: verdict.lines.iter().map(|l| redactor.redact(l.trim())).collect(),
+                forced: args.force,
+            });
+        }
+        writer
+    });
+
+    let mode = if args.json {
+        Mode::Json
+    } else if std::io::stdout().is_terminal() {
+        Mode::Live
+    } else {
+        Mode::Plain
+    };
+    let (events, rx) = tokio::sync::mpsc::unbounded_channel();
+    let reporter =
+        Reporter::new(exec.clone(), mode, args.verbosity, args.color, log_dir.clone(), journal, args.dry_run);
+    let reporting = tokio::spawn(reporter.consume(rx));
+
+    let settings = Settings {
+        run_id: run_id.clone(),
+        plan_name,
+        max_failed_hosts: loaded.plan.rollout.max_failed_hosts,
+        dry_run: args.dry_run,
+        fan_out: FAN_OUT,
+        resume_of,
+    };
+    let emitter = Emitter::new(events, redactor);
+    let result = execute::run(exec.clone(), transports, balancers.clone(), emitter, control, settings).await;
+    if !result.cancelled_hosts.is_empty() {
+        // Cancelled commands are killed by background tasks (remote: a `kill` over the
+        // host's connection); leaving now would end the runtime before they ran.
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    }
+    release(lock.as_ref(), &run_id, args).await;
+    if let Ok(summary) = reporting.await {
+        let hint = format!("planrun apply {} --resume", args.plan.display());
+        write_out(mode, &summary.render(&result, Some(&hint), &log_dir));
+    }
+    if result.outcome != RunOutcome::Succeeded && !args.dry_run {
+        write_out(mode, &preflight::touched_states(&balancers).await);
+    }
+    Ok(exit_code(&result))
+}
+
+fn exit_code(result: &RunResult) -> i32 {
+    match result.outcome {
+        RunOutcome::Succeeded => exit::SUCCESS,
+        RunOutcome::Interrupted => exit::INTERRUPTED,
+        _ => exit::ROLLOUT_FAILED,
+    }
+}
+
+/// The run's closing text: on standard output, or on standard error when standard output
+/// carries JSON lines. A closed pipe (`| head`) must not panic: by now the rollout has
+/// happened.
+fn write_out(mode: Mode, text: &str) {
+    let _ = if mode == Mode::Json {
+        std::io::stderr().write_all(text.as_bytes())
+    } else {
+        std::io::stdout().write_all(text.as_bytes())
+    };
+}
+
+/// Shows the pre-flight verdict; false when the run must stop.
+fn show_preflight(verdict: &preflight::Verdict, force: bool) -> bool {
+    if verdict.nodes == 0 {
+        return true;
+    }
+    // Standard error: standard output is the run's own stream (JSON lines with
+    // `--output json`), and a closed stdout must not stop an apply.
+    eprintln!(
+        "pre-flight: the balancers' view of {} node{}:",
+        verdict.nodes,
+        if verdict.nodes == 1 { "" } else { "s" }
+    );
+    for line in &verdict.lines {
+        eprintln!("{line}");
+    }
+    if verdict.problems.is_empty() {
+        eprintln!("pre-flight: ok");
+        return true;
+    }
+    if force {
+        for p in &verdict.problems {
+            eprintln!("warning: pre-flight: {p}");
+        }
+        eprintln!("warning: --force: going on although pre-flight refuses; nodes above may leave too few serving");
+        return true;
+    }
+    for p in &verdict.problems {
+        eprintln!("error: pre-flight: {p}");
+    }
+    false
+}
+
+/// Takes the rollout lock, over the connection the run already has to the lock's host
+/// where it can.
+async fn take_lock(
+    loaded: &LoadedPlan,
+    exec: &ExecutionPlan,
+    transports: &Transports,
+    plan_name: &str,
+    run_id: &str,
+) -> Result<HeldLock, ApplyError> {
+    let place = lock::place(&loaded.plan, &loaded.selection.hosts);
+    let transport = match lock::transport(&loaded.plan, &place, exec, transports).await {
+        Ok(t) => t,
+        Err(reason) => return Err(ApplyError::LockUnreachable { place: place.display, reason }),
+    };
+    let me = lock::Holder::me(plan_name, run_id);
+    match lock::acquire(&transport, &place, &me).await {
+        Ok(lock::Acquired::Taken) => Ok(HeldLock { transport, place }),
+        Ok(lock::Acquired::TakenOver(old)) => {
+            eprintln!("note: took over the lock `{}` from {}: that process is gone", place.display, old.describe());
+            Ok(HeldLock { transport, place })
+        }
+        Err(error) => {
+            Err(ApplyError::Lock { place: place.display, plan: plan_name.to_string(), error: Box::new(error) })
+        }
+    }
+}
+
+/// Releases the lock this run holds; a lock that cannot be released is named with how
+/// to break it, and the run's outcome stands.
+async fn release(lock: Option<&HeldLock>, run_id: &str, args: &ApplyArgs) {
+    let Some(HeldLock { transport, place }) = lock else { return };
+    if let Err(e) = lock::remove(transport, place, Some(run_id)).await {
+        eprintln!("warning: could not release the lock `{}`: {e}", place.display);
+        eprintln!("  help: `planrun lock release {}`", args.plan.display());
+    }
+}
+
+/// First Ctrl-C stops new work; the second cancels running steps.
+async fn watch_interrupts(control: Control) {
+    if tokio::signal::ctrl_c().await.is_err() {
+        return;
+    }
+    eprintln!("\ninterrupt: starting nothing new; running steps finish (press Ctrl-C again to cancel them)");
+    control.stop.cancel();
+    if tokio::signal::ctrl_c().await.is_err() {
+        return;
+    }
+    eprintln!("\ninterrupt: cancelling running steps");
+    control.cancel.cancel();
+}
+
+/// How to reach each selected host, in `exec.hosts` order: `None` for a local one.
+fn resolve_targets(plan: &Plan, exec: &ExecutionPlan) -> Result<Vec<Option<SshTarget>>, Vec<(String, String)>> {
+    let mut resolver = Resolver::new();
+    let mut targets = Vec::with_capacity(exec.hosts.len());
+    let mut failures = Vec::new();
+    for host in &exec.hosts {
+        let server = &plan.servers[host.server];
+        match server.transport {
+            TransportKind::Local => targets.push(None),
+            TransportKind::Ssh => match resolver.resolve(plan, server) {
+                Ok(resolved) => targets.push(Some(resolved.target)),
+                Err(e) => failures.push((host.name.clone(), e)),
+            },
+        }
+    }
+    if failures.is_empty() { Ok(targets) } else { Err(failures) }
+}
+
+/// Opens one connection per selected host before anything changes: an unreachable host
+/// is found while every host is still in rotation.
+async fn connect_all(
+    exec: &ExecutionPlan,
+    targets: Vec<Option<SshTarget>>,
+) -> Result<Transports, Vec<(String, String)>> {
+    let limit = Arc::new(tokio::sync::Semaphore::new(FAN_OUT));
+    // Shared: every host behind one bastion goes through one connection to it.
+    let connector = Arc::new(Connector::new());
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, (host, target)) in exec.hosts.iter().zip(targets).enumerate() {
+        let limit = limit.clone();
+        let connector = connector.clone();
+        let name = host.name.clone();
+        tasks.spawn(async move {
+            let _permit = limit.acquire_owned().await;
+            let transport = match target {
+                None => Ok(Transport::Local(LocalTransport::new())),
+                Some(target) => connector.connect(&target).await.map(Transport::Ssh).map_err(|e| e.to_string()),
+            };
+            (i, name, transport)
+        });
+    }
+    let mut failures = Vec::new();
+    let mut hosts = HashMap::new();
+    while let Some(done) = tasks.join_next().await {
+        match done {
+            Ok((i, _, Ok(t))) => {
+                hosts.insert(i, Arc::new(t));
+            }
+            Ok((_, name, Err(e))) => failures.push((name, e)),
+            Err(e) => failures.push(("?".into(), e.to_string())),
+        }
+    }
+    if failures.is_empty() {
+        Ok(Transports { hosts, local: Arc::new(Transport::Local(LocalTransport::new())) })
+    } else {
+        failures.sort();
+        Err(failures)
+    }
+}
+
+/// Secrets the plan names must be set before anything runs: a rollout that stops at its
+/// first balancer step for want of a token has already taken a host out.
+fn check_secrets(plan: &Plan) -> Result<(), ApplyError> {
+    let missing: Vec<String> = crate::redact::secret_env_names(plan)
+        .into_iter()
+        .filter(|n| std::env::var_os(n).is_none_or(|v| v.is_empty()))
+        .map(str::to_string)
+        .collect();
+    if missing.is_empty() { Ok(()) } else { Err(ApplyError::MissingSecrets(missing)) }
+}
+
+/// On a terminal, asks; without one, requires `--yes`, since nobody can answer.
+fn confirm(loaded: &LoadedPlan, exec: &ExecutionPlan, yes: bool) -> Result<(), ApplyError> {
+    if yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(ApplyError::NoTerminal);
+    }
+    let mut stderr = std::io::stderr();
+    let _ = write!(
+        stderr,
+        "apply {} to {} host{} of `{}` in {} batch{}? [y/N] ",
+        loaded.source().display_name(),
+        exec.hosts.len(),
+        if exec.hosts.len() == 1 { "" } else { "s" },
+        exec.application,
+        exec.batches.len(),
+        if exec.batches.len() == 1 { "" } else { "es" },
+    );
+    let _ = stderr.flush();
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer).map_err(ApplyError::Answer)?;
+    if matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes") { Ok(()) } else { Err(ApplyError::Declined) }
+}

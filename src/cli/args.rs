@@ -1,0 +1,233 @@
+//! The command line as clap sees it: clap's types end here; the commands get resolved
+//! values (`GraphArgs::build_options`, `apply::ApplyArgs`).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::graph::BuildOptions;
+use crate::model::{BatchSize, BatchStep};
+
+#[derive(Debug, Parser)]
+#[command(name = "planrun", version, about = "Validate, preview and run rolling restarts from a YAML plan.")]
+pub struct Cli {
+    /// When to color output: `auto` colors a terminal unless `NO_COLOR` is set.
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ValidateFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LockAction {
+    /// Show who holds the lock.
+    Status,
+    /// Break the lock (when its holder is gone for good).
+    Release,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PlanFormat {
+    /// Batches and steps in the order they run, with every command rendered.
+    Text,
+    /// The execution plan for programs; the shape is documented in docs/plan-json.md.
+    Json,
+    /// The step graph for Graphviz: `planrun plan --format dot PLAN | dot -Tsvg > plan.svg`.
+    Dot,
+    /// The step graph as a Mermaid flowchart, for Markdown that renders Mermaid.
+    Mermaid,
+}
+
+/// What the command line may change about the step graph; `plan` and `apply` share it.
+#[derive(Debug, Clone, Args)]
+pub struct GraphArgs {
+    /// Hosts out of rotation at once, overriding the plan's `rollout.batch_size`: a count
+    /// (`2`), a percentage of the selected hosts (`25%`), or a ramp whose last entry
+    /// repeats (`1,50%`).
+    #[arg(long, value_name = "N|P%|RAMP", value_parser = parse_batch_size)]
+    pub batch_size: Option<BatchSize>,
+
+    /// Overrides the plan variable NAME (`{{vars.NAME}}`); repeat for several.
+    #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]
+    pub vars: Vec<(String, String)>,
+
+    /// Only these selected hosts, by name or address, comma-separated.
+    #[arg(long, value_name = "HOSTS", value_delimiter = ',')]
+    pub limit: Option<Vec<String>>,
+}
+
+impl GraphArgs {
+    pub fn build_options(&self) -> BuildOptions {
+        BuildOptions { batch_size: self.batch_size.clone(), vars: self.vars.clone(), limit: self.limit.clone() }
+    }
+}
+
+fn parse_batch_size(text: &str) -> Result<BatchSize, String> {
+    let steps = text.split(',').map(str::parse::<BatchStep>).collect::<Result<Vec<_>, _>>()?;
+    Ok(match <[BatchStep; 1]>::try_from(steps) {
+        Ok([one]) => BatchSize::One(one),
+        Err(ramp) => BatchSize::Ramp(ramp),
+    })
+}
+
+fn parse_var(text: &str) -> Result<(String, String), String> {
+    let Some((name, value)) = text.split_once('=') else {
+        return Err(format!("`{text}` has no `=`: write NAME=VALUE, such as `--var branch=hotfix`"));
+    };
+    let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if !valid {
+        return Err(format!(
+            "`{name}` is not a variable name: use letters, digits, `_` and `-`, starting with a letter, such as `--var branch=hotfix`"
+        ));
+    }
+    Ok((name.to_string(), value.to_string()))
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check plans against the schema and each other; nothing is executed.
+    ///
+    /// A folder stands for every `*.yaml` in it. A file that other plans of the folder
+    /// `extends` is a base: it is checked as part of each of them, not alone (a base has no
+    /// servers). Name a base explicitly to check it alone.
+    #[command(
+        after_help = "Examples:\n  planrun validate plans/\n  planrun validate plans/production.yaml plans/staging.yaml\n  planrun validate --format json plans/ > problems.json"
+    )]
+    Validate {
+        /// Plan files, or folders of plans.
+        #[arg(required = true, value_name = "PLAN|DIR")]
+        plans: Vec<PathBuf>,
+        /// `json` prints one document for all plans, every problem with its file, line and
+        /// column, for editors and CI annotations.
+        #[arg(long, value_enum, default_value_t = ValidateFormat::Text)]
+        format: ValidateFormat,
+    },
+    /// Run the rollout: connect, then each batch's steps, halting safely on failure.
+    #[command(
+        after_help = "Examples:\n  planrun apply plans/production.yaml\n  planrun apply examples/localhost.yaml --yes\n  planrun apply plans/production.yaml --dry-run --limit app1\n  planrun apply plans/production.yaml --yes --force"
+    )]
+    Apply {
+        /// The plan file.
+        #[arg(value_name = "PLAN")]
+        plan: PathBuf,
+        /// Do not ask for confirmation (required without a terminal).
+        #[arg(long, short)]
+        yes: bool,
+        /// Render and walk every step, print what would run, change nothing. Balancer
+        /// nodes are still resolved and read (read-only), so a wrong label, port or node is
+        /// found now.
+        #[arg(long)]
+        dry_run: bool,
+        /// Continue the last failed or interrupted run of this plan from the first step
+        /// that did not complete; hosts already done are not touched again.
+        #[arg(long)]
+        resume: bool,
+        /// Override a safety refusal, loudly: pre-flight (nodes already out of rotation
+        /// or down leave no room in the batch budget, or the run would take out the last
+        /// healthy node), or `--resume` of a plan that changed since that run.
+        #[arg(long)]
+        force: bool,
+        /// `human`: a live view on a terminal, timestamped lines otherwise; `json`: one
+        /// JSON object per event per line (shape in the README).
+        #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+        output: OutputFormat,
+        /// Show only failures and the summary.
+        #[arg(long, short, conflicts_with = "verbose")]
+        quiet: bool,
+        /// Also show every line the commands print.
+        #[arg(long, short)]
+        verbose: bool,
+        #[command(flatten)]
+        graph: GraphArgs,
+    },
+    /// Show the last run of a plan, from its journal, and what `--resume` would do.
+    #[command(after_help = "Example:\n  planrun status plans/production.yaml")]
+    Status {
+        /// The plan file.
+        #[arg(value_name = "PLAN")]
+        plan: PathBuf,
+    },
+    /// Show or break the rollout lock of a plan.
+    #[command(
+        after_help = "Examples:\n  planrun lock status plans/production.yaml\n  planrun lock release plans/production.yaml"
+    )]
+    Lock {
+        #[arg(value_enum)]
+        action: LockAction,
+        /// The plan file.
+        #[arg(value_name = "PLAN")]
+        plan: PathBuf,
+    },
+    /// Show the ordered step graph: batches, hosts and every rendered command; nothing is executed.
+    ///
+    /// Several plans, or a folder of plans (its bases skipped, as for `validate`), are shown
+    /// one after another; `--format json` prints one document per line.
+    #[command(
+        after_help = "Examples:\n  planrun plan plans/production.yaml\n  planrun plan plans/\n  planrun plan plans/production.yaml --batch-size 1,50% --var branch=hotfix\n  planrun plan plans/production.yaml --format dot | dot -Tsvg > plan.svg"
+    )]
+    Plan {
+        /// Plan files, or folders of plans.
+        #[arg(required = true, value_name = "PLAN|DIR")]
+        plans: Vec<PathBuf>,
+        #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+        format: PlanFormat,
+        /// Also show, for each host, the SSH settings planrun will use and where each
+        /// came from (server, plan, ssh config or default). Text format only.
+        #[arg(long, short)]
+        verbose: bool,
+        #[command(flatten)]
+        graph: GraphArgs,
+    },
+    /// Print the plan JSON schema (the one checked in at schemas/plan.schema.json).
+    #[command(after_help = "Example:\n  planrun schema --output schemas/plan.schema.json")]
+    Schema {
+        /// Write the schema to this file instead of standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Start a repository of plans: plans/ (a base, production, staging) and the schema
+    /// their modeline points at. Never overwrites a file.
+    #[command(after_help = "Examples:\n  planrun init\n  planrun init deploy/\n  planrun validate plans/")]
+    Init {
+        /// The folder to create plans/ and schemas/ in.
+        #[arg(value_name = "DIR", default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Print a shell completion script.
+    #[command(
+        after_help = "Examples:\n  planrun completions bash > ~/.local/share/bash-completion/completions/planrun\n  planrun completions zsh > ~/.zfunc/_planrun\n  planrun completions fish > ~/.config/fish/completions/planrun.fish"
+    )]
+    Completions {
+        /// The shell to complete in.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), generated from these same definitions.
+    #[command(after_help = "Examples:\n  planrun man | man -l -\n  planrun man --output /usr/local/share/man/man1")]
+    Man {
+        /// Write planrun.1 and a page per command (planrun-validate.1, ...) into this folder.
+        #[arg(long, short, value_name = "DIR")]
+        output: Option<PathBuf>,
+    },
+}

@@ -1,0 +1,90 @@
+//! The face of planrun: parses the command line, runs the command, prints, and picks
+//! the exit code. Nothing outside `cli` prints (but `report`, the run's own output), and
+//! nothing imports `cli` but `main`.
+
+mod apply;
+mod args;
+mod check;
+mod files;
+mod print;
+mod status;
+
+use std::io::IsTerminal;
+
+use clap::Parser;
+
+use crate::exit;
+use crate::report::Verbosity;
+pub use apply::ApplyArgs;
+pub use args::{Cli, ColorChoice, Command, LockAction, OutputFormat, PlanFormat, ValidateFormat};
+
+/// Runs planrun with the process's arguments and returns the exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => exit::SUCCESS,
+                _ => exit::INVALID_INPUT,
+            };
+        }
+    };
+    run(cli)
+}
+
+pub fn run(cli: Cli) -> i32 {
+    let color = use_color(cli.color);
+    if !matches!(cli.command, Command::Apply { .. }) {
+        // Read-only commands end quietly when their reader goes away (`| head`), as Unix
+        // tools do. `apply` keeps SIGPIPE ignored: a closed pipe must never stop a rollout
+        // halfway, so it ignores failed writes instead.
+        restore_sigpipe();
+    }
+    match cli.command {
+        Command::Validate { plans, format } => check::validate_plans(&plans, format, color),
+        Command::Plan { plans, format, verbose, graph } => check::show_plans(&plans, format, verbose, &graph, color),
+        Command::Schema { output } => files::write_schema(output),
+        Command::Init { dir } => files::init_dir(&dir),
+        Command::Completions { shell } => files::completions(shell),
+        Command::Man { output } => files::write_man(output),
+        Command::Apply { plan, yes, dry_run, resume, force, output, quiet, verbose, graph } => {
+            let verbosity = match (quiet, verbose) {
+                (true, _) => Verbosity::Quiet,
+                (_, true) => Verbosity::Verbose,
+                _ => Verbosity::Normal,
+            };
+            apply::apply(ApplyArgs {
+                plan,
+                yes,
+                dry_run,
+                resume,
+                force,
+                build: graph.build_options(),
+                color,
+                json: output == OutputFormat::Json,
+                verbosity,
+            })
+        }
+        Command::Status { plan } => status::status(&plan, color),
+        Command::Lock { action, plan } => status::lock(action, &plan, color),
+    }
+}
+
+fn use_color(choice: ColorChoice) -> bool {
+    match choice {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => {
+            std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stderr().is_terminal()
+        }
+    }
+}
+
+fn restore_sigpipe() {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    // SAFETY: called before any other thread exists; SIG_DFL installs no handler code.
+    unsafe {
+        let _ = signal(Signal::SIGPIPE, SigHandler::SigDfl);
+    }
+}

@@ -10,7 +10,7 @@ use crate::graph::ExecutionPlan;
 use crate::model::{Plan, TransportKind};
 use crate::ssh_settings::{Resolver, current_user};
 use crate::template::shell_quote;
-use crate::transport::{Connector, Stream, Transport, Transports};
+use crate::transport::{Connector, Notices, Stream, Transport, Transports};
 
 /// Where the lock is, resolved from the plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -224,6 +224,7 @@ pub async fn transport(
     place: &LockPlace,
     exec: &ExecutionPlan,
     transports: &Transports,
+    notices: Notices,
 ) -> Result<Arc<Transport>, String> {
     if let Some(host) = connected_host(exec, place)
         && let Some(t) = transports.hosts.get(&host)
@@ -235,7 +236,11 @@ pub async fn transport(
     }
     let server = place.server.map(|s| &plan.servers[s]).ok_or("no lock host")?;
     let target = Resolver::new().resolve(plan, server)?.target;
-    Connector::new().connect(&target).await.map(|s| Arc::new(Transport::Ssh(s))).map_err(|e| e.to_string())
+    Connector::with_notices(notices)
+        .connect(&target)
+        .await
+        .map(|s| Arc::new(Transport::Ssh(s)))
+        .map_err(|e| e.to_string())
 }
 
 /// Whether the lock lives on the control machine.

@@ -296,7 +296,7 @@ async fn take_lock(
     run_id: &str,
 ) -> Result<HeldLock, ApplyError> {
     let place = lock::place(&loaded.plan, &loaded.selection.hosts);
-    let transport = match lock::transport(&loaded.plan, &place, exec, transports).await {
+    let transport = match lock::transport(&loaded.plan, &place, exec, transports, print::notices()).await {
         Ok(t) => t,
         Err(reason) => return Err(ApplyError::LockUnreachable { place: place.display, reason }),
     };
@@ -363,7 +363,7 @@ async fn connect_all(
 ) -> Result<Transports, Vec<(String, String)>> {
     let limit = Arc::new(tokio::sync::Semaphore::new(FAN_OUT));
     // Shared: every host behind one bastion goes through one connection to it.
-    let connector = Arc::new(Connector::new());
+    let connector = Arc::new(Connector::with_notices(super::print::notices()));
     let mut tasks = tokio::task::JoinSet::new();
     for (i, (host, target)) in exec.hosts.iter().zip(targets).enumerate() {
         let limit = limit.clone();

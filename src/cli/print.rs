@@ -123,6 +123,12 @@ pub fn apply_error(error: &ApplyError, color: bool) -> i32 {
     error.code()
 }
 
+/// Notices of the transport (a host key learned, checking turned off), on standard
+/// error as they happen.
+pub fn notices() -> crate::transport::Notices {
+    std::sync::Arc::new(|text| eprintln!("{text}"))
+}
+
 /// The one place plan problems are printed.
 pub fn report(errors: &PlanErrors, color: bool) {
     let text = errors.render(color);

@@ -98,7 +98,15 @@ pub fn lock(action: LockAction, plan: &Path, color: bool) -> i32 {
         }
     };
     runtime.block_on(async {
-        let transport = match lock::transport(&loaded.plan, &place, &exec, &Transports::local_only()).await {
+        let transport = match lock::transport(
+            &loaded.plan,
+            &place,
+            &exec,
+            &Transports::local_only(),
+            super::print::notices(),
+        )
+        .await
+        {
             Ok(t) => t,
             Err(e) => {
                 eprintln!("error: cannot reach the lock `{}`: {e}", place.display);

@@ -4,6 +4,7 @@
 //! Both transports stream output line by line as it arrives, so the executor can
 //! prefix and log it live instead of after the command finished.
 
+mod host_key;
 mod local;
 mod ssh;
 
@@ -15,7 +16,7 @@ use std::time::Duration;
 use tokio::sync::mpsc::{self, UnboundedSender};
 
 pub use local::LocalTransport;
-pub use ssh::{Connector, HostKeyChecking, SshSession, SshTarget};
+pub use ssh::{Connector, HostKeyChecking, Notices, SshSession, SshTarget};
 
 /// Which output stream of a command a line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

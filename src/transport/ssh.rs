@@ -3,17 +3,18 @@ use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use russh::client::{self, AuthResult, Handle, Msg};
 use russh::keys::agent::AgentIdentity;
 use russh::keys::agent::client::AgentClient;
-use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
+use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKey};
 use russh::{Channel, ChannelMsg, Disconnect, MethodKind, Preferred, Sig};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc::UnboundedSender;
 
+use super::host_key::{HostKeyVerifier, handshake_error};
 use super::{Exit, LineSplitter, OutputLine, Stream, TransportError};
 
 /// The remote login shell prints this with its own pid before running the command.
@@ -125,11 +126,21 @@ type JumpCell = Arc<tokio::sync::OnceCell<Result<Arc<SshSession>, String>>>;
 #[derive(Default)]
 pub struct Connector {
     jumps: tokio::sync::Mutex<HashMap<String, JumpCell>>,
+    notices: Option<Notices>,
 }
 
+/// Where a connection's notices for the operator go (a key learned with `accept-new`,
+/// host key checking turned off): transport prints nothing itself.
+pub type Notices = Arc<dyn Fn(String) + Send + Sync>;
+
 impl Connector {
+    /// A connector whose notices are dropped.
     pub fn new() -> Self {
         Connector::default()
+    }
+
+    pub fn with_notices(notices: Notices) -> Self {
+        Connector { notices: Some(notices), ..Connector::default() }
     }
 
     /// Connects to `target`, through its jump hosts if it has any.
@@ -142,7 +153,7 @@ impl Connector {
             })?),
             None => None,
         };
-        SshSession::open(target, via).await
+        SshSession::open(target, via, self.notices.clone()).await
     }
 
     /// Boxed: a jump host may itself be behind a jump host.
@@ -167,7 +178,11 @@ impl SshSession {
         Connector::new().connect(target).await
     }
 
-    async fn open(target: &SshTarget, via: Option<Arc<SshSession>>) -> Result<SshSession, TransportError> {
+    async fn open(
+        target: &SshTarget,
+        via: Option<Arc<SshSession>>,
+        notices: Option<Notices>,
+    ) -> Result<SshSession, TransportError> {
         let name = target.display_name();
         let verifier = HostKeyVerifier {
             target: name.clone(),
@@ -176,6 +191,7 @@ impl SshSession {
             pattern: target.known_hosts_pattern(),
             known_hosts: target.known_hosts.clone(),
             mode: target.host_key_checking,
+            notices,
         };
         let handshake = async {
             match &via {
@@ -392,126 +408,6 @@ async fn open_tcp(target: &SshTarget, name: &str) -> Result<TcpStream, Transport
         }
         Some(e) => TransportError::Connect { target: name.to_string(), reason: lower_first(&e.to_string()) },
     })
-}
-
-fn handshake_error(e: HandlerError, name: &str) -> TransportError {
-    match e {
-        HandlerError::Rejected(e) => *e,
-        HandlerError::Ssh(russh::Error::Disconnect) => TransportError::Handshake {
-            target: name.to_string(),
-            reason: "the server closed the connection (see its log; too many connections at once for `MaxStartups`?)"
-                .into(),
-        },
-        HandlerError::Ssh(e) => {
-            TransportError::Handshake { target: name.to_string(), reason: lower_first(&e.to_string()) }
-        }
-    }
-}
-
-#[derive(Debug)]
-enum HandlerError {
-    Ssh(russh::Error),
-    /// Boxed: a host key verdict is rare and the error is large.
-    Rejected(Box<TransportError>),
-}
-
-impl From<russh::Error> for HandlerError {
-    fn from(e: russh::Error) -> Self {
-        HandlerError::Ssh(e)
-    }
-}
-
-/// Serializes appends to known_hosts, so connecting to many new hosts at once with
-/// `accept-new` cannot interleave lines.
-static KNOWN_HOSTS_WRITE: Mutex<()> = Mutex::new(());
-
-struct HostKeyVerifier {
-    target: String,
-    host: String,
-    port: u16,
-    pattern: String,
-    known_hosts: PathBuf,
-    mode: HostKeyChecking,
-}
-
-impl HostKeyVerifier {
-    fn verify(&self, key: &PublicKey) -> Result<(), TransportError> {
-        let fingerprint = format!("{} {}", key.algorithm().as_str(), key.fingerprint(HashAlg::Sha256));
-        if self.mode == HostKeyChecking::Off {
-            eprintln!(
-                "warning: host key checking is off for `{}` ({fingerprint}); the connection is not protected against a man-in-the-middle",
-                self.target
-            );
-            return Ok(());
-        }
-        match self.check(key) {
-            Ok(true) => Ok(()),
-            Ok(false) if self.mode == HostKeyChecking::AcceptNew => self.learn(key, &fingerprint),
-            Ok(false) => Err(TransportError::HostKeyUnknown {
-                target: self.target.clone(),
-                host: self.host.clone(),
-                port: self.port,
-                known_hosts: self.known_hosts.clone(),
-                fingerprint,
-            }),
-            Err(russh::keys::Error::KeyChanged { line }) => Err(TransportError::HostKeyChanged {
-                target: self.target.clone(),
-                host_pattern: self.pattern.clone(),
-                known_hosts: self.known_hosts.clone(),
-                line,
-                fingerprint,
-            }),
-            Err(e) => Err(self.known_hosts_error(&e.to_string())),
-        }
-    }
-
-    fn check(&self, key: &PublicKey) -> Result<bool, russh::keys::Error> {
-        russh::keys::check_known_hosts_path(&self.host, self.port, key, &self.known_hosts)
-    }
-
-    fn learn(&self, key: &PublicKey, fingerprint: &str) -> Result<(), TransportError> {
-        let _guard = KNOWN_HOSTS_WRITE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        // Another connection to the same host may have recorded it meanwhile.
-        if matches!(self.check(key), Ok(true)) {
-            return Ok(());
-        }
-        russh::keys::known_hosts::learn_known_hosts_path(&self.host, self.port, key, &self.known_hosts)
-            .map_err(|e| self.known_hosts_error(&e.to_string()))?;
-        eprintln!(
-            "notice: added the host key of `{}` ({fingerprint}) to `{}`",
-            self.target,
-            self.known_hosts.display()
-        );
-        Ok(())
-    }
-
-    fn known_hosts_error(&self, reason: &str) -> TransportError {
-        TransportError::KnownHosts {
-            target: self.target.clone(),
-            path: self.known_hosts.clone(),
-            reason: lower_first(reason),
-        }
-    }
-}
-
-impl client::Handler for HostKeyVerifier {
-    type Error = HandlerError;
-
-    async fn check_server_key(&mut self, server_public_key: &PublicKeyOrCertificate) -> Result<bool, Self::Error> {
-        match server_public_key {
-            PublicKeyOrCertificate::PublicKey { key, .. } => {
-                self.verify(key).map(|()| true).map_err(|e| HandlerError::Rejected(Box::new(e)))
-            }
-            // Certificate host-key algorithms are never advertised, so a server that
-            // sends one anyway is not following the negotiation.
-            PublicKeyOrCertificate::Certificate(_) => {
-                Err(HandlerError::Rejected(Box::new(TransportError::Handshake {
-                    target: self.target.clone(),
-                    reason: "the server presented a host certificate, which was not asked for".into(),
-                })))
-            }
-        }
-    }
 }
 
 /// What authentication attempts are reported when all fail.
@@ -747,7 +643,7 @@ fn sig_name(sig: &Sig) -> String {
 }
 
 /// Library messages start with a capital; ours are lowercase sentences.
-fn lower_first(s: &str) -> String {
+pub(super) fn lower_first(s: &str) -> String {
     let mut chars = s.chars();
     match chars.next() {
         Some(first) => first.to_lowercase().chain(chars).collect(),

@@ -1,0 +1,138 @@
+//! Host key verification against `known_hosts`, in the three modes of
+//! `host_key_checking`; the verdict is the russh handler's answer to the server's key.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use russh::client;
+use russh::keys::{HashAlg, PublicKey, PublicKeyOrCertificate};
+
+use super::TransportError;
+use super::ssh::{HostKeyChecking, Notices, lower_first};
+
+pub(super) fn handshake_error(e: HandlerError, name: &str) -> TransportError {
+    match e {
+        HandlerError::Rejected(e) => *e,
+        HandlerError::Ssh(russh::Error::Disconnect) => TransportError::Handshake {
+            target: name.to_string(),
+            reason: "the server closed the connection (see its log; too many connections at once for `MaxStartups`?)"
+                .into(),
+        },
+        HandlerError::Ssh(e) => {
+            TransportError::Handshake { target: name.to_string(), reason: lower_first(&e.to_string()) }
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(super) enum HandlerError {
+    Ssh(russh::Error),
+    /// Boxed: a host key verdict is rare and the error is large.
+    Rejected(Box<TransportError>),
+}
+
+impl From<russh::Error> for HandlerError {
+    fn from(e: russh::Error) -> Self {
+        HandlerError::Ssh(e)
+    }
+}
+
+/// Serializes appends to known_hosts, so connecting to many new hosts at once with
+/// `accept-new` cannot interleave lines.
+static KNOWN_HOSTS_WRITE: Mutex<()> = Mutex::new(());
+
+pub(super) struct HostKeyVerifier {
+    pub target: String,
+    pub host: String,
+    pub port: u16,
+    pub pattern: String,
+    pub known_hosts: PathBuf,
+    pub mode: HostKeyChecking,
+    pub notices: Option<Notices>,
+}
+
+impl HostKeyVerifier {
+    fn notice(&self, text: String) {
+        if let Some(notices) = &self.notices {
+            notices(text);
+        }
+    }
+
+    fn verify(&self, key: &PublicKey) -> Result<(), TransportError> {
+        let fingerprint = format!("{} {}", key.algorithm().as_str(), key.fingerprint(HashAlg::Sha256));
+        if self.mode == HostKeyChecking::Off {
+            self.notice(format!(
+                "warning: host key checking is off for `{}` ({fingerprint}); the connection is not protected against a man-in-the-middle",
+                self.target
+            ));
+            return Ok(());
+        }
+        match self.check(key) {
+            Ok(true) => Ok(()),
+            Ok(false) if self.mode == HostKeyChecking::AcceptNew => self.learn(key, &fingerprint),
+            Ok(false) => Err(TransportError::HostKeyUnknown {
+                target: self.target.clone(),
+                host: self.host.clone(),
+                port: self.port,
+                known_hosts: self.known_hosts.clone(),
+                fingerprint,
+            }),
+            Err(russh::keys::Error::KeyChanged { line }) => Err(TransportError::HostKeyChanged {
+                target: self.target.clone(),
+                host_pattern: self.pattern.clone(),
+                known_hosts: self.known_hosts.clone(),
+                line,
+                fingerprint,
+            }),
+            Err(e) => Err(self.known_hosts_error(&e.to_string())),
+        }
+    }
+
+    fn check(&self, key: &PublicKey) -> Result<bool, russh::keys::Error> {
+        russh::keys::check_known_hosts_path(&self.host, self.port, key, &self.known_hosts)
+    }
+
+    fn learn(&self, key: &PublicKey, fingerprint: &str) -> Result<(), TransportError> {
+        let _guard = KNOWN_HOSTS_WRITE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        // Another connection to the same host may have recorded it meanwhile.
+        if matches!(self.check(key), Ok(true)) {
+            return Ok(());
+        }
+        russh::keys::known_hosts::learn_known_hosts_path(&self.host, self.port, key, &self.known_hosts)
+            .map_err(|e| self.known_hosts_error(&e.to_string()))?;
+        self.notice(format!(
+            "notice: added the host key of `{}` ({fingerprint}) to `{}`",
+            self.target,
+            self.known_hosts.display()
+        ));
+        Ok(())
+    }
+
+    fn known_hosts_error(&self, reason: &str) -> TransportError {
+        TransportError::KnownHosts {
+            target: self.target.clone(),
+            path: self.known_hosts.clone(),
+            reason: lower_first(reason),
+        }
+    }
+}
+
+impl client::Handler for HostKeyVerifier {
+    type Error = HandlerError;
+
+    async fn check_server_key(&mut self, server_public_key: &PublicKeyOrCertificate) -> Result<bool, Self::Error> {
+        match server_public_key {
+            PublicKeyOrCertificate::PublicKey { key, .. } => {
+                self.verify(key).map(|()| true).map_err(|e| HandlerError::Rejected(Box::new(e)))
+            }
+            // Certificate host-key algorithms are never advertised, so a server that
+            // sends one anyway is not following the negotiation.
+            PublicKeyOrCertificate::Certificate(_) => {
+                Err(HandlerError::Rejected(Box::new(TransportError::Handshake {
+                    target: self.target.clone(),
+                    reason: "the server presented a host certificate, which was not asked for".into(),
+                })))
+            }
+        }
+    }
+}

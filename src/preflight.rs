@@ -177,6 +177,67 @@ pub fn judge(view: &View, exec: &ExecutionPlan, size: &BatchSize) -> Verdict {
     verdict
 }
 
+/// The budget rule at run time, before batch `index` starts: every node of each balancer
+/// that serves no traffic now — left out by a failed host, out before the run, fallen
+/// over since — plus the batch's own nodes must fit the batch's size. `Some(why)` when
+/// the batch must not start, naming the nodes.
+pub fn judge_batch(view: &View, exec: &ExecutionPlan, size: &BatchSize, index: usize) -> Option<String> {
+    let batch = exec.batches.iter().find(|b| b.index == index)?;
+    let cap = capacity(size, batch.index, exec.hosts.len()).max(batch.hosts.len());
+    for BalancerView { name: balancer, nodes, states, pool } in &view.balancers {
+        let mut not_serving: BTreeSet<String> = BTreeSet::new();
+        for ((node, _), state) in nodes.iter().zip(states) {
+            match state {
+                Some(Ok(state)) if state.serves_no_traffic() => {
+                    not_serving.insert(name_of(nodes, node));
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    return Some(format!(
+                        "before batch {}: cannot read `{balancer}`'s view of {}: {e}",
+                        index + 1,
+                        name_of(nodes, node)
+                    ));
+                }
+                None => {
+                    return Some(format!(
+                        "before batch {}: the read of {} from `{balancer}` did not finish",
+                        index + 1,
+                        name_of(nodes, node)
+                    ));
+                }
+            }
+        }
+        match pool {
+            Some(Ok(pool)) => {
+                for (node, state) in pool {
+                    if !nodes.contains_key(node) && state.serves_no_traffic() {
+                        not_serving.insert(format!("{node} (not in this rollout)"));
+                    }
+                }
+            }
+            Some(Err(e)) => return Some(format!("before batch {}: cannot list `{balancer}`'s nodes: {e}", index + 1)),
+            None => {}
+        }
+        let in_batch: BTreeSet<String> =
+            nodes.iter().filter(|(_, (b, _))| *b == index).map(|(n, _)| name_of(nodes, n)).collect();
+        let already: Vec<&String> = not_serving.difference(&in_batch).collect();
+        let out = in_batch.len() + already.len();
+        if out > cap {
+            let names: Vec<&str> = already.iter().map(|s| s.as_str()).collect();
+            return Some(format!(
+                "batch {} of {} not started: it would have {out} nodes of `{balancer}` out of rotation, more than its \
+                 batch size {cap}, because {} {} out of rotation or down",
+                index + 1,
+                exec.batches.len(),
+                names.join(", "),
+                if names.len() == 1 { "is" } else { "are" }
+            ));
+        }
+    }
+    None
+}
+
 fn name_of(nodes: &IndexMap<String, (usize, NodeRef)>, node: &str) -> String {
     match nodes.get(node).and_then(|(_, r)| r.host.as_deref()) {
         Some(host) if host != node => format!("{host} ({node})"),
@@ -187,7 +248,7 @@ fn name_of(nodes: &IndexMap<String, (usize, NodeRef)>, node: &str) -> String {
 
 /// How many nodes batch `index` may have out: its ramp entry, before the last batch's
 /// rounding down to what is left.
-fn capacity(size: &BatchSize, index: usize, hosts: usize) -> usize {
+pub fn capacity(size: &BatchSize, index: usize, hosts: usize) -> usize {
     let ramp: &[BatchStep] = match size {
         BatchSize::One(step) => std::slice::from_ref(step),
         BatchSize::Ramp(steps) => steps,

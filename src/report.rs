@@ -356,6 +356,9 @@ impl Summary {
             RunOutcome::Interrupted => "rollout INTERRUPTED: nothing new was started after the interrupt".to_string(),
         };
         out.push_str(&format!("{verdict} in {}\n", secs(result.duration)));
+        if let Some(reason) = &result.halt_reason {
+            out.push_str(&format!("  {reason}\n"));
+        }
         for f in &result.failures {
             out.push_str(&format!("  {} failed at `{}`: {}\n", f.host, f.step, f.error));
             for line in &f.last_lines {

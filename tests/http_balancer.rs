@@ -111,18 +111,25 @@ fn http_balancer_sends_the_rendered_requests_in_order() {
     let out = planrun_in(dir.path(), &["apply", "plan.yaml", "--yes"]);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     let mut log = server.log.lock().unwrap().clone();
-    // Pre-flight reads both nodes (read-only, side by side, so in either order), then per
-    // host: reject, accept, and the status reads of `wait_up` and of the `balancer_up` wait.
+    // Pre-flight reads both nodes (read-only, side by side, so in either order), and so does
+    // the budget check before each batch; then per host: reject, accept, and the status
+    // reads of `wait_up` and of the `balancer_up` wait.
     log[..2].sort();
+    log[2..4].sort();
+    log[8..10].sort();
     assert_eq!(
         log,
         [
+            "GET /nodes/web1",
+            "GET /nodes/web2",
             "GET /nodes/web1",
             "GET /nodes/web2",
             "PUT /nodes/web1 shop off",
             "POST /nodes/web1/on",
             "GET /nodes/web1",
             "GET /nodes/web1",
+            "GET /nodes/web1",
+            "GET /nodes/web2",
             "PUT /nodes/web2 shop off",
             "POST /nodes/web2/on",
             "GET /nodes/web2",

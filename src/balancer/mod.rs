@@ -120,6 +120,10 @@ impl Balancers {
         Ok(Balancers { inner: Arc::new(Inner { clients, touched: Mutex::new(Vec::new()) }) })
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.inner.clients.is_empty()
+    }
+
     fn client(&self, name: &str) -> Result<&Client, String> {
         self.inner.clients.get(name).ok_or_else(|| format!("no balancer named `{name}`"))
     }

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use super::print::{self, ApplyError, ResumeError};
 use crate::balancer::Balancers;
@@ -128,8 +129,13 @@ fn resume(args: &ApplyArgs, loaded: &LoadedPlan, exec: &mut ExecutionPlan) -> Re
 
 async fn run(prepared: Prepared, args: &ApplyArgs) -> i32 {
     let control = Control::default();
-    let interrupts = tokio::spawn(watch_interrupts(control.clone()));
+    let first_signal = Arc::new(AtomicI32::new(0));
+    let interrupts = tokio::spawn(watch_interrupts(control.clone(), first_signal.clone()));
     let code = match rollout(prepared, args, control).await {
+        Ok(code) if code == exit::INTERRUPTED => match first_signal.load(Ordering::SeqCst) {
+            0 => code,
+            signal => 128 + signal,
+        },
         Ok(code) => code,
         Err(e) => print::apply_error(&e, args.color),
     };
@@ -216,6 +222,8 @@ async fn rollout(prepared: Prepared, args: &ApplyArgs, control: Control) -> Resu
         dry_run: args.dry_run,
         fan_out: FAN_OUT,
         resume_of,
+        batch_size: batch_size.clone(),
+        force: args.force,
     };
     let emitter = Emitter::new(events, redactor);
     let result = execute::run(exec.clone(), transports, balancers.clone(), emitter, control, settings).await;
@@ -323,17 +331,51 @@ async fn release(lock: Option<&HeldLock>, run_id: &str, args: &ApplyArgs) {
     }
 }
 
-/// First Ctrl-C stops new work; the second cancels running steps.
-async fn watch_interrupts(control: Control) {
-    if tokio::signal::ctrl_c().await.is_err() {
-        return;
+/// The signals that stop an apply like Ctrl-C: a CI runner cancelling its job sends
+/// SIGTERM, a closed terminal SIGHUP.
+struct StopSignals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn new() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(StopSignals {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+            hangup: signal(SignalKind::hangup())?,
+        })
     }
-    eprintln!("\ninterrupt: starting nothing new; running steps finish (press Ctrl-C again to cancel them)");
+
+    /// The next signal's number and how to name it.
+    async fn next(&mut self) -> (i32, &'static str) {
+        tokio::select! {
+            _ = self.interrupt.recv() => (nix::sys::signal::Signal::SIGINT as i32, "Ctrl-C"),
+            _ = self.terminate.recv() => (nix::sys::signal::Signal::SIGTERM as i32, "SIGTERM"),
+            _ = self.hangup.recv() => (nix::sys::signal::Signal::SIGHUP as i32, "SIGHUP"),
+        }
+    }
+}
+
+/// The first stop signal starts nothing new (the hosts in their window finish it, the
+/// run is journaled and summarized); the second cancels running steps. The first
+/// signal's number is kept for the exit code: 128 + its number, as shells report it.
+async fn watch_interrupts(control: Control, first: Arc<AtomicI32>) {
+    let mut signals = match StopSignals::new() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("warning: cannot watch for Ctrl-C, SIGTERM or SIGHUP: {e}");
+            return;
+        }
+    };
+    let (number, name) = signals.next().await;
+    first.store(number, Ordering::SeqCst);
+    eprintln!("\ninterrupt: starting nothing new; running steps finish ({name} again to cancel them)");
     control.stop.cancel();
-    if tokio::signal::ctrl_c().await.is_err() {
-        return;
-    }
-    eprintln!("\ninterrupt: cancelling running steps");
+    let (_, name) = signals.next().await;
+    eprintln!("\ninterrupt: cancelling running steps ({name})");
     control.cancel.cancel();
 }
 

@@ -13,6 +13,7 @@
 mod step;
 mod wait;
 
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,7 +21,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::balancer::Balancers;
 use crate::events::{Emitter, Event, Outcome, RunOutcome};
-use crate::graph::{ExecutionPlan, Phase, StepInstance};
+use crate::graph::{Action, ExecutionPlan, Phase, StepInstance};
+use crate::model::{BalancerAction, BatchSize};
 use crate::transport::Transports;
 
 /// Signals from the operator to a running apply.
@@ -43,6 +45,11 @@ pub struct Settings {
     pub fan_out: usize,
     /// The run this one resumes.
     pub resume_of: Option<String>,
+    /// The batch sizes in force: the budget each batch must fit when it starts.
+    pub batch_size: BatchSize,
+    /// `--force`: the operator accepted a budget that does not hold; batches start
+    /// without the check.
+    pub force: bool,
 }
 
 /// A host that failed, and where.
@@ -59,6 +66,9 @@ pub struct HostFailure {
 pub struct RunResult {
     pub outcome: RunOutcome,
     pub failures: Vec<HostFailure>,
+    /// Why the run halted when no host's failure says it: a `before`/`after` step on the
+    /// control machine, or a batch that did not fit the budget.
+    pub halt_reason: Option<String>,
     /// Hosts whose step was cancelled by a second Ctrl-C: they may be between states.
     pub cancelled_hosts: Vec<String>,
     pub duration: Duration,
@@ -75,11 +85,21 @@ pub(crate) struct Ctx {
     pub http: reqwest::Client,
     failures: Mutex<Vec<HostFailure>>,
     cancelled_hosts: Mutex<Vec<String>>,
+    halt_reason: Mutex<Option<String>>,
 }
 
 impl Ctx {
     pub fn host_name(&self, host: Option<usize>) -> Option<String> {
         host.map(|h| self.exec.hosts[h].name.clone())
+    }
+
+    /// The first reason given wins: it is the cause, later ones are consequences.
+    fn set_halt_reason(&self, reason: String) {
+        if let Ok(mut r) = self.halt_reason.lock()
+            && r.is_none()
+        {
+            *r = Some(self.emitter.redactor().redact(&reason));
+        }
     }
 
     fn failed_count(&self) -> usize {
@@ -111,6 +131,7 @@ pub async fn run(
         http: reqwest::Client::builder().no_proxy().connect_timeout(Duration::from_secs(5)).build().unwrap_or_default(),
         failures: Mutex::new(Vec::new()),
         cancelled_hosts: Mutex::new(Vec::new()),
+        halt_reason: Mutex::new(None),
     });
     ctx.emitter.emit(Event::RunStarted {
         run_id: ctx.settings.run_id.clone(),
@@ -126,13 +147,14 @@ pub async fn run(
     let outcome = run_phases(&ctx).await;
     let failures = ctx.failures.lock().map(|f| f.clone()).unwrap_or_default();
     let cancelled_hosts = ctx.cancelled_hosts.lock().map(|c| c.clone()).unwrap_or_default();
+    let halt_reason = ctx.halt_reason.lock().ok().and_then(|r| r.clone());
     let duration = started.elapsed();
     ctx.emitter.emit(Event::RunFinished {
         outcome,
         duration,
         failed_hosts: failures.iter().map(|f| f.host.clone()).collect(),
     });
-    RunResult { outcome, failures, cancelled_hosts, duration }
+    RunResult { outcome, failures, halt_reason, cancelled_hosts, duration }
 }
 
 async fn run_phases(ctx: &Arc<Ctx>) -> RunOutcome {
@@ -151,16 +173,31 @@ async fn run_phases(ctx: &Arc<Ctx>) -> RunOutcome {
         if ctx.over_budget() {
             return RunOutcome::Halted;
         }
+        if let Some(reason) = batch_refused(ctx, batch.index).await {
+            ctx.set_halt_reason(reason);
+            return RunOutcome::Halted;
+        }
         ctx.emitter.emit(Event::BatchStarted {
             batch: batch.index,
             hosts: batch.hosts.iter().map(|h| exec.hosts[h.host].name.clone()).collect(),
         });
         let mut tasks = tokio::task::JoinSet::new();
+        let mut task_hosts = HashMap::new();
         for host in batch.hosts.iter().cloned() {
             let ctx = ctx.clone();
-            tasks.spawn(async move { run_host_chain(&ctx, host.host, &host.steps).await });
+            let (index, first_step) = (host.host, host.steps.first().cloned());
+            let task = tasks.spawn(async move { run_host_chain(&ctx, host.host, &host.steps).await });
+            task_hosts.insert(task.id(), (index, first_step));
         }
-        while tasks.join_next().await.is_some() {}
+        while let Some(done) = tasks.join_next_with_id().await {
+            // A task that ends without an outcome (a panic: a bug) must fail its host as
+            // loudly as a failed step: the host may be out of rotation.
+            if let Err(e) = done
+                && let Some((host, Some(step))) = task_hosts.remove(&e.id())
+            {
+                fail_host_without_outcome(ctx, host, &step, &e);
+            }
+        }
     }
     if ctx.control.stop.is_cancelled() {
         return RunOutcome::Interrupted;
@@ -178,15 +215,43 @@ async fn run_phases(ctx: &Arc<Ctx>) -> RunOutcome {
     if ctx.failed_count() > 0 { RunOutcome::CompletedWithFailures } else { RunOutcome::Succeeded }
 }
 
+/// The budget as a run-time invariant: the balancers are read again right before each
+/// batch, since hosts failed, and nodes outside the rollout fall over, while it runs.
+async fn batch_refused(ctx: &Ctx, index: usize) -> Option<String> {
+    if ctx.settings.dry_run || ctx.settings.force || ctx.balancers.is_empty() {
+        return None;
+    }
+    let view = crate::preflight::read(&ctx.exec, &ctx.balancers).await;
+    crate::preflight::judge_batch(&view, &ctx.exec, &ctx.settings.batch_size, index)
+}
+
 fn stopped_or(ctx: &Ctx, otherwise: RunOutcome) -> RunOutcome {
     if ctx.control.stop.is_cancelled() { RunOutcome::Interrupted } else { otherwise }
 }
 
 /// One host's steps, in order; the first failure (without `continue_on_error`) ends the
-/// chain and leaves the host where it is.
+/// chain and leaves the host where it is. A chain that ends with a node it took out of
+/// rotation not put back has failed, whatever its steps said: the plan skipped or
+/// ignored the `accept`.
 async fn run_host_chain(ctx: &Arc<Ctx>, host: usize, steps: &[StepInstance]) {
+    let mut taken_out: BTreeSet<(String, String)> = BTreeSet::new();
     for instance in steps {
         let result = step::run(ctx, instance).await;
+        if let Action::Balancer { balancer, node, action, .. } = &instance.action
+            && result.outcome != Outcome::Skipped
+        {
+            let key = (balancer.clone(), node.clone());
+            match action {
+                // Taken out even when the call failed: it may have happened.
+                BalancerAction::Reject | BalancerAction::Drain => {
+                    taken_out.insert(key);
+                }
+                BalancerAction::Accept if result.outcome == Outcome::Ok => {
+                    taken_out.remove(&key);
+                }
+                BalancerAction::Accept => {}
+            }
+        }
         match result.outcome {
             Outcome::Ok | Outcome::Skipped | Outcome::FailedIgnored => continue,
             Outcome::Cancelled => {
@@ -201,6 +266,23 @@ async fn run_host_chain(ctx: &Arc<Ctx>, host: usize, steps: &[StepInstance]) {
             }
         }
     }
+    if let (Some(last), false) = (steps.last(), taken_out.is_empty()) {
+        let nodes: Vec<String> = taken_out.iter().map(|(b, n)| format!("{n} on `{b}`")).collect();
+        let error = format!(
+            "its steps ended with {} still out of rotation: the `accept` that puts it back did not succeed",
+            nodes.join(", ")
+        );
+        fail_host(ctx, host, last, step::StepResult::failed(error));
+    }
+}
+
+/// A host whose task ended without an outcome (it panicked).
+fn fail_host_without_outcome(ctx: &Ctx, host: usize, step: &StepInstance, e: &tokio::task::JoinError) {
+    let why = if e.is_panic() { "panicked" } else { "was cancelled" };
+    let error = format!(
+        "planrun's task for this host {why} (a bug in planrun; please report it); the host may be out of rotation"
+    );
+    fail_host(ctx, host, step, step::StepResult::failed(error));
 }
 
 fn fail_host(ctx: &Ctx, host: usize, instance: &StepInstance, result: step::StepResult) {
@@ -234,10 +316,12 @@ async fn run_fan_out(ctx: &Arc<Ctx>, instances: &[StepInstance]) -> bool {
         let step_index = instances[start].index;
         let end = instances[start..].iter().position(|i| i.index != step_index).map_or(instances.len(), |p| start + p);
         let mut tasks = tokio::task::JoinSet::new();
+        let mut task_steps = HashMap::new();
         for instance in instances[start..end].iter().cloned() {
             let ctx = ctx.clone();
             let limit = limit.clone();
-            tasks.spawn(async move {
+            let task_instance = instance.clone();
+            let task = tasks.spawn(async move {
                 let _permit = limit.acquire_owned().await;
                 if ctx.control.stop.is_cancelled() {
                     return true;
@@ -248,14 +332,37 @@ async fn run_fan_out(ctx: &Arc<Ctx>, instances: &[StepInstance]) -> bool {
                         fail_host(&ctx, host, &instance, result);
                         false
                     }
-                    (Outcome::Failed | Outcome::Cancelled, _) => false,
+                    (Outcome::Failed, None) => {
+                        let phase = phase_name(instance.phase);
+                        let error = result.error.as_deref().unwrap_or("failed");
+                        ctx.set_halt_reason(format!("`{phase}` step `{}` failed: {error}", instance.step));
+                        false
+                    }
+                    (Outcome::Cancelled, _) => false,
                     _ => true,
                 }
             });
+            task_steps.insert(task.id(), task_instance);
         }
         let mut ok = true;
-        while let Some(done) = tasks.join_next().await {
-            ok &= done.unwrap_or(false);
+        while let Some(done) = tasks.join_next_with_id().await {
+            match done {
+                Ok((_, passed)) => ok &= passed,
+                Err(e) => {
+                    ok = false;
+                    match task_steps.get(&e.id()) {
+                        Some(instance @ StepInstance { host: Some(host), .. }) => {
+                            fail_host_without_outcome(ctx, *host, instance, &e)
+                        }
+                        Some(instance) => ctx.set_halt_reason(format!(
+                            "`{}` step `{}`: planrun's task panicked (a bug in planrun; please report it)",
+                            phase_name(instance.phase),
+                            instance.step
+                        )),
+                        None => {}
+                    }
+                }
+            }
         }
         if !ok {
             return false;
@@ -263,4 +370,12 @@ async fn run_fan_out(ctx: &Arc<Ctx>, instances: &[StepInstance]) -> bool {
         start = end;
     }
     true
+}
+
+fn phase_name(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Before => "before",
+        Phase::Rollout => "rollout",
+        Phase::After => "after",
+    }
 }

@@ -19,6 +19,13 @@ pub(crate) struct StepResult {
     pub last_lines: Vec<String>,
 }
 
+impl StepResult {
+    /// A failure the executor itself found, outside any attempt.
+    pub fn failed(error: String) -> Self {
+        StepResult { outcome: Outcome::Failed, exit_code: None, error: Some(error), last_lines: vec![] }
+    }
+}
+
 /// What one attempt reports back.
 pub(crate) struct Attempt {
     pub exit_code: Option<u32>,

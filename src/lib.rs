@@ -27,3 +27,6 @@ pub mod template;
 pub mod transport;
 pub mod validate;
 pub mod yaml;
+
+#[cfg(test)]
+mod testing;

@@ -278,3 +278,110 @@ pub async fn touched_states(balancers: &Balancers) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{ROLLING, build};
+
+    fn node(host: &str) -> NodeRef {
+        NodeRef {
+            balancer: "pool".into(),
+            node: host.into(),
+            host: Some(host.into()),
+            status_command: None,
+            status_request: None,
+        }
+    }
+
+    fn state(serving: bool) -> Option<Result<NodeState, String>> {
+        let rotation = if serving { Rotation::In } else { Rotation::Out };
+        Some(Ok(NodeState { rotation, up: Some(serving), connections: None, detail: "test".into() }))
+    }
+
+    /// The pool of `build`'s plan: h1, h2, h3 in batches 1, 2, 3, serving as given, and
+    /// the rest of the pool (nodes outside the rollout) as listed.
+    fn view(serving: [bool; 3], others: Option<Vec<(&str, bool)>>) -> View {
+        let nodes: IndexMap<String, (usize, NodeRef)> =
+            ["h1", "h2", "h3"].iter().enumerate().map(|(i, h)| (h.to_string(), (i, node(h)))).collect();
+        let pool = others.map(|others| {
+            Ok(others
+                .into_iter()
+                .map(|(n, serving)| (n.to_string(), state(serving).unwrap().unwrap()))
+                .chain(nodes.keys().zip(serving).map(|(n, s)| (n.clone(), state(s).unwrap().unwrap())))
+                .collect())
+        });
+        View {
+            balancers: vec![BalancerView {
+                name: "pool".into(),
+                nodes,
+                states: serving.iter().map(|s| state(*s)).collect(),
+                pool,
+            }],
+        }
+    }
+
+    fn one() -> BatchSize {
+        BatchSize::One("1".parse().unwrap())
+    }
+
+    #[test]
+    fn a_healthy_pool_passes() {
+        let dir = tempfile::tempdir().unwrap();
+        let exec = build(dir.path(), ROLLING);
+        let verdict = judge(&view([true; 3], None), &exec, &one());
+        assert_eq!(verdict.problems, Vec::<String>::new());
+        assert_eq!(verdict.nodes, 3);
+        assert_eq!(verdict.lines[0], "  pool: h1: in rotation (test)");
+    }
+
+    #[test]
+    fn a_node_already_out_leaves_no_room_in_a_batch_of_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let exec = build(dir.path(), ROLLING);
+        let verdict = judge(&view([true, true, false], None), &exec, &one());
+        assert_eq!(
+            verdict.problems,
+            [
+                "`pool`: batch 1 would have 2 nodes out of rotation, more than its batch size 1, because h3 is already out of rotation or down"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_last_healthy_node_is_never_taken_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let exec = build(dir.path(), ROLLING);
+        let verdict = judge(&view([true, false, false], None), &exec, &BatchSize::One("3".parse().unwrap()));
+        assert_eq!(
+            verdict.problems,
+            ["`pool`: batch 1 would take out the last healthy node (h1), leaving none to serve"]
+        );
+    }
+
+    #[test]
+    fn a_failed_host_left_out_stops_the_next_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let exec = build(dir.path(), ROLLING);
+        // h1 failed and stayed out; batch 2 would take h2 out beside it.
+        let refused = judge_batch(&view([false, true, true], None), &exec, &one(), 1);
+        assert_eq!(
+            refused.as_deref(),
+            Some(
+                "batch 2 of 3 not started: it would have 2 nodes of `pool` out of rotation, more than its batch size 1, because h1 is out of rotation or down"
+            )
+        );
+        // Its own node being out already (a resumed host) is not counted twice.
+        assert_eq!(judge_batch(&view([true, false, true], None), &exec, &one(), 1), None);
+    }
+
+    #[test]
+    fn a_pool_node_outside_the_rollout_that_fell_over_is_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let exec = build(dir.path(), ROLLING);
+        let down = view([true; 3], Some(vec![("other", false)]));
+        let refused = judge_batch(&down, &exec, &one(), 2).unwrap();
+        assert!(refused.contains("because other (not in this rollout) is out of rotation or down"), "{refused}");
+        assert_eq!(judge_batch(&view([true; 3], Some(vec![("other", true)])), &exec, &one(), 2), None);
+    }
+}

@@ -15,7 +15,9 @@ mod wait;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
@@ -379,3 +381,6 @@ fn phase_name(phase: Phase) -> &'static str {
         Phase::After => "after",
     }
 }
+
+#[cfg(test)]
+mod tests;

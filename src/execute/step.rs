@@ -1,7 +1,9 @@
 //! One step instance: its attempts, its timeout, its output, its outcome.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use super::{Ctx, wait};
 use crate::balancer::Call;

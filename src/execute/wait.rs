@@ -2,7 +2,9 @@
 //! (and keeps passing for `stable_for`), or fails the host at its timeout.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use super::Ctx;
 use crate::balancer::Status;

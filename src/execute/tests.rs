@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
-use crate::graph::BuildOptions;
 use crate::redact::Redactor;
 use crate::transport::{LocalTransport, Transport};
 

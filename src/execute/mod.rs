@@ -237,7 +237,15 @@ fn stopped_or(ctx: &Ctx, otherwise: RunOutcome) -> RunOutcome {
 /// ignored the `accept`.
 async fn run_host_chain(ctx: &Arc<Ctx>, host: usize, steps: &[StepInstance]) {
     let mut taken_out: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut checked = false;
     for instance in steps {
+        if !checked && takes_out(instance) {
+            checked = true;
+            if let Err(error) = reachable(ctx, host, instance).await {
+                fail_host(ctx, host, instance, step::StepResult::failed(error));
+                return;
+            }
+        }
         let result = step::run(ctx, instance).await;
         if let Action::Balancer { balancer, node, action, .. } = &instance.action
             && result.outcome != Outcome::Skipped
@@ -275,6 +283,28 @@ async fn run_host_chain(ctx: &Arc<Ctx>, host: usize, steps: &[StepInstance]) {
             nodes.join(", ")
         );
         fail_host(ctx, host, last, step::StepResult::failed(error));
+    }
+}
+
+fn takes_out(instance: &StepInstance) -> bool {
+    matches!(&instance.action, Action::Balancer { action: BalancerAction::Reject | BalancerAction::Drain, .. })
+}
+
+/// Right before a host's first balancer change: is its connection still there? A host
+/// that cannot be reached must fail while it is still in rotation, not after.
+async fn reachable(ctx: &Ctx, host: usize, instance: &StepInstance) -> Result<(), String> {
+    if ctx.settings.dry_run {
+        return Ok(());
+    }
+    let Some(transport) = ctx.transports.hosts.get(&host) else { return Ok(()) };
+    match transport.ensure_alive().await {
+        Ok(false) => Ok(()),
+        Ok(true) => {
+            let mut output = ctx.emitter.step_output(ctx.host_name(Some(host)), instance.step.clone());
+            output.note("the connection to this host had closed; reconnected before taking it out".into());
+            Ok(())
+        }
+        Err(e) => Err(format!("cannot reach the host before taking it out of rotation: {e}; it was left in rotation")),
     }
 }
 

@@ -190,6 +190,15 @@ impl Transport {
         result
     }
 
+    /// Makes sure the connection still works, reconnecting once if it does not; see
+    /// [`SshSession::ensure_alive`]. `Ok(true)`: it reconnected.
+    pub async fn ensure_alive(&self) -> Result<bool, TransportError> {
+        match self {
+            Transport::Local(_) => Ok(false),
+            Transport::Ssh(ssh) => ssh.ensure_alive().await,
+        }
+    }
+
     /// `local` or `user@host:port`, for prefixing output and messages.
     pub fn target(&self) -> &str {
         match self {

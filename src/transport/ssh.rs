@@ -104,12 +104,19 @@ impl SshTarget {
 /// steps on one host may run concurrently (up to the server's `MaxSessions`, 10 by
 /// default in OpenSSH).
 pub struct SshSession {
-    // Shared with the kill that a cancelled `exec` leaves behind (see `RemoteOutput`).
-    handle: Arc<Handle<HostKeyVerifier>>,
+    // Shared with the kill that a cancelled `exec` leaves behind (see `RemoteOutput`);
+    // replaced when `ensure_alive` reconnects.
+    handle: std::sync::RwLock<Arc<Handle<HostKeyVerifier>>>,
     target: String,
+    // How to connect again.
+    spec: SshTarget,
+    notices: Option<Notices>,
     // The jump host's connection carries this one: it must live as long as this does.
     via: Option<Arc<SshSession>>,
 }
+
+/// How long the round trip of `ensure_alive` may take before the connection counts as gone.
+const ALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl std::fmt::Debug for SshSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -184,6 +191,7 @@ impl SshSession {
         notices: Option<Notices>,
     ) -> Result<SshSession, TransportError> {
         let name = target.display_name();
+        let notices_for_reconnect = notices.clone();
         let verifier = HostKeyVerifier {
             target: name.clone(),
             host: target.host.clone(),
@@ -211,13 +219,19 @@ impl SshSession {
             .map_err(|_| TransportError::ConnectTimeout { target: name.clone(), after: target.connect_timeout })??;
 
         authenticate(&mut handle, target, &name).await?;
-        Ok(SshSession { handle: Arc::new(handle), target: name, via })
+        Ok(SshSession {
+            handle: std::sync::RwLock::new(Arc::new(handle)),
+            target: name,
+            spec: target.clone(),
+            notices: notices_for_reconnect,
+            via,
+        })
     }
 
     /// A byte stream to `host:port` as seen from this server (`ssh -J`'s way): the
     /// server connects, so `host` may be a private address only it can reach.
     async fn direct_tcpip(&self, host: &str, port: u16) -> Result<russh::ChannelStream<Msg>, TransportError> {
-        let channel = self.handle.channel_open_direct_tcpip(host, u32::from(port), "127.0.0.1", 0).await.map_err(
+        let channel = self.handle().channel_open_direct_tcpip(host, u32::from(port), "127.0.0.1", 0).await.map_err(
             |e| match e {
                 russh::Error::ChannelOpenFailure(reason) => TransportError::Channel {
                     target: self.target.clone(),
@@ -231,6 +245,24 @@ impl SshSession {
         Ok(channel.into_stream())
     }
 
+    fn handle(&self) -> Arc<Handle<HostKeyVerifier>> {
+        self.handle.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+
+    /// A round trip to the server; when the connection turns out to be gone (an idle
+    /// connection cut by a firewall, a restarted sshd), one new connection replaces it.
+    /// `Ok(true)`: it reconnected.
+    pub async fn ensure_alive(&self) -> Result<bool, TransportError> {
+        let handle = self.handle();
+        if !handle.is_closed() && matches!(tokio::time::timeout(ALIVE_TIMEOUT, handle.send_ping()).await, Ok(Ok(()))) {
+            return Ok(false);
+        }
+        let fresh = SshSession::open(&self.spec, self.via.clone(), self.notices.clone()).await?;
+        let new_handle = fresh.handle();
+        *self.handle.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = new_handle;
+        Ok(true)
+    }
+
     /// `user@host:port`.
     pub fn target(&self) -> &str {
         &self.target
@@ -242,7 +274,7 @@ impl SshSession {
         timeout: Option<Duration>,
         lines: UnboundedSender<OutputLine>,
     ) -> Result<Exit, TransportError> {
-        let mut output = RemoteOutput::new(lines, self.handle.clone());
+        let mut output = RemoteOutput::new(lines, self.handle());
         let mut channel = None;
         let run = self.run(command, &mut channel, &mut output);
         let outcome = match timeout {
@@ -256,7 +288,7 @@ impl SshSession {
             }
             None => {
                 let killed = match output.pgid {
-                    Some(pgid) => kill_group(&self.handle, pgid).await,
+                    Some(pgid) => kill_group(&self.handle(), pgid).await,
                     None => false,
                 };
                 if let (false, Some(channel)) = (killed, channel.as_ref()) {
@@ -282,7 +314,7 @@ impl SshSession {
         slot: &mut Option<Channel<Msg>>,
         output: &mut RemoteOutput,
     ) -> Result<Exit, TransportError> {
-        let channel = self.handle.channel_open_session().await.map_err(|e| self.channel_error(e))?;
+        let channel = self.handle().channel_open_session().await.map_err(|e| self.channel_error(e))?;
         let channel = slot.insert(channel);
         // A newline, not `;`, so the command is parsed exactly as if it came alone
         // (a leading comment or a here-document keeps working).
@@ -324,7 +356,7 @@ impl SshSession {
     }
 
     fn channel_error(&self, e: russh::Error) -> TransportError {
-        if self.handle.is_closed() {
+        if self.handle().is_closed() {
             TransportError::ConnectionLost { target: self.target.clone(), reason: lower_first(&e.to_string()) }
         } else {
             TransportError::Channel {
@@ -340,7 +372,7 @@ impl SshSession {
     }
 
     pub async fn close(self) {
-        let _ = self.handle.disconnect(Disconnect::ByApplication, "", "en").await;
+        let _ = self.handle().disconnect(Disconnect::ByApplication, "", "en").await;
         // The last host behind a jump host closes the jump connection too, so its
         // server sees an orderly goodbye rather than a dropped socket.
         if let Some(via) = self.via.and_then(|via| Arc::try_unwrap(via).ok()) {

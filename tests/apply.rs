@@ -225,9 +225,10 @@ fn retries_run_a_failing_step_again() {
     assert!(out.stdout.contains("h1 restart: retrying (attempt 2)"), "{}", out.stdout);
 }
 
-#[test]
-fn ctrl_c_lets_the_running_step_finish_and_starts_nothing_new() {
-    let dir = TempDir::new("apply-sigint");
+/// Sends `signal` to an apply while h1's slow restart runs; returns its exit code, output
+/// and the balancer record.
+fn interrupt_mid_step(tag: &str, signal: &str) -> (Option<i32>, String, String, Vec<String>) {
+    let dir = TempDir::new(tag);
     let slow = format!("sleep 1.5 && echo \"restart {{{{host.name}}}}\" >> {}/record", dir.path().display());
     dir.write("plan.yaml", plan(&dir, 3, "", &slow));
     let child = Command::new(env!("CARGO_BIN_EXE_planrun"))
@@ -246,17 +247,41 @@ fn ctrl_c_lets_the_running_step_finish_and_starts_nothing_new() {
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_millis(300));
-    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill").args([&format!("-{signal}"), &child.id().to_string()]).status().unwrap();
     assert!(status.success());
     let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(130), "{stdout}{stderr}");
-    let rec = record(&dir);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out.status.code(), stdout, stderr, record(&dir))
+}
+
+#[test]
+fn ctrl_c_lets_the_running_step_finish_and_starts_nothing_new() {
+    let (code, stdout, stderr, rec) = interrupt_mid_step("apply-sigint", "INT");
+    assert_eq!(code, Some(130), "{stdout}{stderr}");
     // The running step finished, and the host's chain with it (it is put back); nothing
     // new started.
     assert_eq!(rec, ["reject h1", "restart h1", "accept h1"], "{stdout}");
     assert!(stderr.contains("interrupt: starting nothing new"), "{stderr}");
+    assert!(stdout.contains("rollout INTERRUPTED"), "{stdout}");
+}
+
+/// Issue 12, reproduction 4: a CI runner cancelling its job sends SIGTERM; it used to
+/// kill planrun at once with h1 out of rotation.
+#[test]
+fn sigterm_finishes_the_window_and_reports() {
+    let (code, stdout, stderr, rec) = interrupt_mid_step("apply-sigterm", "TERM");
+    assert_eq!(code, Some(143), "{stdout}{stderr}");
+    assert_eq!(rec, ["reject h1", "restart h1", "accept h1"], "{stdout}");
+    assert!(stderr.contains("interrupt: starting nothing new; running steps finish (SIGTERM again"), "{stderr}");
+    assert!(stdout.contains("rollout INTERRUPTED"), "{stdout}");
+}
+
+#[test]
+fn sighup_finishes_the_window_and_reports() {
+    let (code, stdout, stderr, rec) = interrupt_mid_step("apply-sighup", "HUP");
+    assert_eq!(code, Some(129), "{stdout}{stderr}");
+    assert_eq!(rec, ["reject h1", "restart h1", "accept h1"], "{stdout}");
     assert!(stdout.contains("rollout INTERRUPTED"), "{stdout}");
 }
 
@@ -377,4 +402,22 @@ fn a_closed_output_pipe_does_not_stop_the_rollout() {
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(record(&dir).last().map(String::as_str), Some("accept h3"));
+}
+
+/// Issue 12, reproduction 7: a failed `after` step on the control machine used to end
+/// in "rollout HALTED: 0 hosts failed" without saying what failed.
+#[test]
+fn a_failed_after_step_is_named_in_the_summary() {
+    let dir = TempDir::new("apply-after");
+    let text =
+        plan(&dir, 2, "", &restart(&dir)) + "after:\n  - { name: notify, local: \"echo no route >&2; exit 7\" }\n";
+    dir.write("plan.yaml", text);
+    let out = apply(&dir, &[]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("rollout HALTED: 0 hosts failed"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("  `after` step `notify` failed: `echo no route >&2; exit 7` exited with 7\n"),
+        "{}",
+        out.stdout
+    );
 }

@@ -10,7 +10,7 @@
 //!
 //! Events are redacted before they reach the journal, so it never holds a secret.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -20,13 +20,15 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::events::{Event, Outcome, RunOutcome};
-use crate::graph::{Phase, StepInstance};
+use crate::graph::{BuildOptions, Phase, StepInstance};
+use crate::model::BatchSize;
+use crate::validate::LoadedPlan;
 
 pub const JOURNAL_VERSION: u32 = 1;
 
 /// `sha256:…` of the plan's text and of every base it extends: a resume refuses when
 /// any of them changed since.
-pub fn plan_hash(loaded: &crate::validate::LoadedPlan) -> String {
+pub fn plan_hash(loaded: &LoadedPlan) -> String {
     let mut hasher = Sha256::new();
     for file in &loaded.files {
         // Length-prefixed, so moving text from one file to the next changes the hash.
@@ -59,6 +61,165 @@ pub fn path(state_dir: &Path) -> PathBuf {
     state_dir.join("journal.jsonl")
 }
 
+/// The effective inputs of a run, beyond the plan's text: the command line's overrides,
+/// each file's hash, and the plan's own `vars`, so a resume can continue the same
+/// rollout and say precisely what differs when it cannot.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Inputs {
+    /// `--var NAME=VALUE`, the last of a name winning.
+    #[serde(default)]
+    pub vars: BTreeMap<String, String>,
+    /// `--limit`.
+    #[serde(default)]
+    pub limit: Option<Vec<String>>,
+    /// `--batch-size`.
+    #[serde(default)]
+    pub batch_size: Option<BatchSize>,
+    /// The plan and every base it extends, in the order they were read.
+    #[serde(default)]
+    pub files: Vec<FileHash>,
+    /// The plan's `vars` after `extends`, each as JSON text.
+    #[serde(default)]
+    pub plan_vars: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FileHash {
+    pub path: String,
+    pub hash: String,
+}
+
+impl Inputs {
+    pub fn of(loaded: &LoadedPlan, options: &BuildOptions) -> Self {
+        Inputs {
+            vars: options.vars.iter().cloned().collect(),
+            limit: options.limit.clone(),
+            batch_size: options.batch_size.clone(),
+            files: loaded.files.iter().map(|f| FileHash { path: f.display_name(), hash: text_hash(&f.text) }).collect(),
+            plan_vars: loaded.plan.vars.iter().map(|(k, v)| (k.clone(), v.to_string())).collect(),
+        }
+    }
+
+    /// The overrides as build options.
+    pub fn build_options(&self) -> BuildOptions {
+        BuildOptions {
+            batch_size: self.batch_size.clone(),
+            vars: self.vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            limit: self.limit.clone(),
+        }
+    }
+
+    /// The command-line arguments that give these overrides, shell-quoted.
+    pub fn arguments(&self) -> String {
+        let mut args = Vec::new();
+        for (name, value) in &self.vars {
+            args.push("--var".to_string());
+            args.push(format!("{name}={value}"));
+        }
+        if let Some(limit) = &self.limit {
+            args.push("--limit".into());
+            args.push(limit.join(","));
+        }
+        if let Some(size) = &self.batch_size {
+            args.push("--batch-size".into());
+            args.push(batch_size_text(size));
+        }
+        args.iter().map(|a| quote(a)).collect::<Vec<_>>().join(" ")
+    }
+
+    /// What a resume given `now` would change about the run it continues; empty when
+    /// nothing. Overrides the resume does not give are the recorded ones, so only those
+    /// it gives are compared.
+    pub fn override_differences(&self, now: &Inputs) -> Vec<String> {
+        let mut differences = Vec::new();
+        if !now.vars.is_empty() && now.vars != self.vars {
+            differences.push(format!(
+                "`--var`: the run had {}, this resume gives {}",
+                vars_text(&self.vars),
+                vars_text(&now.vars)
+            ));
+        }
+        if now.limit.is_some() && now.limit != self.limit {
+            differences.push(format!(
+                "`--limit`: the run had {}, this resume gives {}",
+                self.limit.as_ref().map_or("none".into(), |l| format!("`{}`", l.join(","))),
+                now.limit.as_ref().map_or("none".into(), |l| format!("`{}`", l.join(",")))
+            ));
+        }
+        if now.batch_size.is_some() && now.batch_size != self.batch_size {
+            differences.push(format!(
+                "`--batch-size`: the run had {}, this resume gives {}",
+                self.batch_size.as_ref().map_or("the plan's".into(), |b| format!("`{}`", batch_size_text(b))),
+                now.batch_size.as_ref().map_or("the plan's".into(), |b| format!("`{}`", batch_size_text(b)))
+            ));
+        }
+        differences
+    }
+
+    /// Which files, and which of the plan's `vars`, changed since `self` was recorded.
+    pub fn plan_differences(&self, now: &Inputs) -> Vec<String> {
+        let mut changed = Vec::new();
+        for file in &now.files {
+            match self.files.iter().find(|f| f.path == file.path) {
+                Some(then) if then.hash == file.hash => {}
+                Some(_) => changed.push(format!("`{}` changed", file.path)),
+                None => changed.push(format!("`{}` is new to the plan", file.path)),
+            }
+        }
+        for file in &self.files {
+            if !now.files.iter().any(|f| f.path == file.path) {
+                changed.push(format!("`{}` is no longer part of the plan", file.path));
+            }
+        }
+        let names: BTreeSet<&String> = self.plan_vars.keys().chain(now.plan_vars.keys()).collect();
+        let vars: Vec<String> = names
+            .into_iter()
+            .filter(|n| self.plan_vars.get(*n) != now.plan_vars.get(*n))
+            .map(|n| format!("`{n}`"))
+            .collect();
+        if !vars.is_empty() {
+            changed.push(format!("`vars` changed: {}", vars.join(", ")));
+        }
+        changed
+    }
+}
+
+fn vars_text(vars: &BTreeMap<String, String>) -> String {
+    if vars.is_empty() {
+        return "none".into();
+    }
+    vars.iter().map(|(k, v)| format!("`{k}={v}`")).collect::<Vec<_>>().join(", ")
+}
+
+fn batch_size_text(size: &BatchSize) -> String {
+    match size {
+        BatchSize::One(step) => step.to_string(),
+        BatchSize::Ramp(steps) => steps.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+    }
+}
+
+/// One argument as a POSIX shell reads it back.
+pub fn quote(arg: &str) -> String {
+    shlex::try_quote(arg).map_or_else(|_| format!("'{}'", arg.replace('\0', "")), |q| q.into_owned())
+}
+
+/// The command that continues a run of `plan` that did not succeed.
+pub fn resume_command(plan: &Path, inputs: &Inputs) -> String {
+    let args = inputs.arguments();
+    let plan = quote(&plan.display().to_string());
+    if args.is_empty() {
+        format!("planrun apply {plan} --resume")
+    } else {
+        format!("planrun apply {plan} --resume {args}")
+    }
+}
+
+fn text_hash(text: &str) -> String {
+    let digest = Sha256::digest(text.as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Record {
@@ -72,6 +233,9 @@ pub enum Record {
         machine: String,
         pid: u32,
         at: String,
+        /// What the run was asked to roll: a resume continues with exactly these.
+        #[serde(default)]
+        inputs: Inputs,
     },
     /// The balancers' view of the rollout's nodes before anything changed.
     Preflight {
@@ -106,8 +270,17 @@ pub enum Record {
 /// Appends the records of one run.
 pub struct Writer {
     file: Option<File>,
+    path: PathBuf,
     run_id: String,
     plan: String,
+}
+
+/// A journal record that could not be written: the run cannot be resumed past it.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write the journal `{path}`: {source}")]
+pub struct WriteError {
+    pub path: String,
+    pub source: std::io::Error,
 }
 
 impl Writer {
@@ -116,30 +289,43 @@ impl Writer {
     /// a half-done rollout for want of a log would be worse.
     pub fn open(state_dir: &Path, run_id: &str, plan: &str) -> (Self, Option<std::io::Error>) {
         let file = std::fs::create_dir_all(state_dir)
-            .and_then(|_| OpenOptions::new().create(true).append(true).open(path(state_dir)));
+            .and_then(|_| OpenOptions::new().create(true).read(true).append(true).open(path(state_dir)))
+            .and_then(|mut f| {
+                // A crash mid-write leaves a torn last line: the next record starts on a
+                // line of its own, so only the torn one is lost.
+                if ends_torn(&mut f)? {
+                    f.write_all(b"\n")?;
+                }
+                Ok(f)
+            });
         let (file, error) = match file {
             Ok(f) => (Some(f), None),
             Err(e) => (None, Some(e)),
         };
-        (Writer { file, run_id: run_id.into(), plan: plan.into() }, error)
+        (Writer { file, path: path(state_dir), run_id: run_id.into(), plan: plan.into() }, error)
     }
 
-    pub fn write(&mut self, record: &Record) {
-        let Some(file) = &mut self.file else { return };
-        if let Ok(mut line) = serde_json::to_string(record) {
-            line.push('\n');
-            // One write per line, so concurrent appends never interleave within a line.
-            let _ = file.write_all(line.as_bytes());
-            let _ = file.flush();
-        }
+    /// Appends one record, durably: one `write` of the whole line (so concurrent
+    /// appends never interleave within a line), then `fdatasync`, so a record that is
+    /// written survives a crash of the machine. After a failure nothing more is written:
+    /// records after a gap would be read as if the gap had not been there.
+    pub fn write(&mut self, record: &Record) -> Result<(), WriteError> {
+        let Some(file) = &mut self.file else { return Ok(()) };
+        let Ok(mut line) = serde_json::to_string(record) else { return Ok(()) };
+        line.push('\n');
+        let written = file.write_all(line.as_bytes()).and_then(|()| file.sync_data());
+        written.map_err(|source| {
+            self.file = None;
+            WriteError { path: self.path.display().to_string(), source }
+        })
     }
 
     /// The journal's part of the event stream.
-    pub fn event(&mut self, event: &Event, at: SystemTime) {
+    pub fn event(&mut self, event: &Event, at: SystemTime) -> Result<(), WriteError> {
         match event {
             Event::StepFinished { host, step, phase, index, outcome, duration, exit_code, .. } => {
                 if *outcome == Outcome::Skipped {
-                    return;
+                    return Ok(());
                 }
                 let start = at.checked_sub(*duration).unwrap_or(at);
                 let record = Record::Step {
@@ -155,7 +341,7 @@ impl Writer {
                     outcome: *outcome,
                     exit_code: *exit_code,
                 };
-                self.write(&record);
+                self.write(&record)
             }
             Event::RunFinished { outcome, .. } => {
                 let record = Record::RunFinished {
@@ -165,9 +351,9 @@ impl Writer {
                     outcome: *outcome,
                     at: stamp(at),
                 };
-                self.write(&record);
+                self.write(&record)
             }
-            _ => {}
+            _ => Ok(()),
         }
     }
 }
@@ -176,20 +362,47 @@ pub fn stamp(at: SystemTime) -> String {
     humantime::format_rfc3339_millis(at).to_string()
 }
 
-/// Reads every record of `plan`; unreadable lines (a line cut by a crash) are skipped.
-pub fn read(state_dir: &Path, plan: &str) -> Vec<Record> {
-    let Ok(file) = File::open(path(state_dir)) else { return vec![] };
-    BufReader::new(file)
+/// Whether the file's last byte is not a line end.
+fn ends_torn(file: &mut File) -> std::io::Result<bool> {
+    use std::io::{Read, Seek, SeekFrom};
+    if file.metadata()?.len() == 0 {
+        return Ok(false);
+    }
+    file.seek(SeekFrom::End(-1))?;
+    let mut last = [0u8; 1];
+    file.read_exact(&mut last)?;
+    Ok(last[0] != b'\n')
+}
+
+/// The records of one plan, and what could not be read.
+pub struct Journal {
+    pub records: Vec<Record>,
+    /// Lines that are not records: a line torn by a crash mid-write, or damage.
+    pub unreadable: usize,
+}
+
+/// Reads every record of `plan`; lines that are not records (a line torn by a crash)
+/// are counted and skipped.
+pub fn read(state_dir: &Path, plan: &str) -> Journal {
+    let Ok(file) = File::open(path(state_dir)) else { return Journal { records: vec![], unreadable: 0 } };
+    let mut unreadable = 0;
+    let records = BufReader::new(file)
         .lines()
         .map_while(Result::ok)
-        .filter_map(|line| serde_json::from_str::<Record>(&line).ok())
+        .filter(|line| !line.is_empty())
+        .filter_map(|line| {
+            let record = serde_json::from_str::<Record>(&line).ok();
+            unreadable += usize::from(record.is_none());
+            record
+        })
         .filter(|r| match r {
             Record::RunStarted { plan: p, .. }
             | Record::Preflight { plan: p, .. }
             | Record::Step { plan: p, .. }
             | Record::RunFinished { plan: p, .. } => p == plan,
         })
-        .collect()
+        .collect();
+    Journal { records, unreadable }
 }
 
 /// What a resume continues: the runs since the last fresh (non-resume) run of a plan.
@@ -199,6 +412,8 @@ pub struct Campaign {
     pub last_run: String,
     pub last_started: String,
     pub plan_hash: String,
+    /// The inputs of the campaign's first run, which every resume continues.
+    pub inputs: Inputs,
     /// `None` when the run never finished: killed, or the machine went down.
     pub last_outcome: Option<RunOutcome>,
     /// Step instances that completed (ok or failed with `continue_on_error`), as
@@ -222,12 +437,12 @@ pub fn campaign(records: &[Record]) -> Option<Campaign> {
     let mut current: Option<Campaign> = None;
     for record in records {
         match record {
-            Record::RunStarted { run_id, plan_hash, resume_of, at, .. } => {
+            Record::RunStarted { run_id, plan_hash, resume_of, at, inputs, .. } => {
                 let continues = resume_of.is_some() && current.is_some();
                 let mut c = if continues {
-                    current.take().unwrap_or_else(|| empty(run_id, plan_hash, at))
+                    current.take().unwrap_or_else(|| empty(run_id, plan_hash, at, inputs))
                 } else {
-                    empty(run_id, plan_hash, at)
+                    empty(run_id, plan_hash, at, inputs)
                 };
                 c.last_run = run_id.clone();
                 c.last_started = at.clone();
@@ -256,11 +471,12 @@ pub fn campaign(records: &[Record]) -> Option<Campaign> {
     current
 }
 
-fn empty(run_id: &str, plan_hash: &str, at: &str) -> Campaign {
+fn empty(run_id: &str, plan_hash: &str, at: &str, inputs: &Inputs) -> Campaign {
     Campaign {
         last_run: run_id.into(),
         last_started: at.into(),
         plan_hash: plan_hash.into(),
+        inputs: inputs.clone(),
         last_outcome: None,
         done: HashSet::new(),
         runs: 1,
@@ -288,6 +504,7 @@ mod tests {
             machine: "m".into(),
             pid: 1,
             at: "2026-11-27T00:00:00.000Z".into(),
+            inputs: Inputs::default(),
         }
     }
 

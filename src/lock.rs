@@ -26,11 +26,17 @@ pub struct LockPlace {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Holder {
     pub user: String,
+    /// The host name, for people.
     pub machine: String,
+    /// `/etc/machine-id` and the boot id: host names repeat (CI runners, containers), and
+    /// a pid is only meaningful within one boot of one machine.
+    pub machine_id: String,
     pub pid: u32,
     pub started: String,
     pub plan: String,
     pub run: String,
+    /// `apply --message`: why this run holds the lock.
+    pub message: String,
 }
 
 impl Holder {
@@ -41,17 +47,25 @@ impl Holder {
                 .ok()
                 .and_then(|h| h.into_string().ok())
                 .unwrap_or_else(|| "unknown".into()),
+            machine_id: machine_id(),
             pid: std::process::id(),
             started: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
             plan: plan.into(),
             run: run.into(),
+            message: String::new(),
         }
+    }
+
+    pub fn with_message(mut self, message: &str) -> Self {
+        // One line in the holder file: control characters would end it or forge another.
+        self.message = message.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+        self
     }
 
     fn to_file(&self) -> String {
         format!(
-            "user={}\nmachine={}\npid={}\nstarted={}\nplan={}\nrun={}\n",
-            self.user, self.machine, self.pid, self.started, self.plan, self.run
+            "user={}\nmachine={}\nmachine_id={}\npid={}\nstarted={}\nplan={}\nrun={}\nmessage={}\n",
+            self.user, self.machine, self.machine_id, self.pid, self.started, self.plan, self.run, self.message
         )
     }
 
@@ -63,6 +77,8 @@ impl Holder {
             match key {
                 "user" => h.user = value,
                 "machine" => h.machine = value,
+                "machine_id" => h.machine_id = value,
+                "message" => h.message = value,
                 "pid" => h.pid = value.parse().ok()?,
                 "started" => h.started = value,
                 "plan" => h.plan = value,
@@ -73,15 +89,35 @@ impl Holder {
         (!h.machine.is_empty()).then_some(h)
     }
 
-    /// `alice on laptop-3 (pid 4242), since 2026-11-27T18:00:00Z, applying plans/production.yaml`
+    /// `alice on laptop-3 (pid 4242), since 2026-11-27T18:00:00Z, applying plans/production.yaml: "hotfix 12"`
     pub fn describe(&self) -> String {
-        format!("{} on {} (pid {}), since {}, applying {}", self.user, self.machine, self.pid, self.started, self.plan)
+        let mut text = format!(
+            "{} on {} (pid {}), since {}, applying {}",
+            self.user, self.machine, self.pid, self.started, self.plan
+        );
+        if !self.message.is_empty() {
+            text.push_str(&format!(": \"{}\"", self.message));
+        }
+        text
     }
 
-    /// A holder on this machine whose process is gone: its lock can be taken over.
-    fn provably_gone(&self) -> bool {
-        let here = Holder::me("", "").machine;
-        self.machine == here && !process_alive(self.pid)
+    /// A holder on this machine, in this boot, whose process is gone: its lock can be
+    /// taken over. A holder without a machine id (an older planrun) is never provably gone.
+    pub fn provably_gone(&self) -> bool {
+        !self.machine_id.is_empty() && self.machine_id == machine_id() && !process_alive(self.pid)
+    }
+}
+
+/// This machine in this boot: `/etc/machine-id` (or D-Bus's copy) and the kernel's boot
+/// id. Empty when neither can be read: such a holder is never taken over.
+fn machine_id() -> String {
+    let read = |path: &str| std::fs::read_to_string(path).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+    let machine = read("/etc/machine-id").or_else(|| read("/var/lib/dbus/machine-id"));
+    let boot = read("/proc/sys/kernel/random/boot_id");
+    match (machine, boot) {
+        (Some(machine), Some(boot)) => format!("{machine}/{boot}"),
+        (Some(one), None) | (None, Some(one)) => one,
+        (None, None) => String::new(),
     }
 }
 
@@ -165,13 +201,20 @@ async fn try_mkdir(transport: &Transport, place: &LockPlace, me: &Holder) -> Res
     let dir = shell_quote(&place.path);
     // mkdir is atomic on every POSIX file system: of two operators, exactly one wins.
     let script = format!(
-        "if mkdir {dir} 2>/dev/null; then printf %s {holder} > {dir}/holder && echo PLANRUN-LOCK-ACQUIRED; \
-         else echo PLANRUN-LOCK-HELD; cat {dir}/holder 2>/dev/null; fi",
+        "if mkdir {dir} 2>/dev/null; then \
+           if printf %s {holder} > {dir}/holder; then echo PLANRUN-LOCK-ACQUIRED; \
+           else rm -rf {dir}; echo PLANRUN-LOCK-UNWRITABLE; fi; \
+         else echo PLANRUN-LOCK-HELD; cat {dir}/holder 2>/dev/null; fi; true",
         holder = shell_quote(&me.to_file()),
     );
     let out = run(transport, &script).await.map_err(LockError::Failed)?;
     if out.starts_with("PLANRUN-LOCK-ACQUIRED") {
         Ok(LockState::Free)
+    } else if out.starts_with("PLANRUN-LOCK-UNWRITABLE") {
+        Err(LockError::Failed(format!(
+            "cannot write the holder file in `{}` (is the disk full?); the lock was not taken",
+            place.display
+        )))
     } else if let Some(rest) = out.strip_prefix("PLANRUN-LOCK-HELD") {
         Ok(LockState::held(rest))
     } else {
@@ -182,9 +225,11 @@ async fn try_mkdir(transport: &Transport, place: &LockPlace, me: &Holder) -> Res
 /// Reads the lock.
 pub async fn status(transport: &Transport, place: &LockPlace) -> Result<LockState, String> {
     let dir = shell_quote(&place.path);
-    let out =
-        run(transport, &format!("if [ -d {dir} ]; then echo HELD; cat {dir}/holder 2>/dev/null; else echo FREE; fi"))
-            .await?;
+    let out = run(
+        transport,
+        &format!("if [ -d {dir} ]; then echo HELD; cat {dir}/holder 2>/dev/null; else echo FREE; fi; true"),
+    )
+    .await?;
     Ok(out.strip_prefix("HELD").map_or(LockState::Free, LockState::held))
 }
 
@@ -270,7 +315,9 @@ mod tests {
         assert!(!h.provably_gone(), "this process is alive");
         h.pid = u32::MAX - 1;
         assert!(h.provably_gone());
-        h.machine = "another-machine".into();
-        assert!(!h.provably_gone(), "another machine's process cannot be checked");
+        h.machine_id = "another-machine/another-boot".into();
+        assert!(!h.provably_gone(), "another machine's process cannot be checked, whatever its host name");
+        h.machine_id = String::new();
+        assert!(!h.provably_gone(), "a holder without a machine id is never taken over");
     }
 }

@@ -46,8 +46,69 @@ pub struct Verdict {
 }
 
 /// Reads every balancer's view of the nodes the rollout's balancer steps name, and of the
-/// rest of their pools. Read-only.
-pub async fn read(exec: &ExecutionPlan, balancers: &Balancers) -> View {
+/// rest of their pools. Read-only. `whole` is the plan before `--limit` and a resume
+/// trimmed it: for kinds that cannot list their pool (`command`, `http`), the pool is
+/// every node the whole plan names.
+pub async fn read(exec: &ExecutionPlan, whole: &ExecutionPlan, balancers: &Balancers) -> View {
+    let used = balancer_nodes(exec);
+    let mut view = View { balancers: Vec::with_capacity(used.len()) };
+    let mut named_by_whole = balancer_nodes(whole);
+    for (name, nodes) in used {
+        let listed = balancers.pool(&name);
+        let states = read_states(balancers, &name, nodes.values().map(|(_, n)| n.clone()).collect());
+        let (states, listed) = tokio::join!(states, listed);
+        let pool = match listed {
+            Some(pool) => Some(pool),
+            None => {
+                let others: Vec<NodeRef> = named_by_whole
+                    .swap_remove(&name)
+                    .unwrap_or_default()
+                    .into_values()
+                    .map(|(_, n)| n)
+                    .filter(|n| !nodes.contains_key(&n.node))
+                    .collect();
+                if others.is_empty() {
+                    None
+                } else {
+                    let names: Vec<String> = others.iter().map(|n| n.node.clone()).collect();
+                    let read = read_states(balancers, &name, others).await;
+                    let mut pool = Vec::with_capacity(read.len());
+                    let mut failure = None;
+                    for (node, state) in names.into_iter().zip(read) {
+                        match state {
+                            Some(Ok(state)) => pool.push((node, state)),
+                            Some(Err(e)) => failure = Some(format!("{node}: {e}")),
+                            None => failure = Some(format!("{node}: the read did not finish")),
+                        }
+                    }
+                    Some(failure.map_or(Ok(pool), Err))
+                }
+            }
+        };
+        view.balancers.push(BalancerView { name, nodes, states, pool });
+    }
+    view
+}
+
+/// Each node's state, read side by side (a fleet of hundreds must not take minutes),
+/// in the order given.
+async fn read_states(balancers: &Balancers, name: &str, nodes: Vec<NodeRef>) -> Vec<Option<Result<NodeState, String>>> {
+    let mut reads = tokio::task::JoinSet::new();
+    let count = nodes.len();
+    for (i, node) in nodes.into_iter().enumerate() {
+        let (balancers, name) = (balancers.clone(), name.to_string());
+        reads.spawn(async move { (i, balancers.state(&name, &Status::of(&node)).await) });
+    }
+    let mut states: Vec<Option<Result<NodeState, String>>> = vec![None; count];
+    while let Some(Ok((i, state))) = reads.join_next().await {
+        states[i] = Some(state);
+    }
+    states
+}
+
+/// Per balancer: every node a balancer step names → (the batch that takes it out, how to
+/// read it).
+fn balancer_nodes(exec: &ExecutionPlan) -> IndexMap<String, IndexMap<String, (usize, NodeRef)>> {
     let mut used: IndexMap<String, IndexMap<String, (usize, NodeRef)>> = IndexMap::new();
     for batch in &exec.batches {
         for host in &batch.hosts {
@@ -68,23 +129,7 @@ pub async fn read(exec: &ExecutionPlan, balancers: &Balancers) -> View {
             }
         }
     }
-    let mut view = View { balancers: Vec::with_capacity(used.len()) };
-    for (name, nodes) in used {
-        // Reads side by side: a fleet of hundreds must not take minutes here.
-        let mut reads = tokio::task::JoinSet::new();
-        for (i, (_, node)) in nodes.values().enumerate() {
-            let (balancers, name, node) = (balancers.clone(), name.clone(), node.clone());
-            reads.spawn(async move { (i, balancers.state(&name, &Status::of(&node)).await) });
-        }
-        let pool = balancers.pool(&name);
-        let mut states: Vec<Option<Result<NodeState, String>>> = vec![None; nodes.len()];
-        while let Some(Ok((i, state))) = reads.join_next().await {
-            states[i] = Some(state);
-        }
-        let pool = pool.await;
-        view.balancers.push(BalancerView { name, nodes, states, pool });
-    }
-    view
+    used
 }
 
 /// Judges the view against the batch budget. Pure: the rules live here, tested alone.

@@ -47,6 +47,10 @@ pub struct Reporter {
     dry_run: bool,
     logs: HashMap<String, Option<File>>,
     journal: Option<journal::Writer>,
+    /// Asked to halt the run when the journal cannot be written.
+    halt: Option<crate::execute::Halt>,
+    /// A per-host log file could not be written: said once.
+    log_warned: bool,
     live: Option<Live>,
     batch_position: usize,
     summary: Summary,
@@ -82,18 +86,34 @@ impl Reporter {
             dry_run,
             logs: HashMap::new(),
             journal,
+            halt: None,
+            log_warned: false,
             live,
             batch_position: 0,
             summary: Summary { dry_run, ..Summary::default() },
         }
     }
 
+    /// A journal that cannot be written halts the run before its next batch.
+    pub fn halting_on_journal_failure(mut self, halt: crate::execute::Halt) -> Self {
+        self.halt = Some(halt);
+        self
+    }
+
     pub async fn consume(mut self, mut events: UnboundedReceiver<Event>) -> Summary {
         let mut stdout = std::io::stdout();
         while let Some(event) = events.recv().await {
             let now = SystemTime::now();
-            if let Some(j) = &mut self.journal {
-                j.event(&event, now);
+            if let Some(j) = &mut self.journal
+                && let Err(e) = j.event(&event, now)
+            {
+                self.journal = None;
+                let reason =
+                    format!("{e}: nothing new is started, since a run planrun cannot record is one it cannot resume");
+                eprintln!("error: {reason}");
+                if let Some(halt) = &self.halt {
+                    halt.request(reason);
+                }
             }
             if let Event::BatchStarted { .. } = event {
                 self.batch_position += 1;
@@ -213,12 +233,28 @@ impl Reporter {
         };
         let Some(line) = self.line(event) else { return };
         let dir = self.log_dir.clone();
+        let mut failure = None;
         let file = self.logs.entry(host.clone()).or_insert_with(|| {
-            std::fs::create_dir_all(&dir).ok()?;
-            File::create(dir.join(format!("{}.log", file_name(&host)))).ok()
+            let path = dir.join(format!("{}.log", file_name(&host)));
+            match std::fs::create_dir_all(&dir).and_then(|()| File::create(&path)) {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    failure = Some(format!("cannot write `{}`: {e}", path.display()));
+                    None
+                }
+            }
         });
-        if let Some(f) = file {
-            let _ = writeln!(f, "{} {line}", clock(now));
+        if let Some(f) = file
+            && let Err(e) = writeln!(f, "{} {line}", clock(now))
+        {
+            failure = Some(format!("cannot write the log of {host}: {e}"));
+            self.logs.insert(host.clone(), None);
+        }
+        if let Some(why) = failure
+            && !self.log_warned
+        {
+            self.log_warned = true;
+            eprintln!("warning: {why}; per-host logs may be incomplete (the journal is unaffected)");
         }
     }
 

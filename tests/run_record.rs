@@ -129,8 +129,10 @@ fn a_failed_run_resumed_after_the_fix_does_every_host_exactly_once() {
     assert!(out.stderr.contains("succeeded: there is nothing to resume"), "{}", out.stderr);
 }
 
+/// Issue 13, item 2: `--force` overrides pre-flight only; a changed plan is resumed
+/// only with the explicit `--resume-changed`, and the refusal says which file changed.
 #[test]
-fn resume_refuses_when_the_plan_changed_unless_forced() {
+fn resume_refuses_when_the_plan_changed_unless_resume_changed() {
     if !support::require("sshd") {
         return;
     }
@@ -145,11 +147,15 @@ fn resume_refuses_when_the_plan_changed_unless_forced() {
     dir.write("plan.yaml", text.replace("timeout: 10s", "timeout: 20s"));
     let out = apply(dir.path(), &["--resume"]);
     assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
-    assert!(out.stderr.contains("`plan.yaml` changed since run "), "{}", out.stderr);
-    assert!(out.stderr.contains("pass `--force`"), "{}", out.stderr);
+    assert!(out.stderr.contains("error: the plan changed since run "), "{}", out.stderr);
+    assert!(out.stderr.contains(" started (`plan.yaml` changed); a resume would mix two plans"), "{}", out.stderr);
+    assert!(out.stderr.contains("pass `--resume-changed`"), "{}", out.stderr);
     assert!(record(dir.path()) == ["reject h1"], "nothing ran: {:?}", record(dir.path()));
 
-    let out = apply(dir.path(), &["--resume", "--force"]);
+    let forced = apply(dir.path(), &["--resume", "--force"]);
+    assert_eq!(forced.code, 2, "--force is for pre-flight, not for a changed plan:\n{}", forced.stderr);
+
+    let out = apply(dir.path(), &["--resume", "--resume-changed"]);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     assert_eq!(record(dir.path()), ["reject h1", "accept h1", "reject h2", "accept h2"]);
 }

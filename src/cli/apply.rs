@@ -32,8 +32,14 @@ pub struct ApplyArgs {
     pub yes: bool,
     pub dry_run: bool,
     pub resume: bool,
-    /// `--force`: go on when pre-flight refuses, or resume a changed plan.
+    /// `--force`: go on when pre-flight (or the budget check before a batch) refuses.
     pub force: bool,
+    /// `--resume-changed`: resume although the plan's files changed since the run.
+    pub resume_changed: bool,
+    /// `--lock-wait`: how long to wait for a lock another apply holds.
+    pub lock_wait: Option<std::time::Duration>,
+    /// `--message`: why this run holds the lock, for `lock status` and refused applies.
+    pub message: String,
     pub build: BuildOptions,
     pub color: bool,
     pub json: bool,
@@ -48,11 +54,15 @@ const FAN_OUT: usize = 16;
 struct Prepared {
     loaded: LoadedPlan,
     exec: Arc<ExecutionPlan>,
+    /// `exec` before `--limit` and a resume trimmed it.
+    whole: Arc<ExecutionPlan>,
     targets: Vec<Option<SshTarget>>,
     balancers: Balancers,
     redactor: Redactor,
     /// The run this one resumes.
     resume_of: Option<String>,
+    /// What this run rolls, beyond the plan's text: the journal's header records it.
+    inputs: journal::Inputs,
 }
 
 /// The lock this run holds, and the connection to its host.
@@ -77,18 +87,34 @@ pub fn apply(args: ApplyArgs) -> i32 {
 /// Everything before the first connection. `Ok(None)`: a resume found nothing left to do.
 fn prepare(args: &ApplyArgs) -> Result<Option<Prepared>, ApplyError> {
     let loaded = validate::load_plan(&args.plan).map_err(ApplyError::Plan)?;
-    let mut exec = graph::build(&loaded, &args.build).map_err(ApplyError::Plan)?;
+    // A resume continues the run it resumes: with its `--var`, `--limit` and batch sizes.
+    let campaign = if args.resume { Some(campaign(args, &loaded)?) } else { None };
+    let build = campaign.as_ref().map_or_else(|| args.build.clone(), |c| c.inputs.build_options());
+    let mut exec = graph::build(&loaded, &build).map_err(ApplyError::Plan)?;
+    // The plan before `--limit` and the resume trim it: the pool of balancers that cannot
+    // list theirs, so the budget counts the nodes the rollout does not visit now.
+    let whole = match build.limit {
+        Some(_) => graph::build(&loaded, &BuildOptions { limit: None, ..build.clone() }).map_err(ApplyError::Plan)?,
+        None => exec.clone(),
+    };
     let balancers = Balancers::new(&loaded.plan.balancers).map_err(ApplyError::Balancer)?;
     check_secrets(&loaded.plan)?;
     let redactor = Redactor::from_plan(&loaded.plan);
 
-    let resume_of = if args.resume {
-        match resume(args, &loaded, &mut exec)? {
-            Some(run) => Some(run),
-            None => return Ok(None),
+    let resume_of = match &campaign {
+        Some(campaign) => {
+            exec.retain_undone(|instance, host| campaign.is_done(instance, host));
+            if exec.step_count() == 0 {
+                let _ = writeln!(
+                    std::io::stdout(),
+                    "every step of run {} is done: nothing left to resume",
+                    campaign.last_run
+                );
+                return Ok(None);
+            }
+            Some(campaign.last_run.clone())
         }
-    } else {
-        None
+        None => None,
     };
 
     // Before confirmation: a broken ssh config or jump spec is bad input, found while
@@ -99,32 +125,54 @@ fn prepare(args: &ApplyArgs) -> Result<Option<Prepared>, ApplyError> {
     if !args.dry_run {
         confirm(&loaded, &exec, args.yes)?;
     }
-    Ok(Some(Prepared { loaded, exec: Arc::new(exec), targets, balancers, redactor, resume_of }))
+    let inputs = journal::Inputs::of(&loaded, &build);
+    Ok(Some(Prepared {
+        loaded,
+        exec: Arc::new(exec),
+        whole: Arc::new(whole),
+        targets,
+        balancers,
+        redactor,
+        resume_of,
+        inputs,
+    }))
 }
 
-/// Leaves out of `exec` what the runs since the last fresh one completed; `Ok(None)` when
-/// nothing is left to do.
-fn resume(args: &ApplyArgs, loaded: &LoadedPlan, exec: &mut ExecutionPlan) -> Result<Option<String>, ResumeError> {
+/// The runs a `--resume` continues, checked: there is one that did not succeed, the
+/// plan is the one it ran (unless `--resume-changed`), and the command line's overrides
+/// are the ones it ran with.
+fn campaign(args: &ApplyArgs, loaded: &LoadedPlan) -> Result<journal::Campaign, ResumeError> {
     let plan = args.plan.display().to_string();
-    let records = journal::read(&journal::state_dir(&args.plan), &journal::plan_key(&args.plan));
-    let Some(campaign) = journal::campaign(&records) else {
+    let journal = journal::read(&journal::state_dir(&args.plan), &journal::plan_key(&args.plan));
+    warn_unreadable(&journal, &args.plan);
+    let Some(campaign) = journal::campaign(&journal.records) else {
         return Err(ResumeError::NoEarlierRun { plan });
     };
     if !campaign.resumable() {
         return Err(ResumeError::Succeeded { plan, run: campaign.last_run });
     }
+    let now = journal::Inputs::of(loaded, &args.build);
+    let differences = campaign.inputs.override_differences(&now);
+    if !differences.is_empty() {
+        let command = journal::resume_command(&args.plan, &campaign.inputs);
+        return Err(ResumeError::OtherInputs { plan, run: campaign.last_run, differences, command });
+    }
     if journal::plan_hash(loaded) != campaign.plan_hash {
-        if !args.force {
-            return Err(ResumeError::PlanChanged { plan, run: campaign.last_run });
+        let mut changes = campaign.inputs.plan_differences(&now);
+        if changes.is_empty() {
+            // A run recorded by an older planrun has no file hashes.
+            changes.push(format!("`{plan}` or a base it extends changed"));
         }
-        eprintln!("warning: `{plan}` changed since run {}; resuming anyway (--force)", campaign.last_run);
+        if !args.resume_changed {
+            return Err(ResumeError::PlanChanged { plan, run: campaign.last_run, changes });
+        }
+        eprintln!(
+            "warning: the plan changed since run {} ({}); resuming anyway (--resume-changed)",
+            campaign.last_run,
+            changes.join("; ")
+        );
     }
-    exec.retain_undone(|instance, host| campaign.is_done(instance, host));
-    if exec.step_count() == 0 {
-        let _ = writeln!(std::io::stdout(), "every step of run {} is done: nothing left to resume", campaign.last_run);
-        return Ok(None);
-    }
-    Ok(Some(campaign.last_run))
+    Ok(campaign)
 }
 
 async fn run(prepared: Prepared, args: &ApplyArgs) -> i32 {
@@ -146,7 +194,7 @@ async fn run(prepared: Prepared, args: &ApplyArgs) -> i32 {
 /// Connects, locks, checks the balancers, runs the plan and reports; the exit code of a
 /// run that started.
 async fn rollout(prepared: Prepared, args: &ApplyArgs, control: Control) -> Result<i32, ApplyError> {
-    let Prepared { loaded, exec, targets, balancers, redactor, resume_of } = prepared;
+    let Prepared { loaded, exec, whole, targets, balancers, redactor, resume_of, inputs } = prepared;
     let run_id = journal::new_run_id();
     let plan_name = args.plan.display().to_string();
 
@@ -157,12 +205,12 @@ async fn rollout(prepared: Prepared, args: &ApplyArgs, control: Control) -> Resu
             failures: failures.into_iter().map(|(host, why)| (host, redactor.redact(&why))).collect(),
             hosts: exec.hosts.len(),
         })?;
-        let lock = take_lock(&loaded, &exec, &transports, &plan_name, &run_id).await?;
+        let lock = take_lock(&loaded, &exec, &transports, args, &run_id).await?;
         (transports, Some(lock))
     };
 
-    let batch_size = args.build.batch_size.as_ref().unwrap_or(&loaded.plan.rollout.batch_size);
-    let verdict = preflight::judge(&preflight::read(&exec, &balancers).await, &exec, batch_size);
+    let batch_size = inputs.batch_size.as_ref().unwrap_or(&loaded.plan.rollout.batch_size);
+    let verdict = preflight::judge(&preflight::read(&exec, &whole, &balancers).await, &exec, batch_size);
     if !show_preflight(&verdict, args.force) {
         release(lock.as_ref(), &run_id, args).await;
         return Err(ApplyError::PreflightRefused);
@@ -170,38 +218,18 @@ async fn rollout(prepared: Prepared, args: &ApplyArgs, control: Control) -> Resu
 
     let state_dir = journal::state_dir(&args.plan);
     let log_dir = state_dir.join("runs").join(&run_id);
-    let journal = (!args.dry_run).then(|| {
-        let plan_key = journal::plan_key(&args.plan);
-        let (mut writer, error) = journal::Writer::open(&state_dir, &run_id, &plan_key);
-        if let Some(e) = error {
-            eprintln!(
-                "warning: cannot write the journal in `{}`: {e}; `--resume` will not know this run",
-                state_dir.display()
-            );
+    let journal = if args.dry_run {
+        None
+    } else {
+        let header = Header { loaded: &loaded, run_id: &run_id, resume_of: &resume_of, inputs: &inputs };
+        match open_journal(args, &header, &verdict, &redactor) {
+            Ok(writer) => Some(writer),
+            Err(e) => {
+                release(lock.as_ref(), &run_id, args).await;
+                return Err(e);
+            }
         }
-        let me = lock::Holder::me(&plan_name, &run_id);
-        writer.write(&journal::Record::RunStarted {
-            v: journal::JOURNAL_VERSION,
-            run_id: run_id.clone(),
-            plan: plan_key.clone(),
-            plan_hash: journal::plan_hash(&loaded),
-            resume_of: resume_of.clone(),
-            user: me.user,
-            machine: me.machine,
-            pid: me.pid,
-            at: journal::stamp(std::time::SystemTime::now()),
-        });
-        if !verdict.lines.is_empty() {
-            writer.write(&journal::Record::Preflight {
-                v: journal::JOURNAL_VERSION,
-                run_id: run_id.clone(),
-                plan: plan_key,
-                nodes: verdict.lines.iter().map(|l| redactor.redact(l.trim())).collect(),
-                forced: args.force,
-            });
-        }
-        writer
-    });
+    };
 
     let mode = if args.json {
         Mode::Json
@@ -213,7 +241,7 @@ async fn rollout(prepared: Prepared, args: &ApplyArgs, control: Control) -> Resu
     let (events, rx) = tokio::sync::mpsc::unbounded_channel();
     let reporter =
         Reporter::new(exec.clone(), mode, args.verbosity, args.color, log_dir.clone(), journal, args.dry_run);
-    let reporting = tokio::spawn(reporter.consume(rx));
+    let reporting = tokio::spawn(reporter.halting_on_journal_failure(control.halt.clone()).consume(rx));
 
     let settings = Settings {
         run_id: run_id.clone(),
@@ -224,6 +252,7 @@ async fn rollout(prepared: Prepared, args: &ApplyArgs, control: Control) -> Resu
         resume_of,
         batch_size: batch_size.clone(),
         force: args.force,
+        whole,
     };
     let emitter = Emitter::new(events, redactor);
     let result = execute::run(exec.clone(), transports, balancers.clone(), emitter, control, settings).await;
@@ -234,13 +263,67 @@ async fn rollout(prepared: Prepared, args: &ApplyArgs, control: Control) -> Resu
     }
     release(lock.as_ref(), &run_id, args).await;
     if let Ok(summary) = reporting.await {
-        let hint = format!("planrun apply {} --resume", args.plan.display());
+        let hint = journal::resume_command(&args.plan, &inputs);
         write_out(mode, &summary.render(&result, Some(&hint), &log_dir));
     }
     if result.outcome != RunOutcome::Succeeded && !args.dry_run {
         write_out(mode, &preflight::touched_states(&balancers).await);
     }
     Ok(exit_code(&result))
+}
+
+/// What the journal's first records of a run say.
+struct Header<'a> {
+    loaded: &'a LoadedPlan,
+    run_id: &'a str,
+    resume_of: &'a Option<String>,
+    inputs: &'a journal::Inputs,
+}
+
+/// Opens the journal and writes the run's header and the pre-flight view. A run planrun
+/// cannot record is a run it cannot resume: it does not start.
+fn open_journal(
+    args: &ApplyArgs,
+    header: &Header<'_>,
+    verdict: &preflight::Verdict,
+    redactor: &Redactor,
+) -> Result<journal::Writer, ApplyError> {
+    let state_dir = journal::state_dir(&args.plan);
+    let plan_key = journal::plan_key(&args.plan);
+    let (mut writer, error) = journal::Writer::open(&state_dir, header.run_id, &plan_key);
+    if let Some(source) = error {
+        return Err(ApplyError::Journal(journal::WriteError {
+            path: journal::path(&state_dir).display().to_string(),
+            source,
+        }));
+    }
+    let me = lock::Holder::me(&args.plan.display().to_string(), header.run_id);
+    writer
+        .write(&journal::Record::RunStarted {
+            v: journal::JOURNAL_VERSION,
+            run_id: header.run_id.to_string(),
+            plan: plan_key.clone(),
+            plan_hash: journal::plan_hash(header.loaded),
+            resume_of: header.resume_of.clone(),
+            user: me.user,
+            machine: me.machine,
+            pid: me.pid,
+            at: journal::stamp(std::time::SystemTime::now()),
+            inputs: header.inputs.clone(),
+        })
+        .map_err(ApplyError::Journal)?;
+    if !verdict.lines.is_empty() {
+        writer
+            .write(&journal::Record::Preflight {
+                v: journal::JOURNAL_VERSION,
+                run_id: header.run_id.to_string(),
+                plan: plan_key,
+                nodes: verdict.lines.iter().map(|l| redactor.redact(l.trim())).collect(),
+                forced: args.force,
+            })
+            .map_err(ApplyError::Journal)?;
+    }
+    Ok(writer)
 }
 
 fn exit_code(result: &RunResult) -> i32 {
@@ -294,32 +377,62 @@ fn show_preflight(verdict: &preflight::Verdict, force: bool) -> bool {
     false
 }
 
+/// Says once that lines of the journal could not be read: a crash tore the last line
+/// (that step is run again), or the file is damaged.
+pub(super) fn warn_unreadable(journal: &journal::Journal, plan: &std::path::Path) {
+    if journal.unreadable > 0 {
+        eprintln!(
+            "warning: {} line{} of the journal in `{}` could not be read (a line torn by a crash, or damage); \
+             the steps {} recorded count as not done",
+            journal.unreadable,
+            if journal.unreadable == 1 { "" } else { "s" },
+            journal::state_dir(plan).display(),
+            if journal.unreadable == 1 { "it" } else { "they" }
+        );
+    }
+}
+
 /// Takes the rollout lock, over the connection the run already has to the lock's host
-/// where it can.
+/// where it can; with `--lock-wait`, waits for a held lock, showing who holds it.
 async fn take_lock(
     loaded: &LoadedPlan,
     exec: &ExecutionPlan,
     transports: &Transports,
-    plan_name: &str,
+    args: &ApplyArgs,
     run_id: &str,
 ) -> Result<HeldLock, ApplyError> {
+    let plan_name = args.plan.display().to_string();
     let place = lock::place(&loaded.plan, &loaded.selection.hosts);
     let transport = match lock::transport(&loaded.plan, &place, exec, transports, print::notices()).await {
         Ok(t) => t,
         Err(reason) => return Err(ApplyError::LockUnreachable { place: place.display, reason }),
     };
-    let me = lock::Holder::me(plan_name, run_id);
-    match lock::acquire(&transport, &place, &me).await {
-        Ok(lock::Acquired::Taken) => Ok(HeldLock { transport, place }),
-        Ok(lock::Acquired::TakenOver(old)) => {
-            eprintln!("note: took over the lock `{}` from {}: that process is gone", place.display, old.describe());
-            Ok(HeldLock { transport, place })
-        }
-        Err(error) => {
-            Err(ApplyError::Lock { place: place.display, plan: plan_name.to_string(), error: Box::new(error) })
+    let me = lock::Holder::me(&plan_name, run_id).with_message(&args.message);
+    let deadline = args.lock_wait.map(|wait| tokio::time::Instant::now() + wait);
+    let mut shown: Option<lock::Holder> = None;
+    loop {
+        match lock::acquire(&transport, &place, &me).await {
+            Ok(lock::Acquired::Taken) => return Ok(HeldLock { transport, place }),
+            Ok(lock::Acquired::TakenOver(old)) => {
+                eprintln!("note: took over the lock `{}` from {}: that process is gone", place.display, old.describe());
+                return Ok(HeldLock { transport, place });
+            }
+            Err(lock::LockError::Held(holder)) if deadline.is_some_and(|d| tokio::time::Instant::now() < d) => {
+                if shown.as_ref() != Some(&holder) {
+                    eprintln!("waiting for the lock `{}`: held by {}", place.display, holder.describe());
+                    shown = Some(holder);
+                }
+                tokio::time::sleep(LOCK_POLL).await;
+            }
+            Err(error) => {
+                return Err(ApplyError::Lock { place: place.display, plan: plan_name, error: Box::new(error) });
+            }
         }
     }
 }
+
+/// How often `--lock-wait` asks whether the lock is free.
+const LOCK_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Releases the lock this run holds; a lock that cannot be released is named with how
 /// to break it, and the run's outcome stands.

@@ -90,6 +90,10 @@ fn parse_batch_size(text: &str) -> Result<BatchSize, String> {
     })
 }
 
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("`{text}` is not a duration ({e}): write `30s`, `10m` or `1h`"))
+}
+
 fn parse_var(text: &str) -> Result<(String, String), String> {
     let Some((name, value)) = text.split_once('=') else {
         return Err(format!("`{text}` has no `=`: write NAME=VALUE, such as `--var branch=hotfix`"));
@@ -143,11 +147,22 @@ pub enum Command {
         /// that did not complete; hosts already done are not touched again.
         #[arg(long)]
         resume: bool,
-        /// Override a safety refusal, loudly: pre-flight (nodes already out of rotation
-        /// or down leave no room in the batch budget, or the run would take out the last
-        /// healthy node), or `--resume` of a plan that changed since that run.
+        /// Override the budget's refusal, loudly: pre-flight (nodes already out of
+        /// rotation or down leave no room in the batch budget, or the run would take out
+        /// the last healthy node) and the same check before each batch.
         #[arg(long)]
         force: bool,
+        /// With `--resume`: resume although the plan or a base it extends changed since
+        /// the run it continues (a mixed fleet is then your decision).
+        #[arg(long, requires = "resume")]
+        resume_changed: bool,
+        /// Wait this long for a lock another apply holds (`10m`, `30s`), showing who
+        /// holds it, instead of refusing at once.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        lock_wait: Option<std::time::Duration>,
+        /// Why this run holds the lock: `lock status` and a refused apply show it.
+        #[arg(long, short, value_name = "TEXT")]
+        message: Option<String>,
         /// `human`: a live view on a terminal, timestamped lines otherwise; `json`: one
         /// JSON object per event per line (shape in the README).
         #[arg(long, value_enum, default_value_t = OutputFormat::Human)]

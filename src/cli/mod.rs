@@ -48,7 +48,20 @@ pub fn run(cli: Cli) -> i32 {
         Command::Init { dir } => files::init_dir(&dir),
         Command::Completions { shell } => files::completions(shell),
         Command::Man { output } => files::write_man(output),
-        Command::Apply { plan, yes, dry_run, resume, force, output, quiet, verbose, graph } => {
+        Command::Apply {
+            plan,
+            yes,
+            dry_run,
+            resume,
+            force,
+            resume_changed,
+            lock_wait,
+            message,
+            output,
+            quiet,
+            verbose,
+            graph,
+        } => {
             let verbosity = match (quiet, verbose) {
                 (true, _) => Verbosity::Quiet,
                 (_, true) => Verbosity::Verbose,
@@ -60,6 +73,9 @@ pub fn run(cli: Cli) -> i32 {
                 dry_run,
                 resume,
                 force,
+                resume_changed,
+                lock_wait,
+                message: message.unwrap_or_default(),
                 build: graph.build_options(),
                 color,
                 json: output == OutputFormat::Json,

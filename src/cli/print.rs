@@ -52,6 +52,10 @@ pub enum ApplyError {
     #[error("{}", lock_message(place, plan, error))]
     Lock { place: String, plan: String, error: Box<LockError> },
     #[error(
+        "error: {0}; nothing was changed\n  help: planrun records every run so that it can be resumed; free space or fix the permissions of the folder, then apply again"
+    )]
+    Journal(crate::journal::WriteError),
+    #[error(
         "pre-flight refused the run; nothing was changed\n  help: put the nodes back in rotation (or wait until they are up), use a smaller `--batch-size`, or pass `--force` to go on anyway"
     )]
     PreflightRefused,
@@ -69,9 +73,15 @@ pub enum ResumeError {
     )]
     Succeeded { plan: String, run: String },
     #[error(
-        "error: `{plan}` changed since run {run} started; a resume would mix two plans; nothing was executed\n  help: restore the plan, or pass `--force` to resume with the plan as it is now"
+        "error: the plan changed since run {run} started ({}); a resume would mix two plans; nothing was executed\n  help: restore the plan, or pass `--resume-changed` to resume `{plan}` as it is now",
+        changes.join("; ")
     )]
-    PlanChanged { plan: String, run: String },
+    PlanChanged { plan: String, run: String, changes: Vec<String> },
+    #[error(
+        "error: a resume continues run {run} with the inputs it ran with, and this one differs: {}; nothing was executed\n  help: resume with `{command}` (or leave the overrides out: `--resume` reuses them)",
+        differences.join("; ")
+    )]
+    OtherInputs { plan: String, run: String, differences: Vec<String>, command: String },
 }
 
 impl ApplyError {
@@ -92,6 +102,7 @@ impl ApplyError {
             | ApplyError::Unreachable { .. }
             | ApplyError::LockUnreachable { .. }
             | ApplyError::Lock { .. }
+            | ApplyError::Journal(_)
             | ApplyError::PreflightRefused => exit::ROLLOUT_FAILED,
         }
     }

@@ -26,8 +26,9 @@ pub fn status(plan: &Path, color: bool) -> i32 {
         Ok(l) => l,
         Err(code) => return code,
     };
-    let records = journal::read(&state_dir(plan), &plan_key(plan));
-    let Some(campaign) = journal::campaign(&records) else {
+    let journal = journal::read(&state_dir(plan), &plan_key(plan));
+    super::apply::warn_unreadable(&journal, plan);
+    let Some(campaign) = journal::campaign(&journal.records) else {
         println!("{}: never applied (no journal in {})", plan.display(), state_dir(plan).display());
         return exit::SUCCESS;
     };
@@ -46,20 +47,24 @@ pub fn status(plan: &Path, color: bool) -> i32 {
         println!("  it resumed an earlier run; {} runs since the last fresh apply", campaign.runs);
     }
     if journal::plan_hash(&loaded) != campaign.plan_hash {
-        println!("  the plan changed since: `--resume` refuses unless `--force`");
+        let now = journal::Inputs::of(&loaded, &campaign.inputs.build_options());
+        let changes = campaign.inputs.plan_differences(&now);
+        let what = if changes.is_empty() { String::new() } else { format!(" ({})", changes.join("; ")) };
+        println!("  the plan changed since{what}: `--resume` refuses unless `--resume-changed`");
     }
     if !campaign.resumable() {
         println!("  nothing to resume");
         return exit::SUCCESS;
     }
-    let Ok(mut exec) = graph::build(&loaded, &BuildOptions::default()) else {
+    // The resume continues with the run's own overrides: `--limit` and `--var` included.
+    let Ok(mut exec) = graph::build(&loaded, &campaign.inputs.build_options()) else {
         println!("  the plan no longer builds: run `planrun validate {}`", plan.display());
         return exit::INVALID_INPUT;
     };
     let total = exec.step_count();
     exec.retain_undone(|i, host| campaign.is_done(i, host));
     let left = exec.step_count();
-    println!("  `planrun apply {} --resume` would run {left} of {total} steps:", plan.display());
+    println!("  `{}` would run {left} of {total} steps:", journal::resume_command(plan, &campaign.inputs));
     let mut by_host: Vec<(String, Vec<String>)> = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
     for i in exec.instances() {
@@ -122,8 +127,11 @@ pub fn lock(action: LockAction, plan: &Path, color: bool) -> i32 {
         };
         let holder = match &held {
             LockState::Free => "free".to_string(),
+            LockState::Held(h) if h.provably_gone() => {
+                format!("held by {}; that process is gone (it ran on this machine, in this boot)", h.describe())
+            }
             LockState::Held(h) => format!("held by {}", h.describe()),
-            LockState::HeldUnknown => "held, by an unknown holder".to_string(),
+            LockState::HeldUnknown => "held, holder unknown (the lock has no readable holder file)".to_string(),
         };
         match action {
             LockAction::Status => {

@@ -27,13 +27,34 @@ use crate::graph::{Action, ExecutionPlan, Phase, StepInstance};
 use crate::model::{BalancerAction, BatchSize};
 use crate::transport::Transports;
 
-/// Signals from the operator to a running apply.
+/// Signals from the operator, and from the run's own records, to a running apply.
 #[derive(Clone, Default)]
 pub struct Control {
     /// First Ctrl-C: start nothing new; running steps finish.
     pub stop: CancellationToken,
     /// Second Ctrl-C: cancel running steps.
     pub cancel: CancellationToken,
+    /// Halt before the next batch, for a reason that is not a host's: the journal
+    /// cannot be written.
+    pub halt: Halt,
+}
+
+/// A request to halt before the next batch, with its reason; the first one wins.
+#[derive(Clone, Default)]
+pub struct Halt(Arc<Mutex<Option<String>>>);
+
+impl Halt {
+    pub fn request(&self, reason: String) {
+        if let Ok(mut r) = self.0.lock()
+            && r.is_none()
+        {
+            *r = Some(reason);
+        }
+    }
+
+    pub fn reason(&self) -> Option<String> {
+        self.0.lock().ok().and_then(|r| r.clone())
+    }
 }
 
 /// Settings of one apply.
@@ -52,6 +73,8 @@ pub struct Settings {
     /// `--force`: the operator accepted a budget that does not hold; batches start
     /// without the check.
     pub force: bool,
+    /// The plan before `--limit` and a resume trimmed it, for the budget's pool.
+    pub whole: Arc<ExecutionPlan>,
 }
 
 /// A host that failed, and where.
@@ -175,6 +198,10 @@ async fn run_phases(ctx: &Arc<Ctx>) -> RunOutcome {
         if ctx.over_budget() {
             return RunOutcome::Halted;
         }
+        if let Some(reason) = ctx.control.halt.reason() {
+            ctx.set_halt_reason(reason);
+            return RunOutcome::Halted;
+        }
         if let Some(reason) = batch_refused(ctx, batch.index).await {
             ctx.set_halt_reason(reason);
             return RunOutcome::Halted;
@@ -223,7 +250,7 @@ async fn batch_refused(ctx: &Ctx, index: usize) -> Option<String> {
     if ctx.settings.dry_run || ctx.settings.force || ctx.balancers.is_empty() {
         return None;
     }
-    let view = crate::preflight::read(&ctx.exec, &ctx.balancers).await;
+    let view = crate::preflight::read(&ctx.exec, &ctx.settings.whole, &ctx.balancers).await;
     crate::preflight::judge_batch(&view, &ctx.exec, &ctx.settings.batch_size, index)
 }
 

@@ -28,6 +28,7 @@ async fn run_plan(exec: ExecutionPlan, balancers: &crate::balancer::Balancers) -
         resume_of: None,
         batch_size: crate::model::BatchSize::One("1".parse().unwrap()),
         force: false,
+        whole: exec.clone(),
     };
     run(exec, transports, balancers.clone(), Emitter::new(events, Redactor::default()), Control::default(), settings)
         .await

@@ -210,6 +210,7 @@ pub struct Ran {
     pub stdout: String,
     pub stderr: String,
     pub timed_out: bool,
+    /// From the call to [`Run::wait`] (right after the test's last injection) to the end.
     pub took: Duration,
 }
 

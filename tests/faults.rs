@@ -716,6 +716,33 @@ fn failed_after_step_is_named_in_the_summary() {
 // The fault suite: one fault each.
 // ---------------------------------------------------------------------------------------
 
+/// No fault: the rig itself (HAProxy checking `/ready`, the load, the sampler) sees a
+/// clean rolling restart — every host restarted once, never more than one out, zero
+/// failed requests, exit 0, the lock released — so a failure elsewhere is the fault's.
+#[test]
+fn no_fault_rolls_every_host_within_the_budget() {
+    if !tools() {
+        return;
+    }
+    let rig = Rig::start("no-fault", 3, 0);
+    rig.write(&rig.plan());
+    let (watch, run) = rig.apply(&[]);
+    let ran = run.wait();
+    let (timeline, load) = watch.finish();
+
+    let mut c = Checks::default();
+    c.safe(&ran, &timeline, &load, 1, Some(0));
+    c.check(rig.out_now().is_empty(), format!("left out at the end: {:?}", rig.out_now()));
+    c.check(timeline.ever_out() == set(&["h1", "h2", "h3"]), format!("ever out: {:?}", timeline.ever_out()));
+    c.check(timeline.max_out() == 1, format!("at most {} out: the sampler missed the windows", timeline.max_out()));
+    for h in ["h1", "h2", "h3"] {
+        c.check(rig.starts(h) == 1, format!("{h} started {} times", rig.starts(h)));
+    }
+    c.check(ran.summary().starts_with("rollout succeeded"), "no `rollout succeeded` summary");
+    c.check(!rig.lock_path().exists(), "the lock was left behind");
+    c.done(&ran, &timeline, &load);
+}
+
 /// Fault: a host's restart fails (h2's app stops and does not start).
 ///
 /// Correct behaviour: h2 fails and is left out (it is unhealthy), the run halts

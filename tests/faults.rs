@@ -544,7 +544,7 @@ fn signal_mid_step(tag: &str, signal: Signal, code: i32) {
 /// cancelled (its remote command killed), h2 is left as it is (out of rotation: it may be
 /// between states) and the summary says so ("cancelled mid-step, may be between states:
 /// h2"); nothing new starts (h3 untouched); the journal records `interrupted`; the lock is
-/// released; exit 143 (see `sigterm_finishes_the_window_and_reports`), promptly.
+/// released; exit 143 (see `sigterm_finishes_the_window_and_reports`), within 5 s of the second signal.
 #[test]
 fn second_sigterm_cancels_the_step_and_names_the_host() {
     if !tools() {
@@ -568,7 +568,7 @@ fn second_sigterm_cancels_the_step_and_names_the_host() {
     c.names(&ran, &out, "left out of rotation");
     c.check(ran.summary().contains("cancelled mid-step"), "the summary does not say h2 was cancelled mid-step");
     c.check(!timeline.ever_out().contains("h3"), "h3 was taken out after the signal");
-    c.check(ran.took < Duration::from_secs(2), format!("the cancel took {:?}", ran.took));
+    c.check(ran.took < Duration::from_secs(5), format!("the cancel took {:?}", ran.took));
     let journal = rig.journal();
     let last = journal.lines().last().unwrap_or_default();
     c.check(

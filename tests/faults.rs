@@ -650,14 +650,19 @@ fn idle_connection_killed_before_reject_fails_before_taking_out() {
 }
 
 /// Reproduction 6. A `before` step fails on one host (h2) with `max_failed_hosts: 1`.
-/// Today one `before` failure halts the run regardless of `max_failed_hosts`.
+/// Today one `before` failure halts the run regardless of `max_failed_hosts`, and the
+/// README does not say so.
 ///
-/// Correct behaviour (chosen: it counts, like any host failure): h2 has failed — it
-/// counts against `max_failed_hosts` and is not rolled (never out of rotation, its app
-/// untouched); 1 ≤ 1, so the rollout goes on with h1 and h3; the run ends "completed
-/// with 1 failed host", exit 1, the summary naming h2 and its step `check-disk`.
+/// Chosen behaviour (the issue's "or the README says plainly why not", as decided on
+/// `main`): a failed `before` step halts the run whatever `max_failed_hosts` says —
+/// `before` prepares the whole rollout, so its failure means the rollout's premise
+/// failed. So: exit 1, no batch starts (no node ever out, no app touched), the summary
+/// names h2 and its step `check-disk`; and README's "How `apply` runs, and how it stops"
+/// has a bullet that says `before` failures halt whatever `max_failed_hosts` says. (The
+/// alternative, counting it like any host failure, would roll h1 and h3 and end
+/// "completed with 1 failed host".)
 #[test]
-fn before_failure_counts_against_max_failed_hosts() {
+fn before_failure_halts_whatever_max_failed_hosts_says_and_the_readme_says_why() {
     if !tools() {
         return;
     }
@@ -673,13 +678,24 @@ fn before_failure_counts_against_max_failed_hosts() {
     let out = rig.out_now();
 
     let mut c = Checks::default();
-    c.safe(&ran, &timeline, &load, 1, Some(1));
+    c.safe(&ran, &timeline, &load, 0, Some(1));
     c.check(out.is_empty(), format!("left out at the end: {out:?}"));
-    c.check(rig.stopped() == set(&["h1", "h3"]), format!("apps restarted: {:?}, expected h1 and h3", rig.stopped()));
-    c.check(!timeline.ever_out().contains("h2"), "h2 (failed in `before`) was taken out of rotation");
+    c.check(rig.stopped().is_empty(), format!("apps restarted: {:?}, expected none", rig.stopped()));
     c.names(&ran, &set(&["h2"]), "failed in `before`");
     c.check(ran.summary().contains("`check-disk`"), "the summary does not name the failed step `check-disk`");
-    c.check(ran.summary().contains("completed with 1 failed host"), "the run did not complete with 1 failed host");
+    c.check(ran.summary().starts_with("rollout HALTED"), "the run did not halt");
+
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = readme.split("## How `apply` runs, and how it stops").nth(1).unwrap_or_default();
+    let section = section.split("\n## ").next().unwrap_or_default();
+    let documented = section
+        .split("\n- ")
+        .any(|bullet| bullet.contains("`before`") && bullet.contains("max_failed_hosts") && bullet.contains("halt"));
+    c.check(
+        documented,
+        "README's \"How `apply` runs, and how it stops\" has no bullet saying a `before` failure halts whatever \
+         `max_failed_hosts` says",
+    );
     c.done(&ran, &timeline, &load);
 }
 

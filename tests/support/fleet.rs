@@ -60,6 +60,12 @@ impl Host {
         self.log().matches("Accepted publickey").count()
     }
 
+    /// The pid of this host's sshd listener (`-D`, our child); its sessions are its
+    /// descendants.
+    pub fn sshd_pid(&self) -> u32 {
+        self.sshd.id()
+    }
+
     /// Number of TCP connections sshd accepted so far.
     pub fn connections(&self) -> usize {
         self.log().matches("Connection from ").count()

@@ -30,6 +30,12 @@ pub fn free_port() -> u16 {
 impl Haproxy {
     /// HAProxy with backend `app` of `servers` (name, address, port).
     pub fn start(servers: &[(String, String, u16)]) -> Haproxy {
+        Haproxy::start_with(servers, "")
+    }
+
+    /// Like [`Haproxy::start`], with `backend_lines` (each ending in a newline) added to
+    /// the backend before its servers, e.g. `  option httpchk GET /ready\n`.
+    pub fn start_with(servers: &[(String, String, u16)], backend_lines: &str) -> Haproxy {
         let bin = find_tool("haproxy").expect("haproxy is installed (apt-get install -y haproxy)");
         let dir = tempfile::Builder::new().prefix("planrun-haproxy-").tempdir().expect("temp dir");
         let (admin_port, frontend_port) = (free_port(), free_port());
@@ -51,7 +57,7 @@ frontend fe
   default_backend app
 backend app
   balance roundrobin
-"
+{backend_lines}"
         );
         for (name, addr, port) in servers {
             config.push_str(&format!("  server {name} {addr}:{port} check inter 500ms rise 2 fall 1\n"));

@@ -3,6 +3,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod apps;
+pub mod faults;
 pub mod fleet;
 pub mod haproxy;
 pub mod linode;

@@ -301,6 +301,9 @@ pub fn capacity(size: &BatchSize, index: usize, hosts: usize) -> usize {
     ramp.get(index.min(ramp.len().saturating_sub(1))).map_or(1, |s| s.hosts(hosts)).max(1)
 }
 
+/// How long the summary waits for each node's state.
+const SUMMARY_READ: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// For the summary of a run that did not succeed: every node a balancer step touched,
 /// as its balancer sees it now, so nobody has to guess which are still out.
 pub async fn touched_states(balancers: &Balancers) -> String {
@@ -315,9 +318,11 @@ pub async fn touched_states(balancers: &Balancers) -> String {
             Some(h) => h.to_string(),
             None => node.node.clone(),
         };
-        let state = match balancers.state(&node.balancer, &Status::of(node)).await {
-            Ok(s) => s.describe(),
-            Err(e) => format!("cannot read: {e}"),
+        // A balancer that stopped answering must not hold the summary up for long.
+        let state = match tokio::time::timeout(SUMMARY_READ, balancers.state(&node.balancer, &Status::of(node))).await {
+            Ok(Ok(s)) => s.describe(),
+            Ok(Err(e)) => format!("cannot read: {e}"),
+            Err(_) => format!("cannot read: no answer within {}", humantime::format_duration(SUMMARY_READ)),
         };
         out.push_str(&format!("    {}: {label}: {state}\n", node.balancer));
     }

@@ -136,6 +136,21 @@ impl Balancers {
         timeout: Duration,
         output: &mut StepOutput,
     ) -> Result<(), String> {
+        // The step's timeout bounds the call whatever the client's own limits: a balancer
+        // that stops answering fails the step in its time, not the client's.
+        match tokio::time::timeout(timeout, self.apply_unbounded(call, timeout, output)).await {
+            Ok(result) => result,
+            Err(_) => Err(format!(
+                "`{}` did not answer the {} of {} within {}",
+                call.balancer,
+                call.action.as_str(),
+                call.node,
+                humantime::format_duration(timeout)
+            )),
+        }
+    }
+
+    async fn apply_unbounded(&self, call: &Call<'_>, timeout: Duration, output: &mut StepOutput) -> Result<(), String> {
         let started = Instant::now();
         self.touch(call);
         match self.client(call.balancer)? {

@@ -54,9 +54,18 @@ pub async fn read(exec: &ExecutionPlan, whole: &ExecutionPlan, balancers: &Balan
     let mut view = View { balancers: Vec::with_capacity(used.len()) };
     let mut named_by_whole = balancer_nodes(whole);
     for (name, nodes) in used {
-        let listed = balancers.pool(&name);
-        let states = read_states(balancers, &name, nodes.values().map(|(_, n)| n.clone()).collect());
-        let (states, listed) = tokio::join!(states, listed);
+        // One listing answers for every node it names (one `show stat` before each batch,
+        // not one per node); only the nodes it does not name are read one by one.
+        let listed = balancers.pool(&name).await;
+        let from_listing: Vec<Option<NodeState>> = match &listed {
+            Some(Ok(list)) => nodes.keys().map(|n| list.iter().find(|(l, _)| l == n).map(|(_, s)| s.clone())).collect(),
+            _ => vec![None; nodes.len()],
+        };
+        let unlisted: Vec<NodeRef> =
+            nodes.values().zip(&from_listing).filter(|(_, s)| s.is_none()).map(|((_, n), _)| n.clone()).collect();
+        let mut read = read_states(balancers, &name, unlisted).await.into_iter();
+        let states: Vec<Option<Result<NodeState, String>>> =
+            from_listing.into_iter().map(|s| s.map(Ok).or_else(|| read.next().flatten())).collect();
         let pool = match listed {
             Some(pool) => Some(pool),
             None => {

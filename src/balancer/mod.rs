@@ -18,8 +18,19 @@ use crate::events::StepOutput;
 use crate::graph::HttpCall;
 use crate::model::{self, BalancerAction};
 
-/// How often an `accept` asks the balancer whether the node is up again.
-const UP_POLL: Duration = Duration::from_millis(500);
+/// How often an `accept` asks the balancer whether the node is up again, by kind: the
+/// sooner planrun notices, the sooner the next host starts. HAProxy's runtime API is a
+/// local socket and cheap to ask; a command is a process; an HTTP hook or the Linode API
+/// is a remote call under a rate limit (two a second per accept in flight: 120 a minute,
+/// and a 429 is answered by the client's own back-off).
+fn up_poll(client: &Client) -> Duration {
+    Duration::from_millis(match client {
+        Client::Haproxy(_) => 25,
+        Client::Command(_) => 100,
+        Client::Http(_) => 250,
+        Client::Linode(_) => 500,
+    })
+}
 
 /// The balancers of a plan, by name. Cheap to clone: pre-flight, the executor and the
 /// summary share one set of clients, so Linode lookups are made once per run.
@@ -172,7 +183,8 @@ impl Balancers {
                 if state.rotation != Rotation::Out && state.up != Some(false) {
                     return Ok(());
                 }
-                if started.elapsed() + UP_POLL >= timeout {
+                let poll = up_poll(self.client(call.balancer)?);
+                if started.elapsed() + poll >= timeout {
                     return Err(format!(
                         "`{}` did not report {} up within {}: {}",
                         call.balancer,
@@ -181,7 +193,7 @@ impl Balancers {
                         state.describe()
                     ));
                 }
-                tokio::time::sleep(UP_POLL).await;
+                tokio::time::sleep(poll).await;
             }
         }
         Ok(())

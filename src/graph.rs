@@ -13,10 +13,11 @@ use petgraph::graph::{DiGraph, NodeIndex};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::diagnostic::{PlanErrors, Problem, SourceFile, backticked_list, did_you_mean};
+use crate::diagnostic::{PlanErrors, Problem, SourceFile};
 use crate::model::{Balancer, BalancerAction, BatchSize, HttpRequest, Plan, Server, SingleHost, Step, When};
 use crate::select;
 use crate::template::{self, HostVars, RenderFailure, TemplateContext, TemplateId, Templates};
+use crate::text::{backticked_list, did_you_mean, pointer_escape};
 use crate::validate::LoadedPlan;
 use crate::yaml::{self, Node};
 
@@ -345,7 +346,7 @@ pub fn build(loaded: &LoadedPlan, options: &BuildOptions) -> Result<ExecutionPla
     };
     for (name, value) in &plan.env {
         b.check_env_name("/env", name, "plan `env`");
-        let pointer = format!("/env/{}", name.replace('~', "~0").replace('/', "~1"));
+        let pointer = format!("/env/{}", pointer_escape(name));
         let field = b.field(pointer, "plan `env`".into(), &value.source());
         b.plan_env.push((name.clone(), field));
     }
@@ -626,7 +627,7 @@ impl<'p> Builder<'p> {
         let mut merged = self.plan_env.clone();
         for (name, value) in env {
             self.check_env_name(&format!("{at}/env"), name, owner);
-            let pointer = format!("{at}/env/{}", name.replace('~', "~0").replace('/', "~1"));
+            let pointer = format!("{at}/env/{}", pointer_escape(name));
             let field = self.field(pointer, owner.to_string(), &value.source());
             match merged.iter_mut().find(|(n, _)| n == name) {
                 Some(slot) => slot.1 = field,
@@ -640,7 +641,7 @@ impl<'p> Builder<'p> {
         let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
             && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !valid {
-            let key = format!("{at}/{}", name.replace('~', "~0").replace('/', "~1"));
+            let key = format!("{at}/{}", pointer_escape(name));
             let span = self.root.key_span(&key).unwrap_or_else(|| self.root.span_at(at));
             self.problems.push(
                 Problem::at(span, format!("{owner}: `{name}` is not a valid environment variable name"))
@@ -956,7 +957,7 @@ impl<'p> Builder<'p> {
         let plan = self.plan;
         let Some(balancer) = plan.balancers.get(name) else { return Vec::new() };
         let owner = format!("balancer `{name}`");
-        let at = format!("/balancers/{}", name.replace('~', "~0").replace('/', "~1"));
+        let at = format!("/balancers/{}", pointer_escape(name));
         let mut fields = Vec::new();
         match balancer {
             Balancer::Http(http) => {
@@ -973,7 +974,7 @@ impl<'p> Builder<'p> {
                 }
                 fields.push(self.field(format!("{at}/url"), owner.clone(), &req.url));
                 for (header, value) in &req.headers {
-                    let pointer = format!("{at}/headers/{}", header.replace('~', "~0").replace('/', "~1"));
+                    let pointer = format!("{at}/headers/{}", pointer_escape(header));
                     fields.push(self.field(pointer, owner.clone(), value));
                 }
                 if let Some(body) = &req.body {

@@ -26,6 +26,7 @@ pub mod select;
 pub mod ssh_settings;
 pub mod status;
 pub mod template;
+pub mod text;
 pub mod transport;
 pub mod validate;
 pub mod yaml;

@@ -15,6 +15,7 @@ use crate::graph::{
 };
 use crate::model::{BatchSize, Plan, TransportKind};
 use crate::ssh_settings::{Resolved, Resolver};
+use crate::text::plural;
 
 /// The version of the JSON shape; bumped only when a field changes meaning or goes away.
 pub const JSON_VERSION: u32 = 1;
@@ -58,10 +59,6 @@ pub fn json(out: &mut impl Write, plan: &ExecutionPlan, about: &About) -> io::Re
     };
     serde_json::to_writer(&mut *out, &doc)?;
     writeln!(out)
-}
-
-fn plural(n: usize, one: &str, many: &str) -> String {
-    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 fn batch_size_text(size: &BatchSize) -> String {

@@ -11,10 +11,11 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::diagnostic::{PlanErrors, Problem, SourceFile, backticked_list, did_you_mean};
+use crate::diagnostic::{PlanErrors, Problem, SourceFile};
 use crate::model::{BalancerAction, Plan, Step};
 use crate::schema;
 use crate::select::{self, Selection};
+use crate::text::{backticked_list, did_you_mean, plural};
 use crate::yaml::{self, FileId, Limits, Node, Span};
 
 /// A plan that passed every check, with what is needed to point into its source later.
@@ -200,7 +201,7 @@ fn lenient(mut doc: Value) -> Option<Plan> {
     refused.sort_by_key(|p| std::cmp::Reverse(p.matches('/').count()));
     for path in refused {
         let (parent, last) = path.rsplit_once('/')?;
-        let key = last.replace("~1", "/").replace("~0", "~");
+        let key = crate::text::pointer_unescape(last);
         match doc.pointer_mut(parent) {
             Some(Value::Object(map)) => {
                 map.shift_remove(&key);
@@ -565,7 +566,6 @@ pub fn summary(loaded: &LoadedPlan) -> String {
             roles.push(r);
         }
     }
-    let plural = |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
     format!(
         "{}: valid: {} ({}), {} selected, {} per host, {}",
         loaded.source().display_name(),

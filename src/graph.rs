@@ -14,8 +14,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::diagnostic::{PlanErrors, Problem, SourceFile};
-use crate::model::{Balancer, BalancerAction, BatchSize, HttpRequest, Plan, Server, SingleHost, Step, When};
-use crate::select;
+use crate::model::select;
+use crate::model::{Balancer, BalancerAction, BatchSize, HttpRequest, Plan, Server, SingleHost, Step, Sudo, When};
 use crate::template::{self, HostVars, RenderFailure, TemplateContext, TemplateId, Templates};
 use crate::text::{backticked_list, did_you_mean, pointer_escape};
 use crate::validate::LoadedPlan;
@@ -389,17 +389,17 @@ pub fn build(loaded: &LoadedPlan, options: &BuildOptions) -> Result<ExecutionPla
     Ok(execution)
 }
 
-/// `command` as sent: with `env` exported, and through `sudo -n` when `sudo` is set
-/// (`Some(None)` for root). Values are shell-quoted, so they arrive as written.
+/// `command` as sent: with `env` exported, and through `sudo -n` when `sudo` is set.
+/// Values are shell-quoted, so they arrive as written.
 ///
 /// Variables travel in the command because sshd refuses SSH `setenv` for all but a few
 /// names by default (`AcceptEnv`). Under sudo they go through `env` after it, since
 /// sudo resets the environment. A simple command is handed to sudo as written, so a
 /// sudoers rule naming it matches; anything the shell must interpret runs as `sh -c`.
-pub fn wrap_command(command: &str, env: &[(String, String)], sudo: Option<Option<&str>>) -> String {
+pub fn wrap_command(command: &str, env: &[(String, String)], sudo: Option<&Sudo>) -> String {
     let assignments: Vec<String> =
         env.iter().map(|(name, value)| format!("{name}={}", template::shell_quote(value))).collect();
-    let Some(user) = sudo else {
+    let Some(sudo) = sudo else {
         if assignments.is_empty() {
             return command.to_string();
         }
@@ -408,7 +408,7 @@ pub fn wrap_command(command: &str, env: &[(String, String)], sudo: Option<Option
         return format!("export {}; {command}", assignments.join(" "));
     };
     let mut out = String::from("sudo -n");
-    if let Some(user) = user {
+    if let Sudo::As(user) = sudo {
         out.push_str(" -u ");
         out.push_str(&template::shell_quote(user));
     }
@@ -574,8 +574,7 @@ struct CompiledCommand {
     command: usize,
     /// Names with their value fields, the step's over the plan's.
     env: Vec<(String, usize)>,
-    /// `Some(None)`: sudo as root; `Some(Some(user))`: as that user.
-    sudo: Option<Option<String>>,
+    sudo: Option<Sudo>,
 }
 
 enum Compiled {
@@ -654,7 +653,7 @@ impl<'p> Builder<'p> {
     /// `sudo` and `env` only mean something for commands; elsewhere they would be
     /// silently ignored, so they are refused.
     fn refuse_wrapping(&mut self, at: &str, owner: &str, step: &Step) {
-        if step.sudo.as_ref().is_some_and(|s| s.user().is_some()) {
+        if step.sudo.as_ref().is_some_and(|s| s.sudo().is_some()) {
             let span = self.root.span_at(&format!("{at}/sudo"));
             self.problems.push(
                 Problem::at(span, format!("{owner}: `sudo` applies to `run` steps only"))
@@ -683,7 +682,7 @@ impl<'p> Builder<'p> {
     ) -> CompiledCommand {
         let command = self.field(format!("{at}/{field}"), owner.clone(), source);
         let env = self.compile_env(at, &owner, &step.env);
-        let sudo = step.sudo.as_ref().and_then(|s| s.user()).map(|u| u.map(str::to_string));
+        let sudo = step.sudo.as_ref().and_then(|s| s.sudo());
         if sudo.is_some() && !sudo_ok {
             let span = self.root.span_at(&format!("{at}/sudo"));
             self.problems.push(
@@ -699,7 +698,7 @@ impl<'p> Builder<'p> {
         let command = self.render(c.command, host);
         let env: Vec<(String, String)> =
             c.env.iter().map(|(name, field)| (name.clone(), self.render(*field, host))).collect();
-        wrap_command(&command, &env, c.sudo.as_ref().map(|u| u.as_deref()))
+        wrap_command(&command, &env, c.sudo.as_ref())
     }
 
     fn field(&mut self, pointer: String, owner: String, source: &str) -> usize {
@@ -1263,13 +1262,13 @@ after:
             wrap_command("cd /app && make", &env(&[("A", "it's"), ("B", "$HOME")]), None),
             r"export A='it'\''s' B='$HOME'; cd /app && make"
         );
-        assert_eq!(wrap_command("systemctl restart app", &[], Some(None)), "sudo -n -- systemctl restart app");
+        assert_eq!(wrap_command("systemctl restart app", &[], Some(&Sudo::Root)), "sudo -n -- systemctl restart app");
         assert_eq!(
-            wrap_command("cd /app && make", &env(&[("A", "1")]), Some(Some("app"))),
+            wrap_command("cd /app && make", &env(&[("A", "1")]), Some(&Sudo::As("app".into()))),
             "sudo -n -u 'app' -- env A='1' sh -c 'cd /app && make'"
         );
-        assert_eq!(wrap_command("cd /app", &[], Some(None)), "sudo -n -- sh -c 'cd /app'");
-        assert_eq!(wrap_command("X=1 make", &[], Some(None)), "sudo -n -- sh -c 'X=1 make'");
+        assert_eq!(wrap_command("cd /app", &[], Some(&Sudo::Root)), "sudo -n -- sh -c 'cd /app'");
+        assert_eq!(wrap_command("X=1 make", &[], Some(&Sudo::Root)), "sudo -n -- sh -c 'X=1 make'");
     }
 
     #[test]

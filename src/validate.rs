@@ -12,9 +12,9 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::diagnostic::{PlanErrors, Problem, SourceFile};
+use crate::model::select::{self, Selection};
 use crate::model::{BalancerAction, Plan, Step};
 use crate::schema;
-use crate::select::{self, Selection};
 use crate::text::{backticked_list, did_you_mean, plural};
 use crate::yaml::{self, FileId, Limits, Node, Span};
 

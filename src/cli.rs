@@ -15,7 +15,7 @@ use crate::init::{self, InitError};
 use crate::model::{BatchSize, BatchStep};
 use crate::preview;
 use crate::report::Verbosity;
-use crate::schema;
+use crate::validate::schema;
 use crate::validate::{self, LoadedPlan};
 
 #[derive(Debug, Parser)]
@@ -379,7 +379,7 @@ fn validate_plans(args: &[PathBuf], format: ValidateFormat, color: bool) -> i32 
             }
             for checked in &all.plans {
                 match &checked.result {
-                    Ok((loaded, _)) => println!("{}", validate::summary(loaded)),
+                    Ok((loaded, _)) => println!("{}", crate::preview::summary(loaded)),
                     Err(errors) => report(errors, color),
                 }
             }
@@ -395,7 +395,7 @@ fn validate_plans(args: &[PathBuf], format: ValidateFormat, color: bool) -> i32 
             let mut plans = Vec::new();
             for checked in &all.plans {
                 let (files, summary) = match &checked.result {
-                    Ok((loaded, _)) => (&loaded.files, Some(validate::summary(loaded))),
+                    Ok((loaded, _)) => (&loaded.files, Some(crate::preview::summary(loaded))),
                     Err(errors) => {
                         problems.extend(errors.to_json());
                         (&errors.files, None)

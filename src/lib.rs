@@ -20,7 +20,6 @@ pub mod preflight;
 pub mod preview;
 pub mod redact;
 pub mod report;
-pub mod schema;
 pub mod ssh_settings;
 pub mod status;
 pub mod template;

@@ -16,6 +16,7 @@ use crate::graph::{
 use crate::model::{BatchSize, Plan, TransportKind};
 use crate::ssh_settings::{Resolved, Resolver};
 use crate::text::plural;
+use crate::validate::LoadedPlan;
 
 /// The version of the JSON shape; bumped only when a field changes meaning or goes away.
 pub const JSON_VERSION: u32 = 1;
@@ -404,6 +405,26 @@ pub fn mermaid(out: &mut impl Write, plan: &ExecutionPlan, _about: &About) -> io
         writeln!(out, "  n{} --> n{}", e.source().index(), e.target().index())?;
     }
     Ok(())
+}
+
+/// A one-line account of what a valid plan holds, for `planrun validate`.
+pub fn summary(loaded: &LoadedPlan) -> String {
+    let plan = &loaded.plan;
+    let mut roles: Vec<&str> = Vec::new();
+    for r in plan.servers.iter().flat_map(|s| s.roles.iter()) {
+        if !roles.contains(&r.as_str()) {
+            roles.push(r);
+        }
+    }
+    format!(
+        "{}: valid: {} ({}), {} selected, {} per host, {}",
+        loaded.source().display_name(),
+        plural(plan.servers.len(), "server", "servers"),
+        if roles.is_empty() { "no roles".to_string() } else { format!("roles {}", roles.join(", ")) },
+        plural(loaded.selection.hosts.len(), "host", "hosts"),
+        plural(plan.rollout.steps.len(), "step", "steps"),
+        plural(plan.balancers.len(), "balancer", "balancers"),
+    )
 }
 
 #[cfg(test)]

@@ -6,12 +6,12 @@ use crate::model::{Plan, Server};
 
 /// The selected servers, as indices into `plan.servers`, in the plan's order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Selection {
+pub struct SelectedHosts {
     pub hosts: Vec<usize>,
 }
 
 /// Servers with any of the rollout's roles, minus those whose options match `exclude`.
-pub fn select(plan: &Plan) -> Selection {
+pub fn select(plan: &Plan) -> SelectedHosts {
     let select = &plan.rollout.select;
     let hosts = plan
         .servers
@@ -21,7 +21,7 @@ pub fn select(plan: &Plan) -> Selection {
         .filter(|(_, s)| !select.exclude.as_ref().is_some_and(|ex| options_match(s, ex.iter())))
         .map(|(i, _)| i)
         .collect();
-    Selection { hosts }
+    SelectedHosts { hosts }
 }
 
 /// Whether every given option has the given value on `server`. An option the server

@@ -492,3 +492,24 @@ pub fn describe_path(pointer: &str) -> String {
     }
     format!("`{out}`")
 }
+
+/// Drops what the schema refused and deserializes the rest, so semantic checks still
+/// run and an operator sees every problem of the plan at once. `None` when what is left
+/// is not a plan (a required field itself was wrong).
+pub(crate) fn lenient(mut doc: Value) -> Option<Plan> {
+    let mut refused = refused_paths(&doc);
+    // Deepest first, so removing a key never shifts a path still to be removed.
+    refused.sort_by_key(|p| std::cmp::Reverse(p.matches('/').count()));
+    for path in refused {
+        let (parent, last) = path.rsplit_once('/')?;
+        let key = crate::text::pointer_unescape(last);
+        match doc.pointer_mut(parent) {
+            Some(Value::Object(map)) => {
+                map.shift_remove(&key);
+            }
+            // Removing a list item would shift the positions of its siblings.
+            _ => return None,
+        }
+    }
+    serde_json::from_value(doc).ok()
+}

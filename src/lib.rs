@@ -22,7 +22,6 @@ pub mod redact;
 pub mod report;
 pub mod ssh_settings;
 pub mod status;
-pub mod template;
 pub mod text;
 pub mod transport;
 pub mod validate;

@@ -8,8 +8,8 @@ use std::time::SystemTime;
 use tokio::sync::mpsc;
 
 use crate::graph::ExecutionPlan;
+use crate::graph::shell::shell_quote;
 use crate::model::{Plan, TransportKind};
-use crate::template::shell_quote;
 use crate::transport::Transport;
 
 /// Where the lock is, resolved from the plan.

@@ -63,6 +63,16 @@ pub fn pointer_unescape(segment: &str) -> String {
     segment.replace("~1", "/").replace("~0", "~")
 }
 
+/// At most ten names, then how many more: a fleet of 10,000 is not a help text.
+pub fn few(names: &[&str]) -> String {
+    const SHOWN: usize = 10;
+    if names.len() <= SHOWN {
+        backticked_list(names)
+    } else {
+        format!("{} … and {} more", backticked_list(&names[..SHOWN]).replacen(" or ", ", ", 1), names.len() - SHOWN)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

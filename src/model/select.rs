@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::model::{Plan, Server};
+use crate::model::{Plan, Server, When};
 
 /// The selected servers, as indices into `plan.servers`, in the plan's order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -32,4 +32,16 @@ pub fn options_match<'a>(server: &Server, wanted: impl IntoIterator<Item = (&'a 
         Some(have) => have == want,
         None => matches!(want, Value::Null | Value::Bool(false)),
     })
+}
+
+/// `name`, or `host` when the server has none.
+pub fn server_name(server: &Server) -> &str {
+    server.name.as_deref().unwrap_or(&server.host)
+}
+
+/// Whether a step's `when` lets it run on `server`.
+pub fn applies(when: Option<&When>, server: &Server) -> bool {
+    let Some(when) = when else { return true };
+    when.roles.as_ref().is_none_or(|roles| server.roles.iter().any(|r| roles.contains(r)))
+        && when.options.as_ref().is_none_or(|options| options_match(server, options.iter()))
 }

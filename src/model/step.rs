@@ -273,6 +273,12 @@ pub const STEP_KINDS: [&str; 4] = ["run", "local", "balancer", "wait"];
 pub const WAIT_KINDS: [&str; 5] = ["sleep", "http", "tcp", "command", "balancer_up"];
 
 impl Step {
+    /// Whether the step is about the balancer: a balancer action, or a wait for the
+    /// balancer to report the node up. `single_host: skip_balancer` leaves these out.
+    pub fn uses_balancer(&self) -> bool {
+        self.balancer.is_some() || self.wait.as_ref().is_some_and(|w| w.balancer_up.is_some())
+    }
+
     /// The kinds this step sets; a valid step sets exactly one.
     pub fn kinds(&self) -> Vec<&'static str> {
         let set = [self.run.is_some(), self.local.is_some(), self.balancer.is_some(), self.wait.is_some()];

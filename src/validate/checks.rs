@@ -6,8 +6,8 @@ use std::collections::{HashMap, HashSet};
 
 use crate::diagnostic::Problem;
 use crate::model::select::{self, SelectedHosts};
-use crate::model::{BalancerAction, Plan, Step};
-use crate::text::{backticked_list, did_you_mean};
+use crate::model::{BalancerAction, Plan, SingleHost, Step};
+use crate::text::{backticked_list, did_you_mean, pointer_escape};
 use crate::yaml::{self, Node};
 
 /// The checks a schema cannot express: references between parts of the plan.
@@ -110,7 +110,86 @@ pub(crate) fn check_semantics(plan: &Plan, root: &Node) -> (SelectedHosts, Vec<P
             }
         }
     }
+    let skip_balancer = plan.rollout.single_host == SingleHost::SkipBalancer && selection.hosts.len() == 1;
+    problems.append(&mut check_wrapping(plan, root, skip_balancer));
     (selection, problems)
+}
+
+/// `env` names, and `sudo` and `env` where a step runs no command of the host. These
+/// were once found while building the graph, which reports its problems by position;
+/// they keep that order among themselves.
+fn check_wrapping(plan: &Plan, root: &Node, skip_balancer: bool) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    for name in plan.env.keys() {
+        check_env_name(root, "/env", name, "plan `env`", &mut problems);
+    }
+    for (list, steps) in [("/before", &plan.before), ("/rollout/steps", &plan.rollout.steps), ("/after", &plan.after)] {
+        for (index, step) in steps.iter().enumerate() {
+            // `single_host: skip_balancer` leaves these steps out of the rollout unread.
+            if skip_balancer && list == "/rollout/steps" && step.uses_balancer() {
+                continue;
+            }
+            let at = format!("{list}/{index}");
+            let owner = format!("step `{}`", step.name);
+            if step.run.is_none() && step.local.is_none() {
+                refuse_wrapping(root, &at, &owner, step, &mut problems);
+                continue;
+            }
+            for name in step.env.keys() {
+                check_env_name(root, &format!("{at}/env"), name, &owner, &mut problems);
+            }
+            if step.local.is_some() && step.run.is_none() && step.sudo.as_ref().is_some_and(|s| s.sudo().is_some()) {
+                problems.push(
+                    Problem::at(
+                        root.span_at(&format!("{at}/sudo")),
+                        format!("{owner}: `sudo` applies to `run` steps only"),
+                    )
+                    .label("a `local` step")
+                    .help(
+                        "a `local` step runs on the machine running planrun; put `sudo` in its command if it needs it",
+                    ),
+                );
+            }
+        }
+    }
+    problems.sort_by_key(|p| p.span.map(|s| s.offset));
+    problems
+}
+
+fn check_env_name(root: &Node, at: &str, name: &str, owner: &str, problems: &mut Vec<Problem>) {
+    let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid {
+        let key = format!("{at}/{}", pointer_escape(name));
+        let span = root.key_span(&key).unwrap_or_else(|| root.span_at(at));
+        problems.push(
+            Problem::at(span, format!("{owner}: `{name}` is not a valid environment variable name"))
+                .label("invalid name")
+                .help("use letters, digits and `_`, not starting with a digit: `RAILS_ENV`"),
+        );
+    }
+}
+
+/// `sudo` and `env` only mean something for commands; elsewhere they would be
+/// silently ignored, so they are refused.
+fn refuse_wrapping(root: &Node, at: &str, owner: &str, step: &Step, problems: &mut Vec<Problem>) {
+    if step.sudo.as_ref().is_some_and(|s| s.sudo().is_some()) {
+        problems.push(
+            Problem::at(root.span_at(&format!("{at}/sudo")), format!("{owner}: `sudo` applies to `run` steps only"))
+                .label("not a `run` step")
+                .help("remove `sudo`, or make this a `run` step"),
+        );
+    }
+    if !step.env.is_empty() {
+        problems.push(
+            Problem::at(
+                root.span_at(&format!("{at}/env")),
+                format!("{owner}: `env` applies to `run` and `local` steps only"),
+            )
+            .label("not a command step")
+            .help("remove `env`, or move it to the step that runs the command"),
+        );
+    }
 }
 
 fn check_steps(plan: &Plan, list: &str, steps: &[Step], root: &Node, problems: &mut Vec<Problem>) {

@@ -783,7 +783,7 @@ fn segments(pointer: &str) -> Option<Vec<String>> {
         return Some(Vec::new());
     }
     let rest = pointer.strip_prefix('/')?;
-    Some(rest.split('/').map(|s| crate::text::pointer_unescape(s)).collect())
+    Some(rest.split('/').map(crate::text::pointer_unescape).collect())
 }
 
 #[cfg(test)]

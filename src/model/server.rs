@@ -144,3 +144,37 @@ pub enum TransportKind {
     /// On the machine running planrun, through `sh -c`.
     Local,
 }
+
+/// A jump host as a plan writes it: `[user@]host[:port]`, with `[v6]:port` for IPv6
+/// addresses. Parsed here so validation can point at a bad one before anything connects.
+pub fn parse_hop(spec: &str) -> Result<(Option<String>, String, Option<u16>), String> {
+    let spec = spec.trim();
+    let (user, rest) = match spec.rsplit_once('@') {
+        Some((user, rest)) if !user.is_empty() => (Some(user.to_string()), rest),
+        Some(_) => return Err("the user before `@` is empty; write `user@host` or just `host`".into()),
+        None => (None, spec),
+    };
+    let (host, port) = if let Some(inner) = rest.strip_prefix('[') {
+        let (host, after) =
+            inner.split_once(']').ok_or("an IPv6 address opened with `[` is not closed with `]`".to_string())?;
+        (host, after.strip_prefix(':'))
+    } else {
+        match rest.rsplit_once(':') {
+            Some((h, p)) if !h.contains(':') => (h, Some(p)),
+            _ => (rest, None),
+        }
+    };
+    if host.is_empty() {
+        return Err("the host is empty; write `[user@]host[:port]`".into());
+    }
+    let port = match port {
+        Some(p) => Some(
+            p.parse::<u16>()
+                .ok()
+                .filter(|&p| p > 0)
+                .ok_or_else(|| format!("`{p}` is not a port (1 to 65535); write `[user@]host[:port]`"))?,
+        ),
+        None => None,
+    };
+    Ok((user, host.to_string(), port))
+}

@@ -96,7 +96,7 @@ pub(crate) fn check_semantics(plan: &Plan, root: &Node) -> (SelectedHosts, Vec<P
             if hop.eq_ignore_ascii_case("none") && jump.hops().len() == 1 {
                 continue;
             }
-            if let Err(why) = crate::ssh_settings::parse_hop(hop) {
+            if let Err(why) = crate::model::parse_hop(hop) {
                 let pointer = match jump {
                     crate::model::Jump::One(_) => format!("{at}/jump"),
                     crate::model::Jump::Chain(_) => format!("{at}/jump/{k}"),

@@ -110,15 +110,15 @@ pub(crate) fn check_semantics(plan: &Plan, root: &Node) -> (SelectedHosts, Vec<P
             }
         }
     }
-    let skip_balancer = plan.rollout.single_host == SingleHost::SkipBalancer && selection.hosts.len() == 1;
-    problems.append(&mut check_wrapping(plan, root, skip_balancer));
     (selection, problems)
 }
 
 /// `env` names, and `sudo` and `env` where a step runs no command of the host. These
 /// were once found while building the graph, which reports its problems by position;
-/// they keep that order among themselves.
-fn check_wrapping(plan: &Plan, root: &Node, skip_balancer: bool) -> Vec<Problem> {
+/// they keep that order among themselves, and come after the plan's other problems
+/// are fixed, as they always have.
+pub(crate) fn check_wrapping(plan: &Plan, root: &Node, selection: &SelectedHosts) -> Vec<Problem> {
+    let skip_balancer = plan.rollout.single_host == SingleHost::SkipBalancer && selection.hosts.len() == 1;
     let mut problems = Vec::new();
     for name in plan.env.keys() {
         check_env_name(root, "/env", name, "plan `env`", &mut problems);

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use crate::diagnostic::{PlanErrors, Problem, SourceFile};
 use crate::model::Plan;
 use crate::model::select::SelectedHosts;
-use crate::validate::checks::check_semantics;
+use crate::validate::checks::{check_semantics, check_wrapping};
 use crate::validate::extends::extend;
 use crate::validate::read::{load_problem, read_bounded};
 use crate::validate::schema::lenient;
@@ -94,6 +94,9 @@ pub fn load_plan_bytes(path: &Path, bytes: &[u8]) -> Result<LoadedPlan, PlanErro
 
     let (selection, mut semantic) = check_semantics(&plan, &root);
     problems.append(&mut semantic);
+    if problems.is_empty() {
+        problems = check_wrapping(&plan, &root, &selection);
+    }
     if !problems.is_empty() {
         return fail(problems);
     }

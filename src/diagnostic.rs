@@ -11,6 +11,7 @@ use std::sync::Arc;
 use miette::{Diagnostic, GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource, SourceCode};
 use serde::Serialize;
 
+pub use crate::text::{backticked_list, did_you_mean};
 use crate::yaml::Span;
 
 /// Lines longer than this are not drawn as snippets.
@@ -251,27 +252,6 @@ impl Diagnostic for ProblemReport<'_> {
     }
 }
 
-/// The closest of `candidates` to `word`, when it is close enough to be a likely typo.
-pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
-    let limit = (word.chars().count() / 3).max(1);
-    candidates
-        .into_iter()
-        .map(|c| (strsim::damerau_levenshtein(word, c), c))
-        .filter(|(d, _)| *d <= limit)
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| c)
-}
-
-/// `a`, `b` and `c`: for lists of valid names in messages.
-pub fn backticked_list<S: AsRef<str>>(items: &[S]) -> String {
-    let quoted: Vec<String> = items.iter().map(|s| format!("`{}`", s.as_ref())).collect();
-    match quoted.len() {
-        0 => "nothing".into(),
-        1 => quoted[0].clone(),
-        n => format!("{} or {}", quoted[..n - 1].join(", "), quoted[n - 1]),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -300,12 +280,5 @@ mod tests {
         let json = errors.to_json();
         assert_eq!((json[0].file.as_str(), json[0].plan.as_str()), ("base.yaml", "prod.yaml"));
         assert_eq!(json[1].file, "prod.yaml");
-    }
-
-    #[test]
-    fn suggests_close_names_only() {
-        assert_eq!(did_you_mean("optons", ["options", "roles", "host"]), Some("options"));
-        assert_eq!(did_you_mean("privte_ip", ["private_ip"]), Some("private_ip"));
-        assert_eq!(did_you_mean("zzz", ["options", "roles"]), None);
     }
 }

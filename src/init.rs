@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::schema;
+use crate::validate::schema;
 
 /// What `init` writes, relative to its folder: the files under `src/init/`, and the schema.
 pub fn scaffold() -> Vec<(&'static str, String)> {

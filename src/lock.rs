@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::graph::ExecutionPlan;
+use crate::graph::shell::shell_quote;
 use crate::model::{Plan, TransportKind};
 use crate::ssh_settings::{Resolver, current_user};
-use crate::template::shell_quote;
 use crate::transport::{Connector, Notices, Stream, Transport, Transports};
 
 /// Where the lock is, resolved from the plan.

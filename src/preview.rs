@@ -5,16 +5,18 @@
 //! assembled in memory first.
 
 use std::io::{self, Write};
-use std::time::Duration;
 
 use petgraph::visit::EdgeRef;
 use serde::Serialize;
 
-use crate::graph::{
-    Action, Batch, Check, DEFAULT_STEP_TIMEOUT, ExecutionPlan, GraphNode, HostRef, StepInstance, StepRef, WaitCheck,
-};
+use crate::graph::describe::describe;
+use crate::graph::{Batch, ExecutionPlan, GraphNode, HostRef, StepInstance, StepRef};
 use crate::model::{BatchSize, Plan, TransportKind};
 use crate::ssh_settings::{Resolved, Resolver};
+// The executor names these here; they live with the step they describe.
+pub use crate::graph::describe::{action_line, check_line};
+use crate::text::plural;
+use crate::validate::LoadedPlan;
 
 /// The version of the JSON shape; bumped only when a field changes meaning or goes away.
 pub const JSON_VERSION: u32 = 1;
@@ -58,10 +60,6 @@ pub fn json(out: &mut impl Write, plan: &ExecutionPlan, about: &About) -> io::Re
     };
     serde_json::to_writer(&mut *out, &doc)?;
     writeln!(out)
-}
-
-fn plural(n: usize, one: &str, many: &str) -> String {
-    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 fn batch_size_text(size: &BatchSize) -> String {
@@ -174,72 +172,6 @@ fn settings_lines(out: &mut impl Write, resolved: &Resolved, indent: &str) -> io
         writeln!(out, "{indent}{:17}  {:width$}  {}", s.name, s.value, s.source)?;
     }
     Ok(())
-}
-
-/// One step instance in a line: what it does, rendered, and its settings that differ
-/// from the defaults.
-pub fn describe(s: &StepInstance) -> String {
-    let mut text = action_line(&s.action);
-    let mut extra = Vec::new();
-    let is_wait = matches!(s.action, Action::Wait(_));
-    if !is_wait && s.timeout != DEFAULT_STEP_TIMEOUT {
-        extra.push(format!("timeout {}", human(s.timeout)));
-    }
-    if s.retries > 0 {
-        extra.push(plural(s.retries as usize, "retry", "retries"));
-    }
-    if s.continue_on_error {
-        extra.push("failure ignored".into());
-    }
-    if !extra.is_empty() {
-        text.push_str(&format!("   ({})", extra.join(", ")));
-    }
-    text
-}
-
-/// What a step instance does, in a line: the plan preview and the run's log both say it
-/// this way.
-pub fn action_line(action: &Action) -> String {
-    match action {
-        Action::Run { command } => format!("run: {command}"),
-        Action::Local { command } => format!("local: {command}"),
-        Action::Balancer { balancer, action, node, wait_up, .. } => {
-            let then = if *wait_up { ", until the balancer reports it up" } else { "" };
-            format!("balancer {balancer}: {} {node}{then}", action.as_str())
-        }
-        Action::Wait(w) => describe_wait(w),
-    }
-}
-
-/// The check of a wait alone, for messages about it.
-pub fn check_line(check: &Check) -> String {
-    match check {
-        Check::Sleep { duration } => format!("sleep {}", human(*duration)),
-        Check::Http { url, status } => format!("{url} answers {status}"),
-        Check::Tcp { address } => format!("{address} accepts connections"),
-        Check::Command { command } => format!("`{command}` succeeds"),
-        Check::BalancerUp { balancer, node, .. } => format!("balancer {balancer} reports {node} up"),
-    }
-}
-
-fn describe_wait(w: &WaitCheck) -> String {
-    if let Check::Sleep { .. } = w.check {
-        return check_line(&w.check);
-    }
-    let mut parts = vec![format!("wait: {}", check_line(&w.check))];
-    if w.successes > 1 {
-        parts.push(format!("{} in a row", w.successes));
-    }
-    parts.push(format!("every {}", human(w.interval)));
-    if let Some(d) = w.stable_for {
-        parts.push(format!("stable for {}", human(d)));
-    }
-    parts.push(format!("up to {}", human(w.timeout)));
-    parts.join(", ")
-}
-
-fn human(d: Duration) -> String {
-    humantime::format_duration(d).to_string()
 }
 
 /// A short label for a DAG node; `\n` separates lines.
@@ -407,6 +339,26 @@ pub fn mermaid(out: &mut impl Write, plan: &ExecutionPlan, _about: &About) -> io
         writeln!(out, "  n{} --> n{}", e.source().index(), e.target().index())?;
     }
     Ok(())
+}
+
+/// A one-line account of what a valid plan holds, for `planrun validate`.
+pub fn summary(loaded: &LoadedPlan) -> String {
+    let plan = &loaded.plan;
+    let mut roles: Vec<&str> = Vec::new();
+    for r in plan.servers.iter().flat_map(|s| s.roles.iter()) {
+        if !roles.contains(&r.as_str()) {
+            roles.push(r);
+        }
+    }
+    format!(
+        "{}: valid: {} ({}), {} selected, {} per host, {}",
+        loaded.source().display_name(),
+        plural(plan.servers.len(), "server", "servers"),
+        if roles.is_empty() { "no roles".to_string() } else { format!("roles {}", roles.join(", ")) },
+        plural(loaded.selection.hosts.len(), "host", "hosts"),
+        plural(plan.rollout.steps.len(), "step", "steps"),
+        plural(plan.balancers.len(), "balancer", "balancers"),
+    )
 }
 
 #[cfg(test)]

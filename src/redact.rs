@@ -2,25 +2,13 @@
 //! the terminal, JSON output, log files and journal, which all consume events, are
 //! clean even when a command prints a secret.
 
-use crate::model::{Balancer, Plan};
+use crate::model::Plan;
 
 pub const MASK: &str = "***";
 
 /// Values shorter than this are not masked: a one- or two-character "secret" would turn
 /// every line into asterisks and protects nothing.
 const MIN_SECRET_LEN: usize = 3;
-
-/// The environment variables whose values the plan treats as secrets: `secret_env` and
-/// every balancer's `token_env`.
-pub fn secret_env_names(plan: &Plan) -> Vec<&str> {
-    let mut names: Vec<&str> = plan.secret_env.iter().map(String::as_str).collect();
-    for balancer in plan.balancers.values() {
-        if let Balancer::Linode(l) = balancer {
-            names.push(&l.token_env);
-        }
-    }
-    names
-}
 
 #[derive(Debug, Clone, Default)]
 pub struct Redactor {
@@ -31,7 +19,7 @@ impl Redactor {
     /// The values of the environment variables the plan names as secrets: `secret_env`
     /// and every balancer's `token_env`.
     pub fn from_plan(plan: &Plan) -> Self {
-        Redactor::new(secret_env_names(plan).iter().filter_map(|n| std::env::var(n).ok()))
+        Redactor::new(plan.secret_env_names().iter().filter_map(|n| std::env::var(n).ok()))
     }
 
     pub fn new(values: impl IntoIterator<Item = String>) -> Self {

@@ -17,6 +17,7 @@ use crate::events::{Event, Outcome, RunOutcome};
 use crate::execute::RunResult;
 use crate::graph::{ExecutionPlan, Phase};
 use crate::journal;
+use crate::text::plural;
 
 /// How the run is shown on standard output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,11 +178,11 @@ impl Reporter {
         let who = |host: &Option<String>| host.clone().unwrap_or_else(|| "local".into());
         Some(match event {
             Event::RunStarted { plan, application, hosts, batches, steps, dry_run, resume_of, .. } => format!(
-                "{}{plan}: `{application}` on {hosts} host{} in {batches} batch{}, {steps} step{}{}",
+                "{}{plan}: `{application}` on {} in {}, {}{}",
                 if *dry_run { "dry run of " } else { "apply " },
-                plural(*hosts),
-                if *batches == 1 { "" } else { "es" },
-                plural(*steps),
+                plural(*hosts, "host", "hosts"),
+                plural(*batches, "batch", "batches"),
+                plural(*steps, "step", "steps"),
                 resume_of.as_ref().map(|r| format!(", resuming run {r}")).unwrap_or_default()
             ),
             Event::PhaseStarted { phase } => format!("{} steps", phase_name(*phase)),
@@ -386,9 +387,12 @@ impl Summary {
             RunOutcome::Succeeded if self.dry_run => "dry run complete: nothing was changed".to_string(),
             RunOutcome::Succeeded => "rollout succeeded".to_string(),
             RunOutcome::CompletedWithFailures => {
-                format!("rollout completed with {failed} failed host{} (within max_failed_hosts)", plural(failed))
+                format!(
+                    "rollout completed with {} (within max_failed_hosts)",
+                    plural(failed, "failed host", "failed hosts")
+                )
             }
-            RunOutcome::Halted => format!("rollout HALTED: {failed} host{} failed", plural(failed)),
+            RunOutcome::Halted => format!("rollout HALTED: {} failed", plural(failed, "host", "hosts")),
             RunOutcome::Interrupted => "rollout INTERRUPTED: nothing new was started after the interrupt".to_string(),
         };
         out.push_str(&format!("{verdict} in {}\n", secs(result.duration)));
@@ -467,10 +471,6 @@ fn outcome_name(outcome: RunOutcome) -> &'static str {
         RunOutcome::CompletedWithFailures => "completed with failures",
         RunOutcome::Interrupted => "interrupted",
     }
-}
-
-fn plural(n: usize) -> &'static str {
-    if n == 1 { "" } else { "s" }
 }
 
 fn secs(d: Duration) -> String {

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use ssh2_config::{HostParams, ParseRule, SshConfig};
 
-use crate::model::{self, Plan, Server, SshSettings};
+use crate::model::{self, Plan, Server, SshSettings, parse_hop};
 use crate::transport::{HostKeyChecking, SshTarget};
 
 /// A chain of jump hosts longer than this is a `ProxyJump` loop in the ssh config.
@@ -299,7 +299,7 @@ fn parse_config(path: &Path) -> Result<Arc<SshConfig>, String> {
             format!(
                 "cannot parse the ssh config `{}`: {}; check it with `ssh -G -F {} HOST`",
                 path.display(),
-                lower_first(&e.to_string()),
+                crate::text::lower_first(&e.to_string()),
                 path.display()
             )
         })
@@ -333,39 +333,6 @@ fn host_key_checking(policy: model::HostKeyChecking) -> HostKeyChecking {
     }
 }
 
-/// `[user@]host[:port]`, with `[v6]:port` for IPv6 addresses.
-pub fn parse_hop(spec: &str) -> Result<(Option<String>, String, Option<u16>), String> {
-    let spec = spec.trim();
-    let (user, rest) = match spec.rsplit_once('@') {
-        Some((user, rest)) if !user.is_empty() => (Some(user.to_string()), rest),
-        Some(_) => return Err("the user before `@` is empty; write `user@host` or just `host`".into()),
-        None => (None, spec),
-    };
-    let (host, port) = if let Some(inner) = rest.strip_prefix('[') {
-        let (host, after) =
-            inner.split_once(']').ok_or("an IPv6 address opened with `[` is not closed with `]`".to_string())?;
-        (host, after.strip_prefix(':'))
-    } else {
-        match rest.rsplit_once(':') {
-            Some((h, p)) if !h.contains(':') => (h, Some(p)),
-            _ => (rest, None),
-        }
-    };
-    if host.is_empty() {
-        return Err("the host is empty; write `[user@]host[:port]`".into());
-    }
-    let port = match port {
-        Some(p) => Some(
-            p.parse::<u16>()
-                .ok()
-                .filter(|&p| p > 0)
-                .ok_or_else(|| format!("`{p}` is not a port (1 to 65535); write `[user@]host[:port]`"))?,
-        ),
-        None => None,
-    };
-    Ok((user, host.to_string(), port))
-}
-
 /// The login name as OpenSSH finds it: `USER`, then `LOGNAME`, then the password
 /// database (cron and CI jobs often set neither variable).
 pub fn current_user() -> String {
@@ -386,14 +353,6 @@ fn expand_home(path: impl AsRef<Path>) -> PathBuf {
     match path.strip_prefix("~") {
         Ok(rest) => home_dir().join(rest),
         Err(_) => path.to_path_buf(),
-    }
-}
-
-fn lower_first(s: &str) -> String {
-    let mut chars = s.chars();
-    match chars.next() {
-        Some(first) => first.to_lowercase().chain(chars).collect(),
-        None => String::new(),
     }
 }
 

@@ -16,7 +16,7 @@ fn init_then_validate_the_folder_succeeds() {
     }
     // The scaffold's schema is planrun's, and every plan points its editor at it.
     let schema = std::fs::read_to_string(dir.0.join("schemas/plan.schema.json")).unwrap();
-    assert_eq!(schema, planrun::schema::plan_schema_text());
+    assert_eq!(schema, planrun::validate::schema::plan_schema_text());
     for plan in ["base", "production", "staging"] {
         let text = std::fs::read_to_string(dir.0.join(format!("plans/{plan}.yaml"))).unwrap();
         assert!(text.starts_with("# yaml-language-server: $schema=../schemas/plan.schema.json\n"), "{plan}");

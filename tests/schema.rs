@@ -6,7 +6,7 @@ mod common;
 fn the_checked_in_schema_matches_the_types() {
     let checked_in = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/plan.schema.json"))
         .expect("schemas/plan.schema.json exists");
-    let generated = planrun::schema::plan_schema_text();
+    let generated = planrun::validate::schema::plan_schema_text();
     assert!(
         checked_in == generated,
         "schemas/plan.schema.json is out of date: run `cargo run -- schema --output schemas/plan.schema.json`"
@@ -17,14 +17,14 @@ fn the_checked_in_schema_matches_the_types() {
 fn planrun_schema_prints_the_same_schema() {
     let out = common::planrun(&["schema"]);
     assert_eq!(out.code, 0);
-    assert_eq!(out.stdout, planrun::schema::plan_schema_text());
+    assert_eq!(out.stdout, planrun::validate::schema::plan_schema_text());
 }
 
 /// Editors show the description and the example of what an operator is typing: every
 /// property a plan author writes must have both.
 #[test]
 fn every_property_has_a_description_and_an_example() {
-    let schema = planrun::schema::plan_schema();
+    let schema = planrun::validate::schema::plan_schema();
     let mut missing = Vec::new();
     walk(&schema, &schema, "", &mut missing);
     assert!(missing.is_empty(), "properties without a description or an example:\n{}", missing.join("\n"));

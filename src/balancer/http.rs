@@ -3,8 +3,9 @@
 
 use std::time::Duration;
 
-use super::{NodeState, Rotation, error_chain};
+use super::{NodeState, Rotation};
 use crate::graph::HttpCall;
+use crate::text::error_chain;
 
 /// One request never takes longer than this; the step's timeout bounds the rest.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);

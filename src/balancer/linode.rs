@@ -14,9 +14,10 @@ use std::time::{Duration, Instant};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
-use super::{NodeState, Rotation, error_chain};
+use super::{NodeState, Rotation};
 use crate::events::StepOutput;
 use crate::model::{BalancerAction, LinodeBalancer};
+use crate::text::error_chain;
 
 const DEFAULT_API: &str = "https://api.linode.com/v4";
 /// Linode's default `drain` length when the plan gives no `drain_timeout`.

@@ -299,15 +299,3 @@ pub(crate) struct Call<'a> {
     pub request: Option<&'a HttpCall>,
     pub status_request: Option<&'a HttpCall>,
 }
-
-/// reqwest's top-level error says "error sending request"; the cause is what helps.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}

@@ -352,11 +352,7 @@ fn show_preflight(verdict: &preflight::Verdict, force: bool) -> bool {
     }
     // Standard error: standard output is the run's own stream (JSON lines with
     // `--output json`), and a closed stdout must not stop an apply.
-    eprintln!(
-        "pre-flight: the balancers' view of {} node{}:",
-        verdict.nodes,
-        if verdict.nodes == 1 { "" } else { "s" }
-    );
+    eprintln!("pre-flight: the balancers' view of {}:", crate::text::plural(verdict.nodes, "node", "nodes"));
     for line in &verdict.lines {
         eprintln!("{line}");
     }
@@ -555,7 +551,8 @@ async fn connect_all(
 /// Secrets the plan names must be set before anything runs: a rollout that stops at its
 /// first balancer step for want of a token has already taken a host out.
 fn check_secrets(plan: &Plan) -> Result<(), ApplyError> {
-    let missing: Vec<String> = crate::redact::secret_env_names(plan)
+    let missing: Vec<String> = plan
+        .secret_env_names()
         .into_iter()
         .filter(|n| std::env::var_os(n).is_none_or(|v| v.is_empty()))
         .map(str::to_string)
@@ -574,13 +571,11 @@ fn confirm(loaded: &LoadedPlan, exec: &ExecutionPlan, yes: bool) -> Result<(), A
     let mut stderr = std::io::stderr();
     let _ = write!(
         stderr,
-        "apply {} to {} host{} of `{}` in {} batch{}? [y/N] ",
+        "apply {} to {} of `{}` in {}? [y/N] ",
         loaded.source().display_name(),
-        exec.hosts.len(),
-        if exec.hosts.len() == 1 { "" } else { "s" },
+        crate::text::plural(exec.hosts.len(), "host", "hosts"),
         exec.application,
-        exec.batches.len(),
-        if exec.batches.len() == 1 { "" } else { "es" },
+        crate::text::plural(exec.batches.len(), "batch", "batches"),
     );
     let _ = stderr.flush();
     let mut answer = String::new();

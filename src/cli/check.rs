@@ -84,7 +84,7 @@ pub fn validate_plans(args: &[PathBuf], format: ValidateFormat, color: bool) -> 
             }
             for checked in &all.plans {
                 match &checked.result {
-                    Ok((loaded, _)) => println!("{}", validate::summary(loaded)),
+                    Ok((loaded, _)) => println!("{}", preview::summary(loaded)),
                     Err(errors) => report(errors, color),
                 }
             }
@@ -100,7 +100,7 @@ pub fn validate_plans(args: &[PathBuf], format: ValidateFormat, color: bool) -> 
             let mut plans = Vec::new();
             for checked in &all.plans {
                 let (files, summary) = match &checked.result {
-                    Ok((loaded, _)) => (&loaded.files, Some(validate::summary(loaded))),
+                    Ok((loaded, _)) => (&loaded.files, Some(preview::summary(loaded))),
                     Err(errors) => {
                         problems.extend(errors.to_json());
                         (&errors.files, None)

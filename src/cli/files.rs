@@ -7,7 +7,7 @@ use clap::CommandFactory;
 use super::args::Cli;
 use crate::exit;
 use crate::init::{self, InitError};
-use crate::schema;
+use crate::validate::schema;
 
 pub fn init_dir(dir: &Path) -> i32 {
     match init::init(dir) {

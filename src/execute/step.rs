@@ -41,7 +41,7 @@ pub(crate) async fn run(ctx: &Arc<Ctx>, instance: &StepInstance) -> StepResult {
         step: instance.step.clone(),
         phase: instance.phase,
         index: instance.index,
-        description: crate::preview::action_line(&instance.action),
+        description: crate::graph::describe::action_line(&instance.action),
     });
     let started = Instant::now();
     let mut output = ctx.emitter.step_output(host.clone(), instance.step.clone());

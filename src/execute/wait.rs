@@ -59,7 +59,7 @@ pub(crate) async fn wait(
         if Instant::now() + w.interval > deadline {
             return Err(format!(
                 "{} did not pass within {}: {last_failure}",
-                crate::preview::check_line(&w.check),
+                crate::graph::describe::check_line(&w.check),
                 humantime::format_duration(w.timeout)
             ));
         }
@@ -71,12 +71,8 @@ async fn check_once(ctx: &Arc<Ctx>, check: &Check, host: Option<&Transport>) -> 
     match check {
         Check::Sleep { .. } => Ok(()),
         Check::Http { url, status } => {
-            let response = ctx
-                .http
-                .get(url)
-                .send()
-                .await
-                .map_err(|e| format!("GET {url}: {}", crate::balancer::error_chain(&e)))?;
+            let response =
+                ctx.http.get(url).send().await.map_err(|e| format!("GET {url}: {}", crate::text::error_chain(&e)))?;
             let got = response.status().as_u16();
             if got == *status { Ok(()) } else { Err(format!("GET {url} answered {got}, expected {status}")) }
         }

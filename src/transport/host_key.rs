@@ -8,7 +8,8 @@ use russh::client;
 use russh::keys::{HashAlg, PublicKey, PublicKeyOrCertificate};
 
 use super::TransportError;
-use super::ssh::{HostKeyChecking, Notices, lower_first};
+use super::ssh::{HostKeyChecking, Notices};
+use crate::text::lower_first;
 
 pub(super) fn handshake_error(e: HandlerError, name: &str) -> TransportError {
     match e {

@@ -16,6 +16,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::host_key::{HostKeyVerifier, handshake_error};
 use super::{Exit, LineSplitter, OutputLine, Stream, TransportError};
+use crate::text::lower_first;
 
 /// The remote login shell prints this with its own pid before running the command.
 /// sshd starts every session command in a new session (`setsid`), so that pid is also
@@ -674,15 +675,6 @@ fn sig_name(sig: &Sig) -> String {
     .to_string()
 }
 
-/// Library messages start with a capital; ours are lowercase sentences.
-pub(super) fn lower_first(s: &str) -> String {
-    let mut chars = s.chars();
-    match chars.next() {
-        Some(first) => first.to_lowercase().chain(chars).collect(),
-        None => String::new(),
-    }
-}
-
 /// Splits channel data into lines and picks the process-group marker out of stdout.
 ///
 /// Also the command's kill switch when `exec` is cancelled (its future dropped, as on
@@ -784,11 +776,5 @@ mod tests {
         assert_eq!(t.known_hosts_pattern(), "[10.0.0.1]:2222");
         t.host = "::1".into();
         assert_eq!(t.display_name(), "deploy@[::1]:2222");
-    }
-
-    #[test]
-    fn lowercases_library_messages() {
-        assert_eq!(lower_first("No common key"), "no common key");
-        assert_eq!(lower_first(""), "");
     }
 }

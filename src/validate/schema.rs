@@ -11,8 +11,9 @@ use jsonschema::error::{TypeKind, ValidationErrorKind};
 use jsonschema::{ValidationError, Validator};
 use serde_json::Value;
 
-use crate::diagnostic::{Problem, backticked_list, did_you_mean};
+use crate::diagnostic::Problem;
 use crate::model::Plan;
+use crate::text::{backticked_list, did_you_mean, pointer_escape};
 use crate::yaml::Node;
 
 /// The schema as editors and `planrun schema` see it: the plan's schema, except that
@@ -83,7 +84,7 @@ pub fn refused_paths(doc: &Value) -> Vec<String> {
             match e.kind() {
                 ValidationErrorKind::AdditionalProperties { unexpected }
                 | ValidationErrorKind::UnevaluatedProperties { unexpected } => {
-                    unexpected.iter().map(|u| format!("{path}/{}", escape(u))).collect()
+                    unexpected.iter().map(|u| format!("{path}/{}", pointer_escape(u))).collect()
                 }
                 _ => vec![path],
             }
@@ -104,10 +105,6 @@ fn dedup(problems: &mut Vec<Problem>) {
     });
 }
 
-fn escape(segment: &str) -> String {
-    segment.replace('~', "~0").replace('/', "~1")
-}
-
 fn translate(schema: &Value, error: &ValidationError<'_>, root: &Node, out: &mut Vec<Problem>) {
     let path = error.instance_path().to_string();
     let schema_path = error.schema_path().to_string();
@@ -121,7 +118,7 @@ fn translate(schema: &Value, error: &ValidationError<'_>, root: &Node, out: &mut
         | ValidationErrorKind::UnevaluatedProperties { unexpected } => {
             let allowed = allowed_properties(schema, here);
             for name in unexpected {
-                let key_pointer = format!("{path}/{}", escape(name));
+                let key_pointer = format!("{path}/{}", pointer_escape(name));
                 let span = root.key_span(&key_pointer).unwrap_or(span);
                 let help = match did_you_mean(name, allowed.iter().map(String::as_str)) {
                     Some(best) => format!("did you mean `{best}`?"),
@@ -385,7 +382,7 @@ fn deref<'a>(root: &'a Value, node: &'a Value) -> &'a Value {
 fn schema_at<'a>(root: &'a Value, pointer: &str) -> Option<&'a Value> {
     let mut node = root;
     for segment in pointer.split('/').skip(1) {
-        let segment = segment.replace("~1", "/").replace("~0", "~");
+        let segment = crate::text::pointer_unescape(segment);
         if segment == "$ref" {
             node = deref(root, node);
             continue;
@@ -483,7 +480,7 @@ pub fn describe_path(pointer: &str) -> String {
     }
     let mut out = String::new();
     for segment in pointer.split('/').skip(1) {
-        let segment = segment.replace("~1", "/").replace("~0", "~");
+        let segment = crate::text::pointer_unescape(segment);
         if segment.parse::<usize>().is_ok() {
             out.push_str(&format!("[{segment}]"));
         } else {
@@ -494,4 +491,25 @@ pub fn describe_path(pointer: &str) -> String {
         }
     }
     format!("`{out}`")
+}
+
+/// Drops what the schema refused and deserializes the rest, so semantic checks still
+/// run and an operator sees every problem of the plan at once. `None` when what is left
+/// is not a plan (a required field itself was wrong).
+pub(crate) fn lenient(mut doc: Value) -> Option<Plan> {
+    let mut refused = refused_paths(&doc);
+    // Deepest first, so removing a key never shifts a path still to be removed.
+    refused.sort_by_key(|p| std::cmp::Reverse(p.matches('/').count()));
+    for path in refused {
+        let (parent, last) = path.rsplit_once('/')?;
+        let key = crate::text::pointer_unescape(last);
+        match doc.pointer_mut(parent) {
+            Some(Value::Object(map)) => {
+                map.shift_remove(&key);
+            }
+            // Removing a list item would shift the positions of its siblings.
+            _ => return None,
+        }
+    }
+    serde_json::from_value(doc).ok()
 }

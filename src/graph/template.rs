@@ -13,6 +13,8 @@ use handlebars::{
 };
 use serde_json::{Map, Value};
 
+use crate::graph::shell::shell_quote;
+
 /// A compiled template, valid for the [`Templates`] that compiled it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TemplateId(usize);
@@ -243,23 +245,6 @@ pub fn diagnose(variable: &str, data: &Value) -> Option<(String, Vec<String>)> {
         }
     }
     None
-}
-
-/// POSIX shell quoting: the value between single quotes, each `'` written as `'\''`.
-/// Nothing inside single quotes is special to `sh`, so the result is one word whatever
-/// the value holds.
-pub fn shell_quote(value: &str) -> String {
-    let mut out = String::with_capacity(value.len() + 2);
-    out.push('\'');
-    for c in value.chars() {
-        if c == '\'' {
-            out.push_str("'\\''");
-        } else {
-            out.push(c);
-        }
-    }
-    out.push('\'');
-    out
 }
 
 /// The value of a helper parameter, or the strict-mode error naming the variable.

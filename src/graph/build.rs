@@ -1,0 +1,147 @@
+//! Building the execution plan: `--limit`, the batch sizes, and the order in which the
+//! renderer visits the plan's lists for each host.
+
+use std::collections::HashMap;
+
+use petgraph::graph::DiGraph;
+use serde_json::Value;
+
+use crate::diagnostic::{PlanErrors, Problem};
+use crate::graph::dag::dag;
+use crate::graph::render::Builder;
+use crate::graph::types::{Batch, BuildOptions, ExecutionPlan, HostRef, HostSteps, Phase};
+use crate::model::select::server_name;
+use crate::model::{BatchSize, Plan, SingleHost};
+use crate::text::{did_you_mean, few};
+use crate::validate::LoadedPlan;
+
+/// Whether `single_host: skip_balancer` applies: one host selected by the plan. A
+/// `--limit` to one host of a larger fleet does not count: that host still serves
+/// traffic beside the others, so it must leave the balancer before it restarts.
+pub fn skips_balancer(loaded: &LoadedPlan) -> bool {
+    loaded.plan.rollout.single_host == SingleHost::SkipBalancer && loaded.selection.hosts.len() == 1
+}
+
+/// Whether `single_host: skip_balancer` left steps out of this plan's rollout.
+pub fn balancer_skipped(loaded: &LoadedPlan) -> bool {
+    skips_balancer(loaded) && loaded.plan.rollout.steps.iter().any(crate::model::Step::uses_balancer)
+}
+
+/// The step graph of a validated plan, with every template rendered for every host.
+/// Every template problem of the plan comes back at once.
+pub fn build(loaded: &LoadedPlan, options: &BuildOptions) -> Result<ExecutionPlan, PlanErrors> {
+    let plan = &loaded.plan;
+    let fail = |problems| PlanErrors::in_files(loaded.files.clone(), problems);
+
+    let servers = limit(plan, &loaded.selection.hosts, options.limit.as_deref()).map_err(|p| fail(vec![*p]))?;
+    let hosts: Vec<HostRef> = servers
+        .iter()
+        .map(|&i| {
+            let s = &plan.servers[i];
+            HostRef { server: i, name: server_name(s).to_string(), address: s.host.clone() }
+        })
+        .collect();
+    let sizes = batch_sizes(options.batch_size.as_ref().unwrap_or(&plan.rollout.batch_size), hosts.len());
+
+    let mut vars = serde_json::Map::new();
+    for (k, v) in &plan.vars {
+        vars.insert(k.clone(), v.clone());
+    }
+    for (k, v) in &options.vars {
+        vars.insert(k.clone(), Value::String(v.clone()));
+    }
+
+    let mut b = Builder::new(plan, &loaded.root, &loaded.files, vars, hosts.len());
+    let skip_balancer = skips_balancer(loaded);
+    let before = b.compile_list(Phase::Before, "/before", &plan.before, false);
+    let rollout = b.compile_list(Phase::Rollout, "/rollout/steps", &plan.rollout.steps, skip_balancer);
+    let after = b.compile_list(Phase::After, "/after", &plan.after, false);
+
+    let before = b.fan_out(&before, &hosts);
+    let mut batches = Vec::with_capacity(sizes.len());
+    let mut next = 0;
+    for (k, size) in sizes.into_iter().enumerate() {
+        b.set_batch(Some(k));
+        let mut batch = Batch { index: k, hosts: Vec::with_capacity(size) };
+        for h in next..next + size {
+            let steps = b.host_steps(&rollout, h, &hosts);
+            batch.hosts.push(HostSteps { host: h, steps });
+        }
+        next += size;
+        batches.push(batch);
+    }
+    b.set_batch(None);
+    let after = b.fan_out(&after, &hosts);
+
+    let problems = b.finish();
+    if !problems.is_empty() {
+        return Err(fail(problems));
+    }
+    let mut execution =
+        ExecutionPlan { application: plan.application.clone(), hosts, before, batches, after, graph: DiGraph::new() };
+    execution.graph = dag(&execution);
+    Ok(execution)
+}
+
+/// The selected servers that `--limit` keeps, in rollout order.
+fn limit(plan: &Plan, selected: &[usize], limit: Option<&[String]>) -> Result<Vec<usize>, Box<Problem>> {
+    let Some(limit) = limit else { return Ok(selected.to_vec()) };
+    let mut is_selected = vec![false; plan.servers.len()];
+    for &i in selected {
+        is_selected[i] = true;
+    }
+    let mut by_name: HashMap<&str, usize> = HashMap::with_capacity(plan.servers.len() * 2);
+    for (i, s) in plan.servers.iter().enumerate() {
+        by_name.entry(&s.host).or_insert(i);
+        by_name.entry(server_name(s)).or_insert(i);
+    }
+    let selected_names = || -> Vec<&str> { selected.iter().map(|&i| server_name(&plan.servers[i])).collect() };
+    let mut keep = vec![false; plan.servers.len()];
+    for wanted in limit.iter().map(|w| w.trim()) {
+        match by_name.get(wanted) {
+            Some(&i) if is_selected[i] => keep[i] = true,
+            Some(_) => {
+                let problem = Problem::whole_file(format!(
+                    "`--limit` names `{wanted}`, which the rollout does not select"
+                ))
+                .help(format!(
+                    "`rollout.select` leaves it out (by role or `exclude`); the selected hosts are {}",
+                    few(&selected_names())
+                ));
+                return Err(Box::new(problem));
+            }
+            None => {
+                let names = selected_names();
+                let help = match did_you_mean(wanted, names.iter().copied()) {
+                    Some(best) => format!("did you mean `{best}`?"),
+                    None => format!("the selected hosts are {}", few(&names)),
+                };
+                let what = if wanted.is_empty() { "an empty name".to_string() } else { format!("`{wanted}`") };
+                let problem =
+                    Problem::whole_file(format!("`--limit` names {what}, which is not a server of this plan"))
+                        .help(help);
+                return Err(Box::new(problem));
+            }
+        }
+    }
+    Ok(selected.iter().copied().filter(|&i| keep[i]).collect())
+}
+
+/// The size of each batch for `hosts` hosts: a ramp's last entry repeats.
+pub fn batch_sizes(size: &BatchSize, hosts: usize) -> Vec<usize> {
+    let ramp: &[crate::model::BatchStep] = match size {
+        BatchSize::One(step) => std::slice::from_ref(step),
+        BatchSize::Ramp(steps) => steps,
+    };
+    let mut sizes = Vec::new();
+    let mut left = hosts;
+    let mut i = 0;
+    while left > 0 {
+        // Never 0, whatever reached here: a batch of 0 would loop forever.
+        let n = ramp.get(i.min(ramp.len().saturating_sub(1))).map_or(1, |s| s.hosts(hosts)).clamp(1, left);
+        sizes.push(n);
+        left -= n;
+        i += 1;
+    }
+    sizes
+}

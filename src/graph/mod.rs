@@ -1,0 +1,26 @@
+//! The step graph: what will run, where, in which order, with every template rendered.
+//!
+//! Built from a validated plan without any I/O. The executor walks `before`, then
+//! `batches` in order, then `after`; `graph` holds the same step instances as a petgraph
+//! DAG ("must finish before" edges, batch barriers) for `planrun plan --format dot|mermaid`
+//! and for checking the order.
+//!
+//! The stage from a `LoadedPlan` to an `ExecutionPlan`: `types` is what comes out,
+//! `build` orders it, `render` fills in the templates (through `template`), `shell`
+//! wraps commands, `dag` draws the order, `describe` words a step.
+
+mod build;
+mod dag;
+pub mod describe;
+mod render;
+pub mod shell;
+pub mod template;
+mod types;
+
+pub use crate::model::select::server_name;
+pub use build::{balancer_skipped, batch_sizes, build, skips_balancer};
+pub use shell::wrap_command;
+pub use types::*;
+
+#[cfg(test)]
+mod tests;

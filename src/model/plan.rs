@@ -1,0 +1,125 @@
+//! The plan's top level: the one type a plan file deserializes into, and what is
+//! asked of the plan as a whole.
+
+use indexmap::IndexMap;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::model::balancer::Balancer;
+use crate::model::examples::{
+    after_example, balancers_example, before_example, plan_example, servers_example, vars_example,
+};
+use crate::model::rollout::Rollout;
+use crate::model::server::{Server, SshSettings};
+use crate::model::step::{EnvValue, Step, env_example};
+
+/// A planrun plan: which servers exist, which load balancers front them, and the steps of
+/// a rolling restart or deploy. One plan per environment, checked into your repository.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "planrun plan", example = plan_example())]
+pub struct Plan {
+    /// A base plan this plan builds on, as a path relative to this plan's folder. This plan
+    /// is laid over the base: maps (`vars`, `ssh`, `balancers`, `rollout`...) merge field by
+    /// field, and what this plan sets (a value, a whole list such as `servers` or `steps`)
+    /// replaces the base's. A base may extend another base. Keep the steps in the base and
+    /// the servers and vars in one plan per environment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1), example = &"base.yaml")]
+    pub extends: Option<String>,
+
+    /// The plan format version. Always `1`.
+    #[schemars(range(min = 1, max = 1), example = 1)]
+    pub version: u32,
+
+    /// The application's name, available to templates as `{{application}}`.
+    #[schemars(length(min = 1), example = &"shop")]
+    pub application: String,
+
+    /// Free-form values for templates, available as `{{vars.NAME}}`.
+    /// `planrun apply --var NAME=VALUE` overrides them.
+    #[serde(default)]
+    #[schemars(example = vars_example())]
+    pub vars: IndexMap<String, serde_json::Value>,
+
+    /// Names of environment variables whose values are secrets: they are read at apply time
+    /// and replaced by `***` in every output, log and journal. Balancer tokens
+    /// (`token_env`) are secrets without being listed here.
+    #[serde(default)]
+    #[schemars(example = vec!["DEPLOY_WEBHOOK_TOKEN"])]
+    pub secret_env: Vec<String>,
+
+    /// SSH defaults for every server; a server's own `ssh` overrides them field by field.
+    #[serde(default)]
+    pub ssh: SshSettings,
+
+    /// Environment variables for every `run` and `local` command; a step's own `env`
+    /// overrides them by name. Values are templates, shell-quoted when sent (servers
+    /// usually refuse SSH `setenv`, so they travel in the command).
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    #[schemars(example = env_example())]
+    pub env: IndexMap<String, EnvValue>,
+
+    /// The servers of this environment, in the order the rollout visits them.
+    #[schemars(length(min = 1), example = servers_example())]
+    pub servers: Vec<Server>,
+
+    /// Load balancers the steps can drive, by the name steps refer to in `use`.
+    #[serde(default)]
+    #[schemars(example = balancers_example())]
+    pub balancers: IndexMap<String, Balancer>,
+
+    /// Steps that run once, before the rollout: `run` fans out to every selected host in
+    /// parallel, `local` runs on the machine running planrun.
+    #[serde(default)]
+    #[schemars(example = before_example())]
+    pub before: Vec<Step>,
+
+    /// The rolling part: which hosts, how many at a time, and the steps each host goes
+    /// through while it is out of rotation.
+    pub rollout: Rollout,
+
+    /// Where the rollout lock lives, so two operators cannot roll this fleet at once.
+    /// Defaults to `/tmp/planrun-APPLICATION.lock` on the first server the rollout
+    /// selects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock: Option<LockSettings>,
+
+    /// Steps that run once, after every host of the rollout finished.
+    #[serde(default)]
+    #[schemars(example = after_example())]
+    pub after: Vec<Step>,
+}
+
+/// Where the rollout lock lives: a directory made with an atomic `mkdir`, holding a file
+/// that names who holds it.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LockSettings {
+    /// The server holding the lock (its `name` or `host`), or `local` for the machine
+    /// running planrun (only when every run starts from that one machine). Defaults to
+    /// the first server the rollout selects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1), example = &"app1")]
+    pub host: Option<String>,
+
+    /// The lock directory's path on that server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1), example = &"/var/lock/planrun-shop")]
+    pub path: Option<String>,
+}
+
+impl Plan {
+    /// The environment variables the plan reads secrets from: `secret_env`, then every
+    /// Linode balancer's `token_env`. The check before a run and the redaction of its
+    /// output must agree on this list, so it is made in one place.
+    pub fn secret_env_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.secret_env.iter().map(String::as_str).collect();
+        for balancer in self.balancers.values() {
+            if let Balancer::Linode(l) = balancer {
+                names.push(&l.token_env);
+            }
+        }
+        names
+    }
+}

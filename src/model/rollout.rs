@@ -1,0 +1,196 @@
+//! The rolling part of a plan: which servers, and how many at once.
+
+use indexmap::IndexMap;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::model::examples::{batch_ramp_example, exclude_example, steps_example};
+use crate::model::step::Step;
+
+/// The rolling part of the plan.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Rollout {
+    /// Which servers the rollout visits.
+    pub select: Selection,
+
+    /// How many hosts are out of rotation at once: a count (`1`), a percentage of the
+    /// selected hosts rounded up (`"25%"`), or a ramp (`[1, 2, "50%"]`) whose last entry
+    /// repeats, so a canary goes first. Defaults to `1`.
+    #[serde(default)]
+    #[schemars(example = 1, example = &"25%", example = batch_ramp_example())]
+    pub batch_size: BatchSize,
+
+    /// The rollout halts, starting no new host, as soon as more hosts than this have
+    /// failed, counted over the whole run. Defaults to `0`: the first failure halts it.
+    #[serde(default)]
+    #[schemars(example = 0)]
+    pub max_failed_hosts: u32,
+
+    /// What to do when only one host is selected: `skip_balancer` (the default) restarts
+    /// it without the balancer steps, since there is nothing to roll; `roll` runs every
+    /// step anyway.
+    #[serde(default)]
+    #[schemars(example = &"skip_balancer")]
+    pub single_host: SingleHost,
+
+    /// The steps each host goes through, in order, while it is in the rolling window.
+    #[schemars(length(min = 1), example = steps_example())]
+    pub steps: Vec<Step>,
+}
+
+/// Which servers a rollout visits: those with any of `roles`, minus those matching
+/// `exclude`, in the order of `servers`.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Selection {
+    /// Servers with any of these roles are selected.
+    #[schemars(length(min = 1), example = vec!["app"])]
+    pub roles: Vec<String>,
+
+    /// Servers whose options have all of these values are left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(example = exclude_example())]
+    pub exclude: Option<IndexMap<String, serde_json::Value>>,
+}
+
+/// With a single selected host.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SingleHost {
+    /// Leave out the balancer steps: restart the host directly.
+    #[default]
+    SkipBalancer,
+    /// Run every step as for several hosts.
+    Roll,
+}
+
+/// How many hosts are out of rotation at once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum BatchSize {
+    One(BatchStep),
+    Ramp(Vec<BatchStep>),
+}
+
+impl Default for BatchSize {
+    fn default() -> Self {
+        BatchSize::One(BatchStep::Count(1))
+    }
+}
+
+/// One batch size: a count or a percentage of the selected hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchStep {
+    Count(u32),
+    /// Whole percent, 1 to 100.
+    Percent(u32),
+}
+
+impl BatchStep {
+    /// The number of hosts this entry allows for `selected` hosts: percentages round up
+    /// and never reach 0, so `"1%"` of 3 hosts is 1.
+    pub fn hosts(self, selected: usize) -> usize {
+        match self {
+            BatchStep::Count(n) => n as usize,
+            BatchStep::Percent(p) => (selected * p as usize).div_ceil(100).max(1),
+        }
+    }
+}
+
+impl std::fmt::Display for BatchStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BatchStep::Count(n) => write!(f, "{n}"),
+            BatchStep::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+impl std::str::FromStr for BatchStep {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let invalid = || format!("`{s}` is not a batch size: write a count such as `2` or a percentage such as `25%`");
+        if let Some(p) = s.strip_suffix('%') {
+            let p: u32 = p.trim().parse().map_err(|_| invalid())?;
+            if p == 0 || p > 100 {
+                return Err(format!("`{s}` is not a batch size: a percentage must be from 1% to 100%"));
+            }
+            Ok(BatchStep::Percent(p))
+        } else {
+            let n: u32 = s.parse().map_err(|_| invalid())?;
+            if n == 0 {
+                return Err("a batch size of 0 would never roll a host: use 1 or more".into());
+            }
+            Ok(BatchStep::Count(n))
+        }
+    }
+}
+
+impl Serialize for BatchStep {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            BatchStep::Count(n) => s.serialize_u32(*n),
+            BatchStep::Percent(_) => s.serialize_str(&self.to_string()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for BatchStep {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Count(u32),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Count(n) => format!("{n}").parse(),
+            Raw::Text(s) => s.parse(),
+        }
+        .map_err(serde::de::Error::custom)
+    }
+}
+
+impl<'de> Deserialize<'de> for BatchSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Ramp(Vec<BatchStep>),
+            One(BatchStep),
+        }
+        Ok(match Raw::deserialize(d)? {
+            Raw::Ramp(v) => BatchSize::Ramp(v),
+            Raw::One(s) => BatchSize::One(s),
+        })
+    }
+}
+
+fn batch_step_schema() -> schemars::Schema {
+    schemars::json_schema!({
+        "oneOf": [
+            { "type": "integer", "minimum": 1, "description": "A number of hosts." },
+            { "type": "string", "pattern": "^\\s*([1-9][0-9]?|100)\\s*%\\s*$",
+              "description": "A percentage of the selected hosts, rounded up." }
+        ]
+    })
+}
+
+impl JsonSchema for BatchSize {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "BatchSize".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let step = batch_step_schema();
+        schemars::json_schema!({
+            "description": "A count, a percentage such as \"25%\", or a ramp such as [1, 2, \"50%\"] whose last entry repeats.",
+            "oneOf": [
+                step.as_value()["oneOf"][0],
+                step.as_value()["oneOf"][1],
+                { "type": "array", "minItems": 1, "items": step }
+            ]
+        })
+    }
+}

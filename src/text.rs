@@ -1,0 +1,105 @@
+//! Small pieces of wording shared by every message planrun writes.
+//!
+//! Each of these was once copied into the module that needed it, and the copies drifted
+//! apart; one home keeps a message about "1 host" or a list of names worded the same
+//! wherever it is written.
+
+/// `1 host`, `2 hosts`: a count with the noun that agrees with it.
+pub fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// `a`, `b` or `c`: for lists of valid names in messages.
+pub fn backticked_list<S: AsRef<str>>(items: &[S]) -> String {
+    let quoted: Vec<String> = items.iter().map(|s| format!("`{}`", s.as_ref())).collect();
+    match quoted.len() {
+        0 => "nothing".into(),
+        1 => quoted[0].clone(),
+        n => format!("{} or {}", quoted[..n - 1].join(", "), quoted[n - 1]),
+    }
+}
+
+/// The closest of `candidates` to `word`, when it is close enough to be a likely typo.
+pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let limit = (word.chars().count() / 3).max(1);
+    candidates
+        .into_iter()
+        .map(|c| (strsim::damerau_levenshtein(word, c), c))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+/// A library's message made to continue a sentence: "Connection refused" after a colon
+/// reads as "connection refused".
+pub fn lower_first(s: &str) -> String {
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// An error with every cause after it, `: `-separated: a top-level error such as
+/// reqwest's "error sending request" hides the cause that helps.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// A map key as one JSON-pointer segment (RFC 6901): `~` and `/` escaped.
+pub fn pointer_escape(segment: &str) -> String {
+    segment.replace('~', "~0").replace('/', "~1")
+}
+
+/// The key a JSON-pointer segment stands for.
+pub fn pointer_unescape(segment: &str) -> String {
+    segment.replace("~1", "/").replace("~0", "~")
+}
+
+/// At most ten names, then how many more: a fleet of 10,000 is not a help text.
+pub fn few(names: &[&str]) -> String {
+    const SHOWN: usize = 10;
+    if names.len() <= SHOWN {
+        backticked_list(names)
+    } else {
+        format!("{} … and {} more", backticked_list(&names[..SHOWN]).replacen(" or ", ", ", 1), names.len() - SHOWN)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_and_counts_read_as_sentences() {
+        assert_eq!(plural(1, "host", "hosts"), "1 host");
+        assert_eq!(plural(0, "host", "hosts"), "0 hosts");
+        assert_eq!(backticked_list::<&str>(&[]), "nothing");
+        assert_eq!(backticked_list(&["a"]), "`a`");
+        assert_eq!(backticked_list(&["a", "b", "c"]), "`a`, `b` or `c`");
+        assert_eq!(did_you_mean("roel", ["role", "web"]), Some("role"));
+        assert_eq!(did_you_mean("x", ["role"]), None);
+        assert_eq!(lower_first("Connection refused"), "connection refused");
+    }
+
+    #[test]
+    fn pointer_segments_round_trip() {
+        assert_eq!(pointer_escape("a/b~c"), "a~1b~0c");
+        assert_eq!(pointer_unescape("a~1b~0c"), "a/b~c");
+        assert_eq!(pointer_unescape("~01"), "~1");
+    }
+
+    #[test]
+    fn suggests_close_names_only() {
+        assert_eq!(did_you_mean("optons", ["options", "roles", "host"]), Some("options"));
+        assert_eq!(did_you_mean("privte_ip", ["private_ip"]), Some("private_ip"));
+        assert_eq!(did_you_mean("zzz", ["options", "roles"]), None);
+    }
+}

@@ -1,0 +1,104 @@
+//! From a path to a plan that is safe to build a graph from: read, parse, schema,
+//! semantics, each problem at its position, all of them in one run.
+//!
+//! Nothing here runs a command or opens a connection: validation is pure, so
+//! `planrun validate` is safe anywhere and `apply` refuses before touching anything.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::diagnostic::{PlanErrors, Problem, SourceFile};
+use crate::model::Plan;
+use crate::model::select::SelectedHosts;
+use crate::validate::checks::{check_semantics, check_wrapping};
+use crate::validate::extends::extend;
+use crate::validate::read::{load_problem, read_bounded};
+use crate::validate::schema::lenient;
+use crate::yaml::{self, Node};
+
+mod checks;
+mod extends;
+mod read;
+pub mod schema;
+
+pub use read::{MAX_EXTENDS, MAX_PLAN_BYTES, MAX_PLAN_VALUES, limits};
+
+/// A plan that passed every check, with what is needed to point into its source later.
+#[derive(Debug)]
+pub struct LoadedPlan {
+    /// The plan first, then the bases it `extends`; a span's `file` indexes this.
+    pub files: Vec<Arc<SourceFile>>,
+    /// The plan merged over its bases.
+    pub root: Node,
+    pub plan: Plan,
+    pub selection: SelectedHosts,
+}
+
+impl LoadedPlan {
+    /// The plan file that was asked for (not one of its bases).
+    pub fn source(&self) -> &Arc<SourceFile> {
+        &self.files[0]
+    }
+}
+
+/// Reads and checks one plan file, merged over the bases it `extends`.
+pub fn load_plan(path: &Path) -> Result<LoadedPlan, PlanErrors> {
+    let bytes = read_bounded(path, MAX_PLAN_BYTES, None).map_err(|p| PlanErrors::about_path(path, *p))?;
+    load_plan_bytes(path, &bytes)
+}
+
+/// Checks plan text that was already read; `path` is only used to name it.
+pub fn load_plan_bytes(path: &Path, bytes: &[u8]) -> Result<LoadedPlan, PlanErrors> {
+    // Problems before the text is known to be UTF-8 point at the file, so the source is
+    // the lossy text: only positions are drawn from it.
+    let text = String::from_utf8_lossy(bytes).into_owned();
+    let mut files = vec![Arc::new(SourceFile { path: path.to_path_buf(), text })];
+
+    let root = match yaml::load(bytes, &limits()) {
+        Ok(root) => root,
+        Err(e) => return Err(PlanErrors::new(files[0].clone(), vec![load_problem(&e)])),
+    };
+    // Only a plan that extends another pays for reading and merging: one file is the
+    // common case, and the one a 100,000-server benchmark measures.
+    let root = if root.pointer("/extends").is_some() {
+        match extend(root, &mut files) {
+            Ok(root) => root,
+            Err(problem) => return Err(PlanErrors::in_files(files, vec![*problem])),
+        }
+    } else {
+        root
+    };
+    let fail = |problems: Vec<Problem>| Err(PlanErrors::in_files(files.clone(), problems));
+    let doc = root.to_json();
+
+    let mut problems = schema::check(&doc, &root);
+    let plan = if problems.is_empty() {
+        serde_json::from_value::<Plan>(doc).map_err(|e| {
+            // The schema accepted what the types refuse: a planrun bug, reported rather
+            // than panicked on.
+            Problem::at(root.span, format!("internal error: the schema and the plan types disagree: {e}"))
+                .help("please report this with the plan attached")
+        })
+    } else {
+        lenient(doc).ok_or_else(|| problems[0].clone())
+    };
+    let plan = match plan {
+        Ok(plan) => plan,
+        Err(problem) => {
+            if problems.is_empty() {
+                problems.push(problem);
+            }
+            return fail(problems);
+        }
+    };
+
+    let (selection, mut semantic) = check_semantics(&plan, &root);
+    problems.append(&mut semantic);
+    if problems.is_empty() {
+        problems = check_wrapping(&plan, &root, &selection);
+    }
+    if !problems.is_empty() {
+        return fail(problems);
+    }
+    Ok(LoadedPlan { files, root, plan, selection })
+}

@@ -136,6 +136,10 @@ fn backends(addrs: &[String]) -> Vec<(String, String, u16)> {
 }
 
 #[test]
+#[cfg_attr(
+    any(no_sshd, no_haproxy, no_python3),
+    ignore = "needs sshd, haproxy and python3: apt-get install openssh-server haproxy python3"
+)]
 fn a_rolling_restart_behind_haproxy_over_ssh_serves_every_request() {
     if !require("sshd") || !require("haproxy") {
         return;
@@ -237,6 +241,7 @@ fn a_rolling_restart_behind_haproxy_over_ssh_serves_every_request() {
 }
 
 #[test]
+#[cfg_attr(any(no_haproxy, no_python3), ignore = "needs haproxy and python3: apt-get install haproxy python3")]
 fn pre_flight_refuses_when_a_backend_is_already_in_maintenance() {
     if !require("haproxy") {
         return;
@@ -280,6 +285,7 @@ fn pre_flight_refuses_when_a_backend_is_already_in_maintenance() {
 }
 
 #[test]
+#[cfg_attr(any(no_haproxy, no_python3), ignore = "needs haproxy and python3: apt-get install haproxy python3")]
 fn a_failing_restart_halts_and_the_summary_shows_the_node_still_out() {
     if !require("haproxy") {
         return;
@@ -338,6 +344,7 @@ fn slow_backend(addr: &str) {
 const SLOW: Duration = Duration::from_millis(1500);
 
 #[test]
+#[cfg_attr(no_haproxy, ignore = "needs haproxy: apt-get install haproxy")]
 fn drain_waits_for_open_connections_then_takes_the_node_out() {
     if !require("haproxy") {
         return;
@@ -377,6 +384,7 @@ fn drain_waits_for_open_connections_then_takes_the_node_out() {
 }
 
 #[test]
+#[cfg_attr(any(no_haproxy, no_python3), ignore = "needs haproxy and python3: apt-get install haproxy python3")]
 fn the_haproxy_example_plan_runs_end_to_end() {
     if !require("haproxy") {
         return;

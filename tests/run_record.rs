@@ -94,6 +94,7 @@ fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
 }
 
 #[test]
+#[cfg_attr(no_sshd, ignore = "needs sshd: apt-get install openssh-server")]
 fn a_failed_run_resumed_after_the_fix_does_every_host_exactly_once() {
     if !support::require("sshd") {
         return;
@@ -130,6 +131,7 @@ fn a_failed_run_resumed_after_the_fix_does_every_host_exactly_once() {
 }
 
 #[test]
+#[cfg_attr(no_sshd, ignore = "needs sshd: apt-get install openssh-server")]
 fn resume_refuses_when_the_plan_changed_unless_forced() {
     if !support::require("sshd") {
         return;
@@ -155,6 +157,7 @@ fn resume_refuses_when_the_plan_changed_unless_forced() {
 }
 
 #[test]
+#[cfg_attr(no_sshd, ignore = "needs sshd: apt-get install openssh-server")]
 fn a_second_apply_from_another_working_copy_is_refused_naming_the_holder() {
     if !support::require("sshd") {
         return;
@@ -189,6 +192,7 @@ fn a_second_apply_from_another_working_copy_is_refused_naming_the_holder() {
 }
 
 #[test]
+#[cfg_attr(no_sshd, ignore = "needs sshd: apt-get install openssh-server")]
 fn a_run_killed_mid_rollout_is_completed_by_resume() {
     if !support::require("sshd") {
         return;

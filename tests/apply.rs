@@ -4,11 +4,10 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Output, TempDir, planrun_in};
+use common::{Output, TempDir, planrun_env, planrun_in};
 
 /// A plan of `hosts` local servers `h1`…`hN`. The `command` balancer and every step
 /// append to `record` what they did, so the test reads back the real order; the pool
@@ -356,12 +355,35 @@ fn each_host_gets_a_log_file_for_the_run() {
 }
 
 #[test]
-fn the_quick_start_example_runs() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = planrun_in(root, &["apply", "examples/localhost.yaml", "--yes"]);
-    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
-    assert!(out.stdout.contains("example release 2 rolled on 3 hosts"), "{}", out.stdout);
-    assert!(out.stdout.contains("rollout succeeded"), "{}", out.stdout);
+fn the_quick_start_example_runs_twice_from_a_fresh_checkout() {
+    // The README's quick start as a new user runs it: the example file exactly as in the
+    // repository, in a directory nothing has run in, with a `HOME` and `TMPDIR` of its own.
+    let dir = TempDir::new("quick-start");
+    let example = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/localhost.yaml")).unwrap();
+    std::fs::create_dir_all(dir.path().join("examples")).unwrap();
+    dir.write("examples/localhost.yaml", &example);
+    for fresh in ["home", "tmp"] {
+        std::fs::create_dir_all(dir.path().join(fresh)).unwrap();
+    }
+    let env = [("HOME", dir.path().join("home")), ("TMPDIR", dir.path().join("tmp"))];
+    for run in ["first", "second"] {
+        let out = planrun_env(dir.path(), &["apply", "examples/localhost.yaml", "--yes"], &env);
+        assert_eq!(out.code, 0, "{run} run:\n{}{}", out.stdout, out.stderr);
+        for node in ["web1", "web2", "web3"] {
+            assert!(out.stderr.contains(&format!("pool: {node}: in rotation")), "{run} run:\n{}", out.stderr);
+        }
+        assert!(out.stdout.contains("example release 2 rolled on 3 hosts"), "{run} run:\n{}", out.stdout);
+        assert!(out.stdout.contains("rollout succeeded"), "{run} run:\n{}", out.stdout);
+    }
+    // What the example wrote is in the directory it ran in, every node back in rotation,
+    // and its lock released.
+    let state = dir.path().join(".planrun/example");
+    for node in ["web1", "web2", "web3"] {
+        let running = std::fs::read_to_string(state.join(node).join("running")).unwrap();
+        assert!(running.starts_with("release=2 "), "{node}: {running}");
+        assert!(!state.join("pool").join(format!("{node}.out")).exists(), "{node} left out of rotation");
+    }
+    assert!(!dir.path().join(".planrun-example.lock").exists(), "the lock is released");
 }
 
 #[test]

@@ -82,6 +82,7 @@ fn apply(dir: &TempDir, extra: &[&str]) -> Output {
 }
 
 #[test]
+#[cfg_attr(no_sshd, ignore = "needs sshd: apt-get install openssh-server")]
 fn a_rollout_over_ssh_runs_each_host_in_order_on_one_connection() {
     if !support::require("sshd") {
         return;
@@ -111,6 +112,7 @@ fn a_rollout_over_ssh_runs_each_host_in_order_on_one_connection() {
 }
 
 #[test]
+#[cfg_attr(no_sshd, ignore = "needs sshd: apt-get install openssh-server")]
 fn a_failing_restart_on_host_two_halts_with_host_three_untouched() {
     if !support::require("sshd") {
         return;
@@ -130,6 +132,7 @@ fn a_failing_restart_on_host_two_halts_with_host_three_untouched() {
 }
 
 #[test]
+#[cfg_attr(no_sshd, ignore = "needs sshd: apt-get install openssh-server")]
 fn an_unknown_host_key_is_refused_under_strict_and_recorded_under_accept_new() {
     if !support::require("sshd") {
         return;
@@ -166,6 +169,7 @@ fn an_unknown_host_key_is_refused_under_strict_and_recorded_under_accept_new() {
 }
 
 #[test]
+#[cfg_attr(no_sshd, ignore = "needs sshd: apt-get install openssh-server")]
 fn a_refused_connection_fails_the_pre_flight_cleanly() {
     if !support::require("sshd") {
         return;
@@ -191,6 +195,7 @@ fn a_refused_connection_fails_the_pre_flight_cleanly() {
 }
 
 #[test]
+#[cfg_attr(no_sshd, ignore = "needs sshd: apt-get install openssh-server")]
 fn a_command_timeout_over_ssh_fails_the_host_and_kills_the_command() {
     if !support::require("sshd") {
         return;

@@ -343,6 +343,10 @@ fn tools() -> bool {
 /// executor after the refactor.) Proposed message: "duration too long: at most 100
 /// years".
 #[test]
+#[cfg_attr(
+    any(no_sshd, no_haproxy, no_python3),
+    ignore = "needs sshd, haproxy and python3: apt-get install openssh-server haproxy python3"
+)]
 fn panic_in_a_host_task_fails_the_run() {
     if !tools() {
         return;
@@ -383,6 +387,10 @@ fn panic_in_a_host_task_fails_the_run() {
 /// message: "rollout HALTED: batch 2 (h2) would have 2 nodes out of rotation, more than
 /// max_unavailable 1: h1 is out".
 #[test]
+#[cfg_attr(
+    any(no_sshd, no_haproxy, no_python3),
+    ignore = "needs sshd, haproxy and python3: apt-get install openssh-server haproxy python3"
+)]
 fn failed_hosts_count_against_the_batch_budget() {
     if !tools() {
         return;
@@ -415,6 +423,10 @@ fn failed_hosts_count_against_the_batch_budget() {
 /// anything runs. Proposed message: "`accept` of `edge` runs under a different `when`
 /// than the `reject` at LINE: hosts it skips would be left out of rotation".
 #[test]
+#[cfg_attr(
+    any(no_sshd, no_haproxy, no_python3),
+    ignore = "needs sshd, haproxy and python3: apt-get install openssh-server haproxy python3"
+)]
 fn accept_under_a_different_when_is_refused() {
     if !tools() {
         return;
@@ -455,6 +467,10 @@ fn accept_under_a_different_when_is_refused() {
 /// validation refuses.) Proposed message: "`continue_on_error` on an `accept` would leave
 /// the node out of rotation while the run goes on".
 #[test]
+#[cfg_attr(
+    any(no_sshd, no_haproxy, no_python3),
+    ignore = "needs sshd, haproxy and python3: apt-get install openssh-server haproxy python3"
+)]
 fn accept_with_continue_on_error_is_refused() {
     if !tools() {
         return;
@@ -493,6 +509,10 @@ fn accept_with_continue_on_error_is_refused() {
 /// SIGHUP, 130 for SIGINT, so a CI log tells which signal stopped it. A second signal is
 /// the second Ctrl-C (cancels running steps).
 #[test]
+#[cfg_attr(
+    any(no_sshd, no_haproxy, no_python3),
+    ignore = "needs sshd, haproxy and python3: apt-get install openssh-server haproxy python3"
+)]
 fn sigterm_finishes_the_window_and_reports() {
     signal_mid_step("sigterm", Signal::SIGTERM, 143);
 }
@@ -501,6 +521,10 @@ fn sigterm_finishes_the_window_and_reports() {
 /// machine. Same rules as SIGTERM (see `sigterm_finishes_the_window_and_reports`), exit
 /// 129.
 #[test]
+#[cfg_attr(
+    any(no_sshd, no_haproxy, no_python3),
+    ignore = "needs sshd, haproxy and python3: apt-get install openssh-server haproxy python3"
+)]
 fn sighup_finishes_the_window_and_reports() {
     signal_mid_step("sighup", Signal::SIGHUP, 129);
 }
@@ -546,6 +570,10 @@ fn signal_mid_step(tag: &str, signal: Signal, code: i32) {
 /// h2"); nothing new starts (h3 untouched); the journal records `interrupted`; the lock is
 /// released; exit 143 (see `sigterm_finishes_the_window_and_reports`), within 5 s of the second signal.
 #[test]
+#[cfg_attr(
+    any(no_sshd, no_haproxy, no_python3),
+    ignore = "needs sshd, haproxy and python3: apt-get install openssh-server haproxy python3"
+)]
 fn second_sigterm_cancels_the_step_and_names_the_host() {
     if !tools() {
         return;
@@ -588,6 +616,10 @@ fn second_sigterm_cancels_the_step_and_names_the_host() {
 /// accepts, so h3 is reconnected (a second login in its sshd log) and rolled: exit 0,
 /// every host restarted and back in rotation.
 #[test]
+#[cfg_attr(
+    any(no_sshd, no_haproxy, no_python3),
+    ignore = "needs sshd, haproxy and python3: apt-get install openssh-server haproxy python3"
+)]
 fn idle_connection_killed_is_reconnected_before_taking_out() {
     if !tools() {
         return;
@@ -622,6 +654,10 @@ fn idle_connection_killed_is_reconnected_before_taking_out() {
 /// "h3 failed at `reject`: cannot reach h3 (connection lost, reconnect refused); it was
 /// not taken out of rotation").
 #[test]
+#[cfg_attr(
+    any(no_sshd, no_haproxy, no_python3),
+    ignore = "needs sshd, haproxy and python3: apt-get install openssh-server haproxy python3"
+)]
 fn idle_connection_killed_before_reject_fails_before_taking_out() {
     if !tools() {
         return;
@@ -662,6 +698,10 @@ fn idle_connection_killed_before_reject_fails_before_taking_out() {
 /// alternative, counting it like any host failure, would roll h1 and h3 and end
 /// "completed with 1 failed host".)
 #[test]
+#[cfg_attr(
+    any(no_sshd, no_haproxy, no_python3),
+    ignore = "needs sshd, haproxy and python3: apt-get install openssh-server haproxy python3"
+)]
 fn before_failure_halts_whatever_max_failed_hosts_says_and_the_readme_says_why() {
     if !tools() {
         return;
@@ -706,6 +746,10 @@ fn before_failure_halts_whatever_max_failed_hosts_says_and_the_readme_says_why()
 /// the phase and the step (proposed: "rollout HALTED: `after` step `notify` failed: exit
 /// code 3", then its last output lines).
 #[test]
+#[cfg_attr(
+    any(no_sshd, no_haproxy, no_python3),
+    ignore = "needs sshd, haproxy and python3: apt-get install openssh-server haproxy python3"
+)]
 fn failed_after_step_is_named_in_the_summary() {
     if !tools() {
         return;
@@ -736,6 +780,10 @@ fn failed_after_step_is_named_in_the_summary() {
 /// clean rolling restart — every host restarted once, never more than one out, zero
 /// failed requests, exit 0, the lock released — so a failure elsewhere is the fault's.
 #[test]
+#[cfg_attr(
+    any(no_sshd, no_haproxy, no_python3),
+    ignore = "needs sshd, haproxy and python3: apt-get install openssh-server haproxy python3"
+)]
 fn no_fault_rolls_every_host_within_the_budget() {
     if !tools() {
         return;
@@ -765,6 +813,10 @@ fn no_fault_rolls_every_host_within_the_budget() {
 /// (`max_failed_hosts: 0`), h3 is never touched, exit 1, the summary names h2 and
 /// `restart`.
 #[test]
+#[cfg_attr(
+    any(no_sshd, no_haproxy, no_python3),
+    ignore = "needs sshd, haproxy and python3: apt-get install openssh-server haproxy python3"
+)]
 fn restart_fails_leaves_only_that_node_out() {
     if !tools() {
         return;
@@ -792,6 +844,10 @@ fn restart_fails_leaves_only_that_node_out() {
 /// (never re-admitted unhealthy), the run halts, exit 1, the summary names h2 and
 /// `healthy`; h3 never touched.
 #[test]
+#[cfg_attr(
+    any(no_sshd, no_haproxy, no_python3),
+    ignore = "needs sshd, haproxy and python3: apt-get install openssh-server haproxy python3"
+)]
 fn health_wait_never_passes_leaves_only_that_node_out() {
     if !tools() {
         return;
@@ -820,6 +876,10 @@ fn health_wait_never_passes_leaves_only_that_node_out() {
 /// HAProxy has it DOWN), the run halts, exit 1, the summary names h2 and `accept`; h3
 /// never touched.
 #[test]
+#[cfg_attr(
+    any(no_sshd, no_haproxy, no_python3),
+    ignore = "needs sshd, haproxy and python3: apt-get install openssh-server haproxy python3"
+)]
 fn accept_never_sees_up_leaves_only_that_node_out() {
     if !tools() {
         return;
@@ -847,6 +907,10 @@ fn accept_never_sees_up_leaves_only_that_node_out() {
 /// the host is failed and left out), the run halts, exit 1, the summary names h2 and
 /// `restart`; h3 never touched. No reconnect-and-retry of a step that was running.
 #[test]
+#[cfg_attr(
+    any(no_sshd, no_haproxy, no_python3),
+    ignore = "needs sshd, haproxy and python3: apt-get install openssh-server haproxy python3"
+)]
 fn session_killed_mid_step_fails_only_that_host() {
     if !tools() {
         return;
@@ -880,6 +944,10 @@ fn session_killed_mid_step_fails_only_that_host() {
 /// succeeded", h1 not restarted again, every node back in rotation, and never more than
 /// one node out over both runs.
 #[test]
+#[cfg_attr(
+    any(no_sshd, no_haproxy, no_python3),
+    ignore = "needs sshd, haproxy and python3: apt-get install openssh-server haproxy python3"
+)]
 fn sigkill_then_resume_holds_the_budget() {
     if !tools() {
         return;
@@ -918,6 +986,10 @@ fn sigkill_then_resume_holds_the_budget() {
 /// balancer state could not be read rather than hanging on it; h2 and h3 are never
 /// touched.
 #[test]
+#[cfg_attr(
+    any(no_sshd, no_haproxy, no_python3),
+    ignore = "needs sshd, haproxy and python3: apt-get install openssh-server haproxy python3"
+)]
 fn runtime_socket_stops_answering_mid_run() {
     if !tools() {
         return;
@@ -969,6 +1041,10 @@ fn runtime_socket_stops_answering_mid_run() {
 /// summary names h4 as the node out. Proposed message: "rollout HALTED: batch 2 (h2)
 /// would have 2 nodes out of rotation, more than max_unavailable 1: h4 is DOWN".
 #[test]
+#[cfg_attr(
+    any(no_sshd, no_haproxy, no_python3),
+    ignore = "needs sshd, haproxy and python3: apt-get install openssh-server haproxy python3"
+)]
 fn pool_node_down_mid_run_is_counted() {
     if !tools() {
         return;

@@ -136,6 +136,10 @@ fn backends(addrs: &[String]) -> Vec<(String, String, u16)> {
 }
 
 #[test]
+#[cfg_attr(
+    any(no_sshd, no_haproxy, no_python3),
+    ignore = "needs sshd, haproxy and python3: apt-get install openssh-server haproxy python3"
+)]
 fn a_rolling_restart_behind_haproxy_over_ssh_serves_every_request() {
     if !require("sshd") || !require("haproxy") {
         return;
@@ -237,6 +241,7 @@ fn a_rolling_restart_behind_haproxy_over_ssh_serves_every_request() {
 }
 
 #[test]
+#[cfg_attr(any(no_haproxy, no_python3), ignore = "needs haproxy and python3: apt-get install haproxy python3")]
 fn pre_flight_refuses_when_a_backend_is_already_in_maintenance() {
     if !require("haproxy") {
         return;
@@ -280,6 +285,7 @@ fn pre_flight_refuses_when_a_backend_is_already_in_maintenance() {
 }
 
 #[test]
+#[cfg_attr(any(no_haproxy, no_python3), ignore = "needs haproxy and python3: apt-get install haproxy python3")]
 fn a_failing_restart_halts_and_the_summary_shows_the_node_still_out() {
     if !require("haproxy") {
         return;
@@ -338,6 +344,7 @@ fn slow_backend(addr: &str) {
 const SLOW: Duration = Duration::from_millis(1500);
 
 #[test]
+#[cfg_attr(no_haproxy, ignore = "needs haproxy: apt-get install haproxy")]
 fn drain_waits_for_open_connections_then_takes_the_node_out() {
     if !require("haproxy") {
         return;
@@ -377,14 +384,16 @@ fn drain_waits_for_open_connections_then_takes_the_node_out() {
 }
 
 #[test]
+#[cfg_attr(any(no_haproxy, no_python3), ignore = "needs haproxy and python3: apt-get install haproxy python3")]
 fn the_haproxy_example_plan_runs_end_to_end() {
     if !require("haproxy") {
         return;
     }
     let dir = TempDir::new("haproxy-example");
     let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/haproxy.yaml")).unwrap();
-    // The example's own addresses and app directory layout; only the socket's port is ours.
-    let addrs: Vec<String> = (1..=3).map(|i| format!("127.0.80.{i}")).collect();
+    // The example's app directory layout; its socket, addresses and lock are this test's
+    // own, so that another run of the suite on this machine cannot answer in their place.
+    let addrs = local_addrs(3);
     let dirs: Vec<PathBuf> = (1..=3).map(|i| dir.path().join(format!("web{i}"))).collect();
     let apps = Apps::start(dirs, addrs.clone(), APP_PORT, dir.path().join("record"));
     let servers: Vec<(String, String, u16)> =
@@ -392,7 +401,13 @@ fn the_haproxy_example_plan_runs_end_to_end() {
     let haproxy = Haproxy::start(&servers);
     haproxy.wait_all_up(Duration::from_secs(10));
     let example = example.replace("application: shop\n", &format!("application: shop\n{}", support::lock_line()));
-    dir.write("haproxy.yaml", example.replace("tcp://127.0.0.1:9999", &haproxy.socket()));
+    let mut example = example.replace("tcp://127.0.0.1:9999", &haproxy.socket());
+    for (i, addr) in addrs.iter().enumerate() {
+        let theirs = format!("host: 127.0.80.{}, ", i + 1);
+        assert!(example.contains(&theirs), "{example}");
+        example = example.replace(&theirs, &format!("host: {addr}, "));
+    }
+    dir.write("haproxy.yaml", example);
     let apps_var = format!("apps={}", dir.path().display());
     let out = planrun_in(dir.path(), &["apply", "haproxy.yaml", "--yes", "--var", &apps_var]);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);

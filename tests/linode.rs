@@ -238,6 +238,7 @@ fn drain_on_linode_lasts_its_drain_timeout_then_rejects() {
 }
 
 #[test]
+#[cfg_attr(any(no_sshd, no_python3), ignore = "needs sshd and python3: apt-get install openssh-server python3")]
 fn the_production_plan_runs_end_to_end_over_ssh_against_the_local_api() {
     if !require("sshd") {
         return;

@@ -94,6 +94,7 @@ fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
 }
 
 #[test]
+#[cfg_attr(no_sshd, ignore = "needs sshd: apt-get install openssh-server")]
 fn a_failed_run_resumed_after_the_fix_does_every_host_exactly_once() {
     if !support::require("sshd") {
         return;
@@ -132,6 +133,7 @@ fn a_failed_run_resumed_after_the_fix_does_every_host_exactly_once() {
 /// Issue 13, item 2: `--force` overrides pre-flight only; a changed plan is resumed
 /// only with the explicit `--resume-changed`, and the refusal says which file changed.
 #[test]
+#[cfg_attr(no_sshd, ignore = "needs sshd: apt-get install openssh-server")]
 fn resume_refuses_when_the_plan_changed_unless_resume_changed() {
     if !support::require("sshd") {
         return;
@@ -161,6 +163,7 @@ fn resume_refuses_when_the_plan_changed_unless_resume_changed() {
 }
 
 #[test]
+#[cfg_attr(no_sshd, ignore = "needs sshd: apt-get install openssh-server")]
 fn a_second_apply_from_another_working_copy_is_refused_naming_the_holder() {
     if !support::require("sshd") {
         return;
@@ -195,6 +198,7 @@ fn a_second_apply_from_another_working_copy_is_refused_naming_the_holder() {
 }
 
 #[test]
+#[cfg_attr(no_sshd, ignore = "needs sshd: apt-get install openssh-server")]
 fn a_run_killed_mid_rollout_is_completed_by_resume() {
     if !support::require("sshd") {
         return;

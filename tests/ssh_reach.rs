@@ -55,6 +55,7 @@ Host *
 }
 
 #[test]
+#[cfg_attr(no_sshd, ignore = "needs sshd: apt-get install openssh-server")]
 fn a_rollout_goes_through_the_bastion_named_in_the_ssh_config() {
     if !support::require("sshd") {
         return;
@@ -132,6 +133,7 @@ rollout:
 }
 
 #[test]
+#[cfg_attr(no_sshd, ignore = "needs sshd: apt-get install openssh-server")]
 fn a_bastion_with_an_unknown_host_key_is_refused() {
     if !support::require("sshd") {
         return;
@@ -201,6 +203,7 @@ rollout: { select: { roles: [app] }, steps: [{ name: hello, run: \"true\" }] }
 }
 
 #[test]
+#[cfg_attr(no_sshd, ignore = "needs sshd: apt-get install openssh-server")]
 fn an_agent_only_key_authenticates() {
     if !support::require("sshd") || !support::require("ssh-agent") || !support::require("ssh-add") {
         return;
@@ -221,6 +224,7 @@ fn an_agent_only_key_authenticates() {
 }
 
 #[test]
+#[cfg_attr(no_sshd, ignore = "needs sshd: apt-get install openssh-server")]
 fn a_refused_key_lists_every_method_tried() {
     if !support::require("sshd") || !support::require("ssh-agent") || !support::require("ssh-add") {
         return;
@@ -247,6 +251,7 @@ fn a_refused_key_lists_every_method_tried() {
 }
 
 #[test]
+#[cfg_attr(no_sshd, ignore = "needs sshd: apt-get install openssh-server")]
 fn an_encrypted_key_from_the_ssh_config_is_skipped_clearly_without_a_terminal() {
     if !support::require("sshd") || !support::require("ssh-keygen") {
         return;
@@ -277,6 +282,7 @@ fn an_encrypted_key_from_the_ssh_config_is_skipped_clearly_without_a_terminal() 
 }
 
 #[test]
+#[cfg_attr(any(no_sshd, no_sudo), ignore = "needs sshd and sudo: apt-get install openssh-server sudo")]
 fn sudo_runs_what_sudoers_allows_and_explains_a_password_prompt() {
     if !support::require("sshd") || !support::require("sudo") || !support::require("useradd") {
         return;

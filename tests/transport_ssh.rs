@@ -17,6 +17,7 @@ async fn connect(fleet: &Fleet, index: usize) -> Transport {
 }
 
 #[tokio::test]
+#[cfg_attr(no_sshd, ignore = "needs sshd: apt-get install openssh-server")]
 async fn exec_returns_output_lines_and_exit_code() {
     if !support::require("sshd") {
         return;
@@ -43,6 +44,7 @@ async fn exec_returns_output_lines_and_exit_code() {
 }
 
 #[tokio::test]
+#[cfg_attr(no_sshd, ignore = "needs sshd: apt-get install openssh-server")]
 async fn streams_lines_while_the_command_runs() {
     if !support::require("sshd") {
         return;
@@ -66,6 +68,7 @@ async fn streams_lines_while_the_command_runs() {
 }
 
 #[tokio::test]
+#[cfg_attr(no_sshd, ignore = "needs sshd: apt-get install openssh-server")]
 async fn timeout_kills_the_remote_command_and_its_children() {
     if !support::require("sshd") {
         return;
@@ -106,6 +109,7 @@ async fn timeout_kills_the_remote_command_and_its_children() {
 }
 
 #[tokio::test]
+#[cfg_attr(no_sshd, ignore = "needs sshd: apt-get install openssh-server")]
 async fn cancelled_exec_kills_the_remote_command() {
     if !support::require("sshd") {
         return;
@@ -125,6 +129,7 @@ async fn cancelled_exec_kills_the_remote_command() {
 }
 
 #[tokio::test]
+#[cfg_attr(no_sshd, ignore = "needs sshd: apt-get install openssh-server")]
 async fn remote_stdin_is_closed() {
     if !support::require("sshd") {
         return;
@@ -137,6 +142,7 @@ async fn remote_stdin_is_closed() {
 }
 
 #[tokio::test]
+#[cfg_attr(no_sshd, ignore = "needs sshd: apt-get install openssh-server")]
 async fn three_hosts_in_parallel() {
     if !support::require("sshd") {
         return;
@@ -183,6 +189,7 @@ async fn futures_join_all<F: Future>(futures: impl Iterator<Item = F>) -> Vec<F:
 }
 
 #[tokio::test]
+#[cfg_attr(no_sshd, ignore = "needs sshd: apt-get install openssh-server")]
 async fn one_connection_serves_many_execs() {
     if !support::require("sshd") {
         return;
@@ -211,6 +218,7 @@ async fn one_connection_serves_many_execs() {
 }
 
 #[tokio::test]
+#[cfg_attr(no_sshd, ignore = "needs sshd: apt-get install openssh-server")]
 async fn unknown_host_key_is_refused_when_strict() {
     if !support::require("sshd") {
         return;
@@ -229,6 +237,7 @@ async fn unknown_host_key_is_refused_when_strict() {
 }
 
 #[tokio::test]
+#[cfg_attr(no_sshd, ignore = "needs sshd: apt-get install openssh-server")]
 async fn accept_new_records_the_key_for_later_strict_connections() {
     if !support::require("sshd") {
         return;
@@ -254,6 +263,7 @@ async fn accept_new_records_the_key_for_later_strict_connections() {
 }
 
 #[tokio::test]
+#[cfg_attr(no_sshd, ignore = "needs sshd: apt-get install openssh-server")]
 async fn changed_host_key_is_refused_even_with_accept_new() {
     if !support::require("sshd") {
         return;
@@ -278,6 +288,7 @@ async fn changed_host_key_is_refused_even_with_accept_new() {
 }
 
 #[tokio::test]
+#[cfg_attr(no_sshd, ignore = "needs sshd: apt-get install openssh-server")]
 async fn host_key_checking_off_accepts_any_key() {
     if !support::require("sshd") {
         return;
@@ -292,6 +303,7 @@ async fn host_key_checking_off_accepts_any_key() {
 }
 
 #[tokio::test]
+#[cfg_attr(no_sshd, ignore = "needs sshd: apt-get install openssh-server")]
 async fn wrong_client_key_lists_what_was_tried() {
     if !support::require("sshd") {
         return;
@@ -315,6 +327,7 @@ async fn wrong_client_key_lists_what_was_tried() {
 }
 
 #[tokio::test]
+#[cfg_attr(no_sshd, ignore = "needs sshd: apt-get install openssh-server")]
 async fn encrypted_key_without_terminal_says_how_to_fix() {
     if !support::require("sshd") || std::io::stdin().is_terminal() {
         // On a terminal the transport would (rightly) prompt for the passphrase.
@@ -336,6 +349,7 @@ async fn encrypted_key_without_terminal_says_how_to_fix() {
 }
 
 #[tokio::test]
+#[cfg_attr(no_sshd, ignore = "needs sshd: apt-get install openssh-server")]
 async fn closed_port_fails_fast_and_clearly() {
     if !support::require("sshd") {
         return;
@@ -384,6 +398,7 @@ async fn silent_server_times_out_within_connect_timeout() {
 }
 
 #[tokio::test]
+#[cfg_attr(no_sshd, ignore = "needs sshd: apt-get install openssh-server")]
 async fn lost_connection_is_reported() {
     if !support::require("sshd") {
         return;

@@ -11,6 +11,7 @@ use planrun::transport::{SshSession, TransportError};
 use support::Fleet;
 
 #[test]
+#[cfg_attr(no_sshd, ignore = "needs sshd: apt-get install openssh-server")]
 fn agent_keys_then_default_keys() {
     if !support::require("sshd") || !support::require("ssh-agent") {
         return;

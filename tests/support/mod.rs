@@ -12,9 +12,14 @@ use std::path::{Path, PathBuf};
 
 pub use fleet::{Fleet, Host};
 
-/// Whether `tool` is installed. When it is not, a test should return early: under CI
-/// (env `CI` set) a missing tool is a broken setup, so this panics instead of letting
-/// the test pass without running.
+/// Fails the test, naming the package to install, when `tool` is not installed; returns
+/// `true` otherwise (callers read `if !require("sshd") { return; }`).
+///
+/// A test that needs a tool also carries `#[cfg_attr(no_TOOL, ignore = "needs …")]`:
+/// `build.rs` sets that cfg when it does not find the tool, so plain `cargo test` lists
+/// the test as ignored with its reason. A test that gets here without its tool is one
+/// that should run: under CI (env `CI` set, where `build.rs` marks nothing missing), or
+/// with `--ignored`; it fails rather than passing without having run.
 pub fn require(tool: &str) -> bool {
     if find_tool(tool).is_some() {
         return true;
@@ -23,11 +28,8 @@ pub fn require(tool: &str) -> bool {
         Some(package) => format!("apt-get install -y {package}"),
         None => format!("install `{tool}`"),
     };
-    if std::env::var_os("CI").is_some() {
-        panic!("`{tool}` is not installed but CI needs it: {install}");
-    }
-    eprintln!("skipping: {tool} not installed ({install})");
-    false
+    let why = if std::env::var_os("CI").is_some() { "CI needs it" } else { "this test needs it" };
+    panic!("`{tool}` is not installed but {why}: {install} (or run `bash .ci/run` as root)");
 }
 
 /// Full path of `tool`, looking in `PATH` and in the sbin directories that a non-login

@@ -1,0 +1,74 @@
+//! Finds the tools the integration tests drive (sshd, HAProxy, graphviz, sudo, Node.js
+//! and the pinned yaml-language-server under `.ci/node`) and sets a `no_TOOL` cfg for
+//! each one missing, so that plain `cargo test` lists the tests that need it as ignored,
+//! with the reason and the package to install. With `CI` set nothing counts as missing:
+//! there the tests run and fail, naming what to install.
+//!
+//! Nothing in the library or the binary depends on these cfgs; only `#[cfg_attr(no_…,
+//! ignore = "…")]` on tests does.
+
+use std::env;
+use std::path::{Path, PathBuf};
+
+/// cfg name and how to find the tool. `Sbin` also looks in the sbin directories that a
+/// non-login root shell may leave out of `PATH` (as `tests/support::find_tool` does);
+/// `Path` only in `PATH`, as the tests start those tools by name.
+const TOOLS: &[(&str, Lookup)] = &[
+    // openssh-server pulls in openssh-client: the fleets make keys and some tests an agent.
+    ("no_sshd", Lookup::Sbin(&["sshd", "ssh-keygen", "ssh-agent", "ssh-add"])),
+    ("no_haproxy", Lookup::Sbin(&["haproxy"])),
+    ("no_sudo", Lookup::Sbin(&["sudo", "useradd", "userdel"])),
+    // tests/support/apps.rs runs the HTTP backends with the system's python3.
+    ("no_python3", Lookup::Files(&["/usr/bin/python3", "/usr/local/bin/python3"])),
+    ("no_dot", Lookup::Path(&["dot"])),
+    ("no_yaml_language_server", Lookup::Path(&["node"])),
+];
+
+enum Lookup {
+    Sbin(&'static [&'static str]),
+    Path(&'static [&'static str]),
+    /// Any one of these files.
+    Files(&'static [&'static str]),
+}
+
+/// The pinned language server that `.ci/run` installs (tests/editor.rs).
+const LANGUAGE_SERVER: &str = ".ci/node/node_modules/yaml-language-server/bin/yaml-language-server";
+
+fn main() {
+    println!("cargo::rerun-if-changed=build.rs");
+    println!("cargo::rerun-if-env-changed=CI");
+    println!("cargo::rerun-if-env-changed=PATH");
+    // Installing a package or running `.ci/run` changes these directories.
+    for dir in ["/usr/bin", "/usr/sbin", "/usr/local/bin", ".ci"] {
+        if Path::new(dir).exists() {
+            println!("cargo::rerun-if-changed={dir}");
+        }
+    }
+    let ci = env::var_os("CI").is_some();
+    for (cfg, lookup) in TOOLS {
+        println!("cargo::rustc-check-cfg=cfg({cfg})");
+        if ci {
+            continue;
+        }
+        let found = match lookup {
+            Lookup::Sbin(tools) => tools.iter().all(|t| find(t, true)),
+            Lookup::Path(tools) => tools.iter().all(|t| find(t, false)),
+            Lookup::Files(files) => files.iter().any(|f| is_executable(Path::new(f))),
+        };
+        let found = found && (*cfg != "no_yaml_language_server" || Path::new(LANGUAGE_SERVER).is_file());
+        if !found {
+            println!("cargo::rustc-cfg={cfg}");
+        }
+    }
+}
+
+fn find(tool: &str, sbin: bool) -> bool {
+    let path = env::var_os("PATH").unwrap_or_default();
+    let extra: &[&str] = if sbin { &["/usr/sbin", "/sbin", "/usr/bin", "/bin"] } else { &[] };
+    env::split_paths(&path).chain(extra.iter().map(PathBuf::from)).any(|dir| is_executable(&dir.join(tool)))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata().map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+}

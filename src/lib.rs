@@ -1,7 +1,13 @@
 //! planrun: a declarative rollout engine.
 //!
-//! The data flows one way: `yaml` (text → positioned tree) → `schema` and `validate`
-//! (every problem at its position) → `model` (typed plan) → `select` … → `cli` prints.
+//! The data flows one way. `yaml` turns text into a positioned tree; `validate` reads a
+//! plan and its bases with bounds, checks it against the schema generated from `model`
+//! and runs every semantic check, reporting each problem at its position; `graph` turns
+//! the `LoadedPlan` into the `ExecutionPlan` (hosts, batches, rendered steps, the DAG).
+//! `cli::apply` connects (`transport`), takes the `lock`, lets `preflight` judge the
+//! balancers' view, and hands the plan to `execute`, which drives `transport` and
+//! `balancer` and emits `events`; `report` and `journal` consume them. `cli` is the only
+//! face: it parses arguments, prints, and chooses exit codes.
 
 pub mod balancer;
 pub mod cli;

@@ -2,14 +2,29 @@
 //! `host_key_checking`; the verdict is the russh handler's answer to the server's key.
 
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use russh::client;
 use russh::keys::{HashAlg, PublicKey, PublicKeyOrCertificate};
 
 use super::TransportError;
-use super::ssh::{HostKeyChecking, Notices};
 use crate::text::lower_first;
+
+/// What to do with a server host key that is not (or differently) in known_hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HostKeyChecking {
+    /// Unknown or changed keys are errors.
+    #[default]
+    Strict,
+    /// Unknown keys are recorded in known_hosts; changed keys are errors.
+    AcceptNew,
+    /// Any key is accepted, with a warning on stderr.
+    Off,
+}
+
+/// Where a connection's notices for the operator go (a key learned with `accept-new`,
+/// host key checking turned off): transport prints nothing itself.
+pub type Notices = Arc<dyn Fn(String) + Send + Sync>;
 
 pub(super) fn handshake_error(e: HandlerError, name: &str) -> TransportError {
     match e {

@@ -15,8 +15,9 @@ use std::time::Duration;
 
 use tokio::sync::mpsc::{self, UnboundedSender};
 
+pub use host_key::{HostKeyChecking, Notices};
 pub use local::LocalTransport;
-pub use ssh::{Connector, HostKeyChecking, Notices, SshSession, SshTarget};
+pub use ssh::{Connector, SshSession, SshTarget};
 
 /// Which output stream of a command a line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -14,7 +14,7 @@ use russh::{Channel, ChannelMsg, Disconnect, MethodKind, Preferred, Sig};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::host_key::{HostKeyVerifier, handshake_error};
+use super::host_key::{HostKeyChecking, HostKeyVerifier, Notices, handshake_error};
 use super::{Exit, LineSplitter, OutputLine, Stream, TransportError};
 use crate::text::lower_first;
 
@@ -33,18 +33,6 @@ const KILL_TIMEOUT: Duration = Duration::from_secs(5);
 /// may legitimately print nothing for a long time, so there is no inactivity timeout.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(15);
 const KEEPALIVE_MAX: usize = 3;
-
-/// What to do with a server host key that is not (or differently) in known_hosts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum HostKeyChecking {
-    /// Unknown or changed keys are errors.
-    #[default]
-    Strict,
-    /// Unknown keys are recorded in known_hosts; changed keys are errors.
-    AcceptNew,
-    /// Any key is accepted, with a warning on stderr.
-    Off,
-}
 
 /// Everything needed to open the SSH connection to one host.
 #[derive(Debug, Clone)]
@@ -136,10 +124,6 @@ pub struct Connector {
     jumps: tokio::sync::Mutex<HashMap<String, JumpCell>>,
     notices: Option<Notices>,
 }
-
-/// Where a connection's notices for the operator go (a key learned with `accept-new`,
-/// host key checking turned off): transport prints nothing itself.
-pub type Notices = Arc<dyn Fn(String) + Send + Sync>;
 
 impl Connector {
     /// A connector whose notices are dropped.

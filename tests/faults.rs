@@ -807,6 +807,29 @@ fn no_fault_rolls_every_host_within_the_budget() {
     c.done(&ran, &timeline, &load);
 }
 
+/// h2 fails at `step` with `fault`: only h2 is left out, named with its step, and h3 is
+/// never touched, with no failed request and never more than one node out.
+fn one_host_fault_leaves_only_that_node_out(tag: &str, fault: &str, step: &str) {
+    if !tools() {
+        return;
+    }
+    let rig = Rig::start(tag, 3, 0);
+    rig.fault(2, fault);
+    rig.write(&rig.plan());
+    let (watch, run) = rig.apply(&[]);
+    let ran = run.wait();
+    let (timeline, load) = watch.finish();
+    let out = rig.out_now();
+
+    let mut c = Checks::default();
+    c.safe(&ran, &timeline, &load, 1, Some(1));
+    c.check(out == set(&["h2"]), format!("left out at the end: {out:?}, expected h2"));
+    c.names(&ran, &out, "left out of rotation");
+    c.check(ran.summary().contains(&format!("`{step}`")), format!("the summary does not name the step `{step}`"));
+    c.check(!timeline.ever_out().contains("h3"), "h3 was taken out");
+    c.done(&ran, &timeline, &load);
+}
+
 /// Fault: a host's restart fails (h2's app stops and does not start).
 ///
 /// Correct behaviour: h2 fails and is left out (it is unhealthy), the run halts
@@ -818,24 +841,7 @@ fn no_fault_rolls_every_host_within_the_budget() {
     ignore = "needs sshd, haproxy and python3: apt-get install openssh-server haproxy python3"
 )]
 fn restart_fails_leaves_only_that_node_out() {
-    if !tools() {
-        return;
-    }
-    let rig = Rig::start("restart-fails", 3, 0);
-    rig.fault(2, "fault-restart-fails");
-    rig.write(&rig.plan());
-    let (watch, run) = rig.apply(&[]);
-    let ran = run.wait();
-    let (timeline, load) = watch.finish();
-    let out = rig.out_now();
-
-    let mut c = Checks::default();
-    c.safe(&ran, &timeline, &load, 1, Some(1));
-    c.check(out == set(&["h2"]), format!("left out at the end: {out:?}, expected h2"));
-    c.names(&ran, &out, "left out of rotation");
-    c.check(ran.summary().contains("`restart`"), "the summary does not name the step `restart`");
-    c.check(!timeline.ever_out().contains("h3"), "h3 was taken out");
-    c.done(&ran, &timeline, &load);
+    one_host_fault_leaves_only_that_node_out("restart-fails", "fault-restart-fails", "restart");
 }
 
 /// Fault: a host's health wait never passes (h2's `/health` is gone after its restart).
@@ -849,24 +855,7 @@ fn restart_fails_leaves_only_that_node_out() {
     ignore = "needs sshd, haproxy and python3: apt-get install openssh-server haproxy python3"
 )]
 fn health_wait_never_passes_leaves_only_that_node_out() {
-    if !tools() {
-        return;
-    }
-    let rig = Rig::start("health-fails", 3, 0);
-    rig.fault(2, "fault-health-fails");
-    rig.write(&rig.plan());
-    let (watch, run) = rig.apply(&[]);
-    let ran = run.wait();
-    let (timeline, load) = watch.finish();
-    let out = rig.out_now();
-
-    let mut c = Checks::default();
-    c.safe(&ran, &timeline, &load, 1, Some(1));
-    c.check(out == set(&["h2"]), format!("left out at the end: {out:?}, expected h2"));
-    c.names(&ran, &out, "left out of rotation");
-    c.check(ran.summary().contains("`healthy`"), "the summary does not name the step `healthy`");
-    c.check(!timeline.ever_out().contains("h3"), "h3 was taken out");
-    c.done(&ran, &timeline, &load);
+    one_host_fault_leaves_only_that_node_out("health-fails", "fault-health-fails", "healthy");
 }
 
 /// Fault: a host's accept wait never sees UP (HAProxy's `GET /ready` check fails on h2
@@ -881,24 +870,7 @@ fn health_wait_never_passes_leaves_only_that_node_out() {
     ignore = "needs sshd, haproxy and python3: apt-get install openssh-server haproxy python3"
 )]
 fn accept_never_sees_up_leaves_only_that_node_out() {
-    if !tools() {
-        return;
-    }
-    let rig = Rig::start("accept-never-up", 3, 0);
-    rig.fault(2, "fault-not-ready");
-    rig.write(&rig.plan());
-    let (watch, run) = rig.apply(&[]);
-    let ran = run.wait();
-    let (timeline, load) = watch.finish();
-    let out = rig.out_now();
-
-    let mut c = Checks::default();
-    c.safe(&ran, &timeline, &load, 1, Some(1));
-    c.check(out == set(&["h2"]), format!("left out at the end: {out:?}, expected h2"));
-    c.names(&ran, &out, "left out of rotation");
-    c.check(ran.summary().contains("`accept`"), "the summary does not name the step `accept`");
-    c.check(!timeline.ever_out().contains("h3"), "h3 was taken out");
-    c.done(&ran, &timeline, &load);
+    one_host_fault_leaves_only_that_node_out("accept-never-up", "fault-not-ready", "accept");
 }
 
 /// Fault: a host's sshd session is killed mid-step (during h2's restart).

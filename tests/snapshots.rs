@@ -59,7 +59,8 @@ rollout:
 
 #[test]
 fn validate_renders_five_mistakes() {
-    let out = Planrun::new().plan(FIVE_MISTAKES).args(&["validate", "plan.yaml"]).run();
+    // The width the help text wraps at, whatever terminal the suite runs under.
+    let out = Planrun::new().plan(FIVE_MISTAKES).args(&["validate", "plan.yaml"]).env("COLUMNS", "80").run();
     out.code(2);
     settings(out.path()).bind(|| insta::assert_snapshot!("validate_five_mistakes", shown(&out)));
 }

@@ -4,25 +4,18 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Output, TempDir, planrun_env, planrun_in};
+use common::{APPLY, Planrun, TempDir, local_servers, pool_in_rotation};
 
 /// A plan of `hosts` local servers `h1`…`hN`. The `command` balancer and every step
 /// append to `record` what they did, so the test reads back the real order; the pool
 /// directory holds a file per node in rotation, every node in rotation to begin with, as
 /// pre-flight reads it before `before` runs.
 fn plan(dir: &TempDir, hosts: usize, rollout_extra: &str, restart: &str) -> String {
-    std::fs::create_dir_all(dir.path().join("pool")).unwrap();
-    for i in 1..=hosts {
-        std::fs::write(dir.path().join("pool").join(format!("h{i}")), "").unwrap();
-    }
+    pool_in_rotation(dir.path(), hosts);
     let root = dir.path().display();
-    let mut servers = String::new();
-    for i in 1..=hosts {
-        servers.push_str(&format!("  - {{ host: 127.0.0.1, name: h{i}, transport: local, roles: [app] }}\n"));
-    }
+    let servers = local_servers(hosts);
     let pool: Vec<String> = (1..=hosts).map(|i| format!("{root}/pool/h{i}")).collect();
     format!(
         "version: 1
@@ -62,14 +55,9 @@ fn restart(dir: &TempDir) -> String {
     RESTART.replace("RECORD", &format!("{}/record", dir.path().display()))
 }
 
-fn record(dir: &TempDir) -> Vec<String> {
-    std::fs::read_to_string(dir.path().join("record")).unwrap_or_default().lines().map(String::from).collect()
-}
-
-fn apply(dir: &TempDir, extra: &[&str]) -> Output {
-    let mut args = vec!["apply", "plan.yaml", "--yes"];
-    args.extend_from_slice(extra);
-    planrun_in(dir.path(), &args)
+/// `planrun apply plan.yaml --yes` and `extra` in `dir`.
+fn apply(dir: &TempDir, extra: &[&str]) -> Planrun {
+    Planrun::in_dir(dir).args(APPLY).args(extra)
 }
 
 fn in_pool(dir: &TempDir, host: &str) -> bool {
@@ -94,10 +82,10 @@ fn max_out(record: &[String]) -> usize {
 fn batch_size_one_rolls_hosts_one_after_another() {
     let dir = TempDir::new("apply-order");
     dir.write("plan.yaml", plan(&dir, 3, "  batch_size: 1", &restart(&dir)));
-    let out = apply(&dir, &["-v"]);
-    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let out = apply(&dir, &["-v"]).run();
+    out.code(0);
     assert_eq!(
-        record(&dir),
+        dir.lines("record"),
         [
             "reject h1",
             "restart h1",
@@ -110,12 +98,8 @@ fn batch_size_one_rolls_hosts_one_after_another() {
             "accept h3"
         ]
     );
-    assert!(
-        out.stdout.contains("h2 | restarting h2"),
-        "with -v, command output is streamed with the host:\n{}",
-        out.stdout
-    );
-    assert!(out.stdout.contains("rollout succeeded"), "{}", out.stdout);
+    // With -v, command output is streamed with the host.
+    out.stdout_has("h2 | restarting h2").stdout_has("rollout succeeded");
     for h in ["h1", "h2", "h3"] {
         assert!(in_pool(&dir, h));
     }
@@ -125,9 +109,8 @@ fn batch_size_one_rolls_hosts_one_after_another() {
 fn batch_size_two_never_takes_more_than_two_out() {
     let dir = TempDir::new("apply-batch2");
     dir.write("plan.yaml", plan(&dir, 5, "  batch_size: 2", &restart(&dir)));
-    let out = apply(&dir, &[]);
-    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
-    let rec = record(&dir);
+    apply(&dir, &[]).run().code(0);
+    let rec = dir.lines("record");
     assert_eq!(rec.len(), 15, "{rec:?}");
     assert!(max_out(&rec) <= 2, "{rec:?}");
     // Batch 2 (h3, h4) starts only after batch 1 (h1, h2) finished, and h5 after both.
@@ -141,32 +124,34 @@ fn batch_size_two_never_takes_more_than_two_out() {
 fn batch_size_override_and_ramp_from_the_command_line() {
     let dir = TempDir::new("apply-ramp");
     dir.write("plan.yaml", plan(&dir, 5, "  batch_size: 1", &restart(&dir)));
-    let out = apply(&dir, &["--batch-size", "1,50%"]);
-    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
-    // A canary, then half of the 5 hosts (rounded up) per batch.
-    assert!(out.stdout.contains("batch 1/3: h1\n"), "{}", out.stdout);
-    assert!(out.stdout.contains("batch 2/3: h2, h3, h4\n"), "{}", out.stdout);
-    assert!(out.stdout.contains("batch 3/3: h5\n"), "{}", out.stdout);
+    apply(&dir, &["--batch-size", "1,50%"])
+        .run()
+        .code(0)
+        // A canary, then half of the 5 hosts (rounded up) per batch.
+        .stdout_has("batch 1/3: h1\n")
+        .stdout_has("batch 2/3: h2, h3, h4\n")
+        .stdout_has("batch 3/3: h5\n");
     // Hosts of a batch run side by side, but may not overlap in time: the promise is the
     // upper bound.
-    assert!(max_out(&record(&dir)) <= 3, "{:?}", record(&dir));
+    assert!(max_out(&dir.lines("record")) <= 3, "{:?}", dir.lines("record"));
 }
 
 #[test]
 fn a_failing_restart_on_host_two_halts_with_host_three_untouched() {
     let dir = TempDir::new("apply-fail");
     dir.write("plan.yaml", plan(&dir, 3, "", &restart(&dir)));
-    let out = apply(&dir, &["--var", "fail=h2"]);
-    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
-    assert_eq!(record(&dir), ["reject h1", "restart h1", "accept h1", "reject h2", "restart h2"]);
+    let out = apply(&dir, &["--var", "fail=h2"]).run();
+    out.code(1);
+    assert_eq!(dir.lines("record"), ["reject h1", "restart h1", "accept h1", "reject h2", "restart h2"]);
     // h2 is unhealthy: left out of rotation; h3 was never touched.
     assert!(in_pool(&dir, "h1"));
     assert!(!in_pool(&dir, "h2"));
     assert!(in_pool(&dir, "h3"));
-    assert!(!out.stdout.contains("h3 reject"), "{}", out.stdout);
-    assert!(out.stdout.contains("rollout HALTED: 1 host failed"), "{}", out.stdout);
-    assert!(out.stdout.contains("h2 failed at `restart`: `echo"), "{}", out.stdout);
-    assert!(out.stdout.contains("    | restarting h2"), "the summary shows the last lines:\n{}", out.stdout);
+    out.stdout_lacks("h3 reject")
+        .stdout_has("rollout HALTED: 1 host failed")
+        .stdout_has("h2 failed at `restart`: `echo")
+        // The summary shows the last lines.
+        .stdout_has("    | restarting h2");
 }
 
 /// Issue 12, reproduction 2: with batch size 1, a failed host left out of rotation uses
@@ -175,19 +160,14 @@ fn a_failing_restart_on_host_two_halts_with_host_three_untouched() {
 fn failed_hosts_count_against_the_batch_size() {
     let dir = TempDir::new("apply-budget");
     dir.write("plan.yaml", plan(&dir, 3, "  max_failed_hosts: 1", &restart(&dir)));
-    let out = apply(&dir, &["--var", "fail=h2"]);
-    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
-    assert_eq!(record(&dir), ["reject h1", "restart h1", "accept h1", "reject h2", "restart h2"]);
+    let out = apply(&dir, &["--var", "fail=h2"]).run();
+    out.code(1);
+    assert_eq!(dir.lines("record"), ["reject h1", "restart h1", "accept h1", "reject h2", "restart h2"]);
     assert!(!in_pool(&dir, "h2"));
     assert!(in_pool(&dir, "h3"));
-    assert!(out.stdout.contains("rollout HALTED: 1 host failed"), "{}", out.stdout);
-    assert!(
-        out.stdout.contains(
-            "batch 3 of 3 not started: it would have 2 nodes of `pool` out of rotation, more than its batch size 1, \
-             because h2 is out of rotation or down"
-        ),
-        "{}",
-        out.stdout
+    out.stdout_has("rollout HALTED: 1 host failed").stdout_has(
+        "batch 3 of 3 not started: it would have 2 nodes of `pool` out of rotation, more than its batch size 1, \
+         because h2 is out of rotation or down",
     );
 }
 
@@ -199,11 +179,10 @@ fn a_step_that_outlives_its_timeout_is_killed_and_fails_the_host() {
     let text = plan(&dir, 2, "", &slow).replace("timeout: 20s", "timeout: 1s");
     dir.write("plan.yaml", text);
     let started = Instant::now();
-    let out = apply(&dir, &[]);
-    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    let out = apply(&dir, &[]).run();
+    out.code(1);
     assert!(started.elapsed() < Duration::from_secs(4), "the step was not stopped at its timeout");
-    assert!(out.stdout.contains("h1 failed at `restart`"), "{}", out.stdout);
-    assert!(out.stdout.contains("timed out after 1s"), "{}", out.stdout);
+    out.stdout_has("h1 failed at `restart`").stdout_has("timed out after 1s");
     std::thread::sleep(Duration::from_secs(5));
     assert!(!marker.exists(), "the timed-out command kept running");
 }
@@ -219,9 +198,7 @@ fn retries_run_a_failing_step_again() {
     );
     let text = plan(&dir, 2, "", &flaky).replace("timeout: 20s", "timeout: 20s\n      retries: 1");
     dir.write("plan.yaml", text);
-    let out = apply(&dir, &[]);
-    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
-    assert!(out.stdout.contains("h1 restart: retrying (attempt 2)"), "{}", out.stdout);
+    apply(&dir, &[]).run().code(0).stdout_has("h1 restart: retrying (attempt 2)");
 }
 
 /// Sends `signal` to an apply while h1's slow restart runs; returns its exit code, output
@@ -230,28 +207,21 @@ fn interrupt_mid_step(tag: &str, signal: &str) -> (Option<i32>, String, String, 
     let dir = TempDir::new(tag);
     let slow = format!("sleep 1.5 && echo \"restart {{{{host.name}}}}\" >> {}/record", dir.path().display());
     dir.write("plan.yaml", plan(&dir, 3, "", &slow));
-    let child = Command::new(env!("CARGO_BIN_EXE_planrun"))
-        .args(["apply", "plan.yaml", "--yes"])
-        .current_dir(dir.path())
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = apply(&dir, &[]).spawn();
     // Wait until h1's restart is running, then interrupt.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !record(&dir).contains(&"reject h1".to_string()) {
+    while !dir.lines("record").contains(&"reject h1".to_string()) {
         assert!(Instant::now() < deadline, "the rollout never started");
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_millis(300));
-    let status = Command::new("kill").args([&format!("-{signal}"), &child.id().to_string()]).status().unwrap();
+    let status =
+        std::process::Command::new("kill").args([&format!("-{signal}"), &child.id().to_string()]).status().unwrap();
     assert!(status.success());
     let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    (out.status.code(), stdout, stderr, record(&dir))
+    (out.status.code(), stdout, stderr, dir.lines("record"))
 }
 
 #[test]
@@ -288,10 +258,12 @@ fn sighup_finishes_the_window_and_reports() {
 fn without_a_terminal_apply_requires_yes() {
     let dir = TempDir::new("apply-yes");
     dir.write("plan.yaml", plan(&dir, 2, "", &restart(&dir)));
-    let out = planrun_in(dir.path(), &["apply", "plan.yaml"]);
-    assert_eq!(out.code, 2);
-    assert!(out.stderr.contains("refusing to apply without a terminal to confirm on; pass `--yes`"), "{}", out.stderr);
-    assert!(record(&dir).is_empty());
+    Planrun::in_dir(&dir)
+        .args(&["apply", "plan.yaml"])
+        .run()
+        .code(2)
+        .stderr_has("refusing to apply without a terminal to confirm on; pass `--yes`");
+    assert!(dir.lines("record").is_empty());
     assert!(!dir.path().join("prepared").exists(), "nothing may run, not even `before`");
 }
 
@@ -299,22 +271,21 @@ fn without_a_terminal_apply_requires_yes() {
 fn dry_run_walks_everything_and_changes_nothing() {
     let dir = TempDir::new("apply-dry");
     dir.write("plan.yaml", plan(&dir, 2, "", &restart(&dir)));
-    let out = planrun_in(dir.path(), &["apply", "plan.yaml", "--dry-run"]);
-    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
-    assert!(record(&dir).is_empty());
+    let out = Planrun::in_dir(&dir).args(&["apply", "plan.yaml", "--dry-run"]).run();
+    out.code(0);
+    assert!(dir.lines("record").is_empty());
     assert!(!dir.path().join("prepared").exists());
-    assert!(out.stdout.contains("h2 restart: would run: echo \"restart h2\""), "{}", out.stdout);
-    assert!(out.stdout.contains("h1 reject: would balancer pool: reject h1"), "{}", out.stdout);
-    assert!(out.stdout.contains("dry run complete: nothing was changed"), "{}", out.stdout);
+    out.stdout_has("h2 restart: would run: echo \"restart h2\"")
+        .stdout_has("h1 reject: would balancer pool: reject h1")
+        .stdout_has("dry run complete: nothing was changed");
 }
 
 #[test]
 fn limit_and_var_narrow_and_override() {
     let dir = TempDir::new("apply-limit");
     dir.write("plan.yaml", plan(&dir, 3, "", &restart(&dir)));
-    let out = apply(&dir, &["--limit", "h2,h3", "--var", "fail=h3"]);
-    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
-    assert_eq!(record(&dir), ["reject h2", "restart h2", "accept h2", "reject h3", "restart h3"]);
+    apply(&dir, &["--limit", "h2,h3", "--var", "fail=h3"]).run().code(1);
+    assert_eq!(dir.lines("record"), ["reject h2", "restart h2", "accept h2", "reject h3", "restart h3"]);
 }
 
 #[test]
@@ -322,9 +293,7 @@ fn an_unset_secret_is_refused_before_anything_runs() {
     let dir = TempDir::new("apply-secret");
     let text = plan(&dir, 2, "", &restart(&dir)).replace("vars:", "secret_env: [PLANRUN_TEST_UNSET_SECRET]\nvars:");
     dir.write("plan.yaml", text);
-    let out = apply(&dir, &[]);
-    assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
-    assert!(out.stderr.contains("the environment variable `PLANRUN_TEST_UNSET_SECRET` must be set"), "{}", out.stderr);
+    apply(&dir, &[]).run().code(2).stderr_has("the environment variable `PLANRUN_TEST_UNSET_SECRET` must be set");
     assert!(!dir.path().join("prepared").exists());
 }
 
@@ -332,18 +301,18 @@ fn an_unset_secret_is_refused_before_anything_runs() {
 fn an_invalid_plan_is_refused_with_exit_2() {
     let dir = TempDir::new("apply-invalid");
     dir.write("plan.yaml", plan(&dir, 2, "", &restart(&dir)).replace("application:", "aplication:"));
-    let out = apply(&dir, &[]);
-    assert_eq!(out.code, 2);
-    assert!(out.stderr.contains("error: plan.yaml:2:1: unknown field `aplication` in the plan"), "{}", out.stderr);
-    assert!(out.stderr.contains("nothing was executed"), "{}", out.stderr);
+    apply(&dir, &[])
+        .run()
+        .code(2)
+        .stderr_has("error: plan.yaml:2:1: unknown field `aplication` in the plan")
+        .stderr_has("nothing was executed");
 }
 
 #[test]
 fn each_host_gets_a_log_file_for_the_run() {
     let dir = TempDir::new("apply-logs");
     dir.write("plan.yaml", plan(&dir, 2, "", &restart(&dir)));
-    let out = apply(&dir, &[]);
-    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    apply(&dir, &[]).run().code(0);
     let runs: Vec<_> = std::fs::read_dir(dir.path().join(".planrun/runs")).unwrap().flatten().collect();
     assert_eq!(runs.len(), 1);
     let journal = std::fs::read_to_string(dir.path().join(".planrun/journal.jsonl")).unwrap();
@@ -365,15 +334,17 @@ fn the_quick_start_example_runs_twice_from_a_fresh_checkout() {
     for fresh in ["home", "tmp"] {
         std::fs::create_dir_all(dir.path().join(fresh)).unwrap();
     }
-    let env = [("HOME", dir.path().join("home")), ("TMPDIR", dir.path().join("tmp"))];
     for run in ["first", "second"] {
-        let out = planrun_env(dir.path(), &["apply", "examples/localhost.yaml", "--yes"], &env);
-        assert_eq!(out.code, 0, "{run} run:\n{}{}", out.stdout, out.stderr);
+        let out = Planrun::in_dir(&dir)
+            .args(&["apply", "examples/localhost.yaml", "--yes"])
+            .env("HOME", dir.path().join("home"))
+            .env("TMPDIR", dir.path().join("tmp"))
+            .run();
+        assert_eq!(out.code, 0, "{run} run:\n{}", out.dump());
         for node in ["web1", "web2", "web3"] {
-            assert!(out.stderr.contains(&format!("pool: {node}: in rotation")), "{run} run:\n{}", out.stderr);
+            out.stderr_has(&format!("pool: {node}: in rotation"));
         }
-        assert!(out.stdout.contains("example release 2 rolled on 3 hosts"), "{run} run:\n{}", out.stdout);
-        assert!(out.stdout.contains("rollout succeeded"), "{run} run:\n{}", out.stdout);
+        out.stdout_has("example release 2 rolled on 3 hosts").stdout_has("rollout succeeded");
     }
     // What the example wrote is in the directory it ran in, every node back in rotation,
     // and its lock released.
@@ -390,19 +361,18 @@ fn the_quick_start_example_runs_twice_from_a_fresh_checkout() {
 fn output_is_streamed_only_with_verbose_and_quiet_shows_only_failures() {
     let dir = TempDir::new("apply-verbosity");
     dir.write("plan.yaml", plan(&dir, 2, "", &restart(&dir)));
-    let out = apply(&dir, &[]);
-    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
-    assert!(!out.stdout.contains("| restarting"), "{}", out.stdout);
-    assert!(out.stdout.contains("h1 restart: ok in"), "{}", out.stdout);
+    let out = apply(&dir, &[]).run();
+    out.code(0).stdout_lacks("| restarting").stdout_has("h1 restart: ok in");
     // Plain lines carry a time of day.
     let first = out.stdout.lines().next().unwrap();
     assert!(first.as_bytes()[2] == b':' && first.as_bytes()[5] == b':' && first.as_bytes()[8] == b'.', "{first}");
 
-    let out = apply(&dir, &["-q", "--var", "fail=h2"]);
-    assert_eq!(out.code, 1);
-    assert!(!out.stdout.contains("h1 restart: ok"), "{}", out.stdout);
-    assert!(out.stdout.contains("h2 restart: FAILED"), "{}", out.stdout);
-    assert!(out.stdout.contains("rollout HALTED"), "{}", out.stdout);
+    apply(&dir, &["-q", "--var", "fail=h2"])
+        .run()
+        .code(1)
+        .stdout_lacks("h1 restart: ok")
+        .stdout_has("h2 restart: FAILED")
+        .stdout_has("rollout HALTED");
 }
 
 #[test]
@@ -410,20 +380,13 @@ fn a_closed_output_pipe_does_not_stop_the_rollout() {
     // `planrun apply … | head` must not leave hosts out of rotation when head exits.
     let dir = TempDir::new("apply-pipe");
     dir.write("plan.yaml", plan(&dir, 3, "", &restart(&dir)));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_planrun"))
-        .args(["apply", "plan.yaml", "--yes"])
-        .current_dir(dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = apply(&dir, &[]).spawn();
     drop(child.stdout.take());
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
-    assert_eq!(record(&dir).last().map(String::as_str), Some("accept h3"));
+    assert_eq!(dir.lines("record").last().map(String::as_str), Some("accept h3"));
 }
 
 /// Issue 12, reproduction 7: a failed `after` step on the control machine used to end
@@ -434,12 +397,9 @@ fn a_failed_after_step_is_named_in_the_summary() {
     let text =
         plan(&dir, 2, "", &restart(&dir)) + "after:\n  - { name: notify, local: \"echo no route >&2; exit 7\" }\n";
     dir.write("plan.yaml", text);
-    let out = apply(&dir, &[]);
-    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
-    assert!(out.stdout.contains("rollout HALTED: 0 hosts failed"), "{}", out.stdout);
-    assert!(
-        out.stdout.contains("  `after` step `notify` failed: `echo no route >&2; exit 7` exited with 7\n"),
-        "{}",
-        out.stdout
-    );
+    apply(&dir, &[])
+        .run()
+        .code(1)
+        .stdout_has("rollout HALTED: 0 hosts failed")
+        .stdout_has("  `after` step `notify` failed: `echo no route >&2; exit 7` exited with 7\n");
 }

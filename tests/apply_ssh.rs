@@ -6,33 +6,19 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use common::{Output, TempDir, planrun_in};
+use common::{APPLY, Planrun, TempDir};
 use support::Fleet;
 
 /// A plan over the fleet's hosts. Each host's app is a script in its directory that
 /// records its restarts; the `command` balancer records its calls on the control machine.
 fn plan(fleet: &Fleet, dir: &TempDir, ssh_extra: &str, restart: &str) -> String {
     let root = dir.path().display();
-    let mut servers = String::new();
-    for host in fleet.hosts() {
-        servers.push_str(&format!(
-            "  - {{ host: \"{}\", name: h{}, roles: [app], options: {{ dir: \"{}\" }} }}\n",
-            host.addr,
-            host.index,
-            host.dir.display()
-        ));
-    }
     format!(
         "version: 1
 application: shop
 vars:
   fail: none
-ssh:
-  user: {user}
-  port: {port}
-  identity_file: {key}
-  known_hosts: {known}
-  connect_timeout: 3s
+{ssh}  connect_timeout: 3s
 {ssh_extra}
 lock: {{ path: {root}/lock }}
 servers:
@@ -54,10 +40,8 @@ rollout:
     - name: healthy
       wait: {{ command: \"test -f {{{{host.options.dir}}}}/running\", interval: 100ms, timeout: 5s }}
 ",
-        user = fleet.user,
-        port = fleet.host(1).port,
-        key = fleet.client_key.display(),
-        known = fleet.known_hosts.display(),
+        ssh = fleet.ssh_yaml(),
+        servers = fleet.servers_yaml(),
     )
 }
 
@@ -67,18 +51,13 @@ const RESTART: &str = "\"rm -f {{host.options.dir}}/running && echo restart >> {
                        echo 'app {{host.name}} restarting' && test {{host.name}} != {{vars.fail}} && \
                        touch {{host.options.dir}}/running\"";
 
-fn record(dir: &TempDir) -> Vec<String> {
-    std::fs::read_to_string(dir.path().join("record")).unwrap_or_default().lines().map(String::from).collect()
-}
-
 fn restarts(host: &support::Host) -> usize {
     std::fs::read_to_string(host.dir.join("restarts")).unwrap_or_default().lines().count()
 }
 
-fn apply(dir: &TempDir, extra: &[&str]) -> Output {
-    let mut args = vec!["apply", "plan.yaml", "--yes"];
-    args.extend_from_slice(extra);
-    planrun_in(dir.path(), &args)
+/// `planrun apply plan.yaml --yes` and `extra` in `dir`.
+fn apply(dir: &TempDir, extra: &[&str]) -> common::Output {
+    Planrun::in_dir(dir).args(APPLY).args(extra).run()
 }
 
 #[test]
@@ -91,9 +70,9 @@ fn a_rollout_over_ssh_runs_each_host_in_order_on_one_connection() {
     let dir = TempDir::new("ssh-order");
     dir.write("plan.yaml", plan(&fleet, &dir, "", RESTART));
     let out = apply(&dir, &["--verbose"]);
-    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    out.code(0);
     assert_eq!(
-        record(&dir),
+        dir.lines("record"),
         ["reject h1", "accept h1", "reject h2", "accept h2", "reject h3", "accept h3"],
         "{}",
         out.stdout
@@ -105,7 +84,7 @@ fn a_rollout_over_ssh_runs_each_host_in_order_on_one_connection() {
         // connection, opened in the pre-flight.
         assert_eq!(host.accepted_logins(), 1, "{}", host.log());
     }
-    assert!(out.stdout.contains("h2 | app h2 restarting"), "{}", out.stdout);
+    out.stdout_has("h2 | app h2 restarting");
     // Steps of h2 start only after h1's last step finished.
     let pos = |needle: &str| out.stdout.find(needle).unwrap_or_else(|| panic!("no {needle:?} in\n{}", out.stdout));
     assert!(pos("h1 healthy: ok") < pos("h2 reject: balancer"), "{}", out.stdout);
@@ -121,14 +100,14 @@ fn a_failing_restart_on_host_two_halts_with_host_three_untouched() {
     let dir = TempDir::new("ssh-fail");
     dir.write("plan.yaml", plan(&fleet, &dir, "", RESTART));
     let out = apply(&dir, &["--var", "fail=h2"]);
-    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
-    assert_eq!(record(&dir), ["reject h1", "accept h1", "reject h2"], "{}", out.stdout);
+    out.code(1);
+    assert_eq!(dir.lines("record"), ["reject h1", "accept h1", "reject h2"], "{}", out.stdout);
     assert_eq!(restarts(fleet.host(1)), 1);
     assert_eq!(restarts(fleet.host(2)), 1);
     assert_eq!(restarts(fleet.host(3)), 0, "host 3 must not be touched");
-    assert!(out.stdout.contains("h2 failed at `restart`"), "{}", out.stdout);
-    assert!(out.stdout.contains("    | app h2 restarting"), "{}", out.stdout);
-    assert!(out.stdout.contains("rollout HALTED: 1 host failed"), "{}", out.stdout);
+    out.stdout_has("h2 failed at `restart`");
+    out.stdout_has("    | app h2 restarting");
+    out.stdout_has("rollout HALTED: 1 host failed");
 }
 
 #[test]
@@ -146,17 +125,17 @@ fn an_unknown_host_key_is_refused_under_strict_and_recorded_under_accept_new() {
     dir.write("plan.yaml", &text);
 
     let out = apply(&dir, &[]);
-    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
-    assert!(out.stderr.contains("pre-flight: cannot reach 2 of 2 hosts; nothing was changed"), "{}", out.stderr);
+    out.code(1);
+    out.stderr_has("pre-flight: cannot reach 2 of 2 hosts; nothing was changed");
     assert!(out.stderr.contains("host_key_checking: accept-new"), "the error says how to fix it:\n{}", out.stderr);
-    assert!(record(&dir).is_empty(), "nothing may change when a host is refused");
+    assert!(dir.lines("record").is_empty(), "nothing may change when a host is refused");
 
     dir.write(
         "plan.yaml",
         text.replace("  connect_timeout: 3s", "  connect_timeout: 3s\n  host_key_checking: accept-new"),
     );
     let out = apply(&dir, &[]);
-    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    out.code(0);
     let known = std::fs::read_to_string(&empty_known).unwrap();
     for host in fleet.hosts() {
         assert!(known.contains(&format!("[{}]:{}", host.addr, host.port)), "{known}");
@@ -165,7 +144,7 @@ fn an_unknown_host_key_is_refused_under_strict_and_recorded_under_accept_new() {
     // Recorded keys are now checked strictly.
     dir.write("plan.yaml", &text);
     let out = apply(&dir, &[]);
-    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    out.code(0);
 }
 
 #[test]
@@ -185,12 +164,12 @@ fn a_refused_connection_fails_the_pre_flight_cleanly() {
     dir.write("plan.yaml", text);
     let started = Instant::now();
     let out = apply(&dir, &[]);
-    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    out.code(1);
     assert!(started.elapsed() < Duration::from_secs(10));
-    assert!(out.stderr.contains("pre-flight: cannot reach 1 of 3 hosts; nothing was changed"), "{}", out.stderr);
-    assert!(out.stderr.contains("h9: "), "{}", out.stderr);
-    assert!(out.stderr.contains("refused"), "{}", out.stderr);
-    assert!(record(&dir).is_empty());
+    out.stderr_has("pre-flight: cannot reach 1 of 3 hosts; nothing was changed");
+    out.stderr_has("h9: ");
+    out.stderr_has("refused");
+    assert!(dir.lines("record").is_empty());
     assert_eq!(restarts(fleet.host(1)), 0);
 }
 
@@ -209,11 +188,11 @@ fn a_command_timeout_over_ssh_fails_the_host_and_kills_the_command() {
     );
     let started = Instant::now();
     let out = apply(&dir, &[]);
-    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    out.code(1);
     assert!(started.elapsed() < Duration::from_secs(4), "the step outlived its timeout");
-    assert!(out.stdout.contains("h1 failed at `restart`"), "{}", out.stdout);
-    assert!(out.stdout.contains("timed out after 1s"), "{}", out.stdout);
-    assert_eq!(record(&dir), ["reject h1"]);
+    out.stdout_has("h1 failed at `restart`");
+    out.stdout_has("timed out after 1s");
+    assert_eq!(dir.lines("record"), ["reject h1"]);
     std::thread::sleep(Duration::from_secs(4));
     assert!(!fleet.host(1).dir.join("late").exists(), "the remote command kept running after its timeout");
 }

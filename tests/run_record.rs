@@ -5,35 +5,20 @@ mod common;
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Output, TempDir, planrun_in};
+use common::{APPLY, Planrun, TempDir, lines};
 use support::Fleet;
 
 /// A plan over the fleet. A host's restart refuses while `broken` exists in its
 /// directory, before doing anything, so a fixed fault can be resumed; the app records
 /// each real restart, and the balancer records its calls.
 fn plan(fleet: &Fleet, root: &Path, restart_extra: &str) -> String {
-    let mut servers = String::new();
-    for host in fleet.hosts() {
-        servers.push_str(&format!(
-            "  - {{ host: \"{}\", name: h{}, roles: [app], options: {{ dir: \"{}\" }} }}\n",
-            host.addr,
-            host.index,
-            host.dir.display()
-        ));
-    }
     let root = root.display();
     format!(
         "version: 1
 application: shop
-ssh:
-  user: {user}
-  port: {port}
-  identity_file: {key}
-  known_hosts: {known}
-lock: {{ path: {lock} }}
+{ssh}lock: {{ path: {lock} }}
 servers:
 {servers}balancers:
   pool:
@@ -51,38 +36,27 @@ rollout:
     - name: accept
       balancer: {{ use: pool, action: accept, node: \"{{{{host.name}}}}\" }}
 ",
-        user = fleet.user,
-        port = fleet.host(1).port,
-        key = fleet.client_key.display(),
-        known = fleet.known_hosts.display(),
+        ssh = fleet.ssh_yaml(),
+        servers = fleet.servers_yaml(),
         lock = fleet.dir().join("rollout.lock").display(),
     )
 }
 
 fn record(root: &Path) -> Vec<String> {
-    std::fs::read_to_string(root.join("record")).unwrap_or_default().lines().map(String::from).collect()
+    lines(&root.join("record"))
 }
 
 fn restarts(host: &support::Host) -> usize {
     std::fs::read_to_string(host.dir.join("restarts")).unwrap_or_default().lines().count()
 }
 
-fn apply(dir: &Path, extra: &[&str]) -> Output {
-    let mut args = vec!["apply", "plan.yaml", "--yes"];
-    args.extend_from_slice(extra);
-    planrun_in(dir, &args)
+/// `planrun apply plan.yaml --yes` and `extra` in `dir`.
+fn apply(dir: &Path, extra: &[&str]) -> common::Output {
+    Planrun::at(dir).args(APPLY).args(extra).run()
 }
 
 fn spawn_apply(dir: &Path) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_planrun"))
-        .args(["apply", "plan.yaml", "--yes"])
-        .current_dir(dir)
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("planrun starts")
+    Planrun::at(dir).args(APPLY).spawn()
 }
 
 fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
@@ -105,20 +79,20 @@ fn a_failed_run_resumed_after_the_fix_does_every_host_exactly_once() {
     std::fs::write(fleet.host(2).dir.join("broken"), "").unwrap();
 
     let out = apply(dir.path(), &[]);
-    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
-    assert!(out.stdout.contains("to continue where it stopped: planrun apply plan.yaml --resume"), "{}", out.stdout);
+    out.code(1);
+    out.stdout_has("to continue where it stopped: planrun apply plan.yaml --resume");
 
-    let status = planrun_in(dir.path(), &["status", "plan.yaml"]);
+    let status = Planrun::in_dir(&dir).args(&["status", "plan.yaml"]).run();
     assert_eq!(status.code, 0, "{}", status.stderr);
-    assert!(status.stdout.contains(": halted"), "{}", status.stdout);
-    assert!(status.stdout.contains("would run 5 of 9 steps"), "{}", status.stdout);
-    assert!(status.stdout.contains("    h2: restart → accept"), "{}", status.stdout);
-    assert!(status.stdout.contains("    h3: reject → restart → accept"), "{}", status.stdout);
+    status.stdout_has(": halted");
+    status.stdout_has("would run 5 of 9 steps");
+    status.stdout_has("    h2: restart → accept");
+    status.stdout_has("    h3: reject → restart → accept");
 
     std::fs::remove_file(fleet.host(2).dir.join("broken")).unwrap();
     let out = apply(dir.path(), &["--resume"]);
-    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
-    assert!(out.stdout.contains("resuming run "), "{}", out.stdout);
+    out.code(0);
+    out.stdout_has("resuming run ");
     assert_eq!(record(dir.path()), ["reject h1", "accept h1", "reject h2", "accept h2", "reject h3", "accept h3"]);
     for host in fleet.hosts() {
         assert_eq!(restarts(host), 1, "h{} restarted once", host.index);
@@ -126,8 +100,8 @@ fn a_failed_run_resumed_after_the_fix_does_every_host_exactly_once() {
 
     // Done: a second resume has nothing to do.
     let out = apply(dir.path(), &["--resume"]);
-    assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
-    assert!(out.stderr.contains("succeeded: there is nothing to resume"), "{}", out.stderr);
+    out.code(2);
+    out.stderr_has("succeeded: there is nothing to resume");
 }
 
 /// Issue 13, item 2: `--force` overrides pre-flight only; a changed plan is resumed
@@ -148,17 +122,17 @@ fn resume_refuses_when_the_plan_changed_unless_resume_changed() {
 
     dir.write("plan.yaml", text.replace("timeout: 10s", "timeout: 20s"));
     let out = apply(dir.path(), &["--resume"]);
-    assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
-    assert!(out.stderr.contains("error: the plan changed since run "), "{}", out.stderr);
-    assert!(out.stderr.contains(" started (`plan.yaml` changed); a resume would mix two plans"), "{}", out.stderr);
-    assert!(out.stderr.contains("pass `--resume-changed`"), "{}", out.stderr);
+    out.code(2);
+    out.stderr_has("error: the plan changed since run ");
+    out.stderr_has(" started (`plan.yaml` changed); a resume would mix two plans");
+    out.stderr_has("pass `--resume-changed`");
     assert!(record(dir.path()) == ["reject h1"], "nothing ran: {:?}", record(dir.path()));
 
     let forced = apply(dir.path(), &["--resume", "--force"]);
     assert_eq!(forced.code, 2, "--force is for pre-flight, not for a changed plan:\n{}", forced.stderr);
 
     let out = apply(dir.path(), &["--resume", "--resume-changed"]);
-    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    out.code(0);
     assert_eq!(record(dir.path()), ["reject h1", "accept h1", "reject h2", "accept h2"]);
 }
 
@@ -180,17 +154,17 @@ fn a_second_apply_from_another_working_copy_is_refused_naming_the_holder() {
     let first = spawn_apply(alice.path());
     wait_for("the first apply to start", || record(alice.path()).contains(&"reject h1".to_string()));
     let out = apply(bob.path(), &[]);
-    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
-    assert!(out.stderr.contains("another apply holds the lock `h1:"), "{}", out.stderr);
+    out.code(1);
+    out.stderr_has("another apply holds the lock `h1:");
     assert!(out.stderr.contains(&format!("(pid {})", first.id())), "the holder is named:\n{}", out.stderr);
-    assert!(out.stderr.contains("nothing was changed"), "{}", out.stderr);
+    out.stderr_has("nothing was changed");
 
-    let lock = planrun_in(bob.path(), &["lock", "status", "plan.yaml"]);
-    assert!(lock.stdout.contains("held by "), "{}", lock.stdout);
+    let lock = Planrun::in_dir(&bob).args(&["lock", "status", "plan.yaml"]).run();
+    lock.stdout_has("held by ");
 
     let done = first.wait_with_output().unwrap();
     assert_eq!(done.status.code(), Some(0), "{}", String::from_utf8_lossy(&done.stdout));
-    let lock = planrun_in(bob.path(), &["lock", "status", "plan.yaml"]);
+    let lock = Planrun::in_dir(&bob).args(&["lock", "status", "plan.yaml"]).run();
     assert!(lock.stdout.contains(": free"), "the lock is released after the run:\n{}", lock.stdout);
     for host in fleet.hosts() {
         assert_eq!(restarts(host), 1);
@@ -212,7 +186,7 @@ fn a_run_killed_mid_rollout_is_completed_by_resume() {
     let _ = child.wait();
 
     let out = apply(dir.path(), &["--resume"]);
-    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    out.code(0);
     assert!(out.stderr.contains("took over the lock"), "the dead holder's lock is taken over:\n{}", out.stderr);
     let rec = record(dir.path());
     assert_eq!(rec.iter().filter(|l| l.starts_with("reject")).count(), 3, "{rec:?}");
@@ -249,15 +223,8 @@ rollout:
         ),
     );
     let run = |extra: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_planrun"))
-            .args(["apply", "plan.yaml", "--yes"])
-            .args(extra)
-            .current_dir(dir.path())
-            .env("PLANRUN_TEST_SECRET", secret)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+        let out = Planrun::in_dir(&dir).args(APPLY).args(extra).env("PLANRUN_TEST_SECRET", secret).run();
+        (out.stdout, out.stderr)
     };
     let (human, human_err) = run(&["-v"]);
     assert!(human.contains("h1 | token=***"), "{human}");
@@ -383,8 +350,8 @@ rollout:
 "
         ),
     );
-    let out = planrun_in(dir.path(), &["apply", "plan.yaml", "--yes", "--output", "json"]);
-    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    let out = Planrun::in_dir(&dir).args(&["apply", "plan.yaml", "--yes", "--output", "json"]).run();
+    out.code(1);
     let mut kinds = Vec::new();
     for line in out.stdout.lines() {
         let mut value: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));

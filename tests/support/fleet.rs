@@ -122,6 +122,34 @@ impl Fleet {
         self.dir.path()
     }
 
+    /// The plan's `servers:` list lines for the fleet: `h1`…`hN` at their addresses, role
+    /// `app`, each with its app directory as `options.dir`.
+    pub fn servers_yaml(&self) -> String {
+        self.hosts
+            .iter()
+            .map(|host| {
+                format!(
+                    "  - {{ host: \"{}\", name: h{}, roles: [app], options: {{ dir: \"{}\" }} }}\n",
+                    host.addr,
+                    host.index,
+                    host.dir.display()
+                )
+            })
+            .collect()
+    }
+
+    /// The plan's `ssh:` block that reaches every host of the fleet: the login user, the
+    /// port, the client key and the fleet's known_hosts.
+    pub fn ssh_yaml(&self) -> String {
+        format!(
+            "ssh:\n  user: {}\n  port: {}\n  identity_file: {}\n  known_hosts: {}\n",
+            self.user,
+            self.host(1).port,
+            self.client_key.display(),
+            self.known_hosts.display()
+        )
+    }
+
     /// An `SshTarget` for host `index` that works as is: the fleet's client key and
     /// known_hosts, strict checking, a short connect timeout.
     pub fn target(&self, index: usize) -> SshTarget {

@@ -430,3 +430,71 @@ rollout:
         out.stderr
     );
 }
+
+const ROLLING: &str = "\
+version: 1
+application: shop
+servers:
+  - { host: 127.0.0.1, name: a, transport: local, roles: [app, web] }
+  - { host: 127.0.0.2, name: b, transport: local, roles: [app] }
+balancers:
+  lb: { kind: command, reject: \"true\", accept: \"true\" }
+rollout:
+  select: { roles: [app] }
+  steps:
+    - name: reject
+      balancer: { use: lb, action: reject, node: \"{{host.name}}\" }
+    - name: restart
+      run: \"true\"
+      timeout: 30s
+    - name: accept
+      balancer: { use: lb, action: accept, node: \"{{host.name}}\", wait_up: false }
+";
+
+/// Issue 12, reproduction 1: a duration no clock can add used to validate and then
+/// panic mid-rollout; each is refused at its own position.
+#[test]
+fn durations_no_clock_can_add_are_refused_at_their_positions() {
+    let text = ROLLING.replace("timeout: 30s", "timeout: 10000000000000000000s")
+        + "after:\n  - { name: settle, wait: { sleep: 10000000000000000000s } }\n";
+    let out = validate_text("plan.yaml", &text);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    let errors = error_lines(&out.stderr);
+    assert_eq!(errors.len(), 2, "{}", out.stderr);
+    assert!(
+        errors[0].starts_with("error: plan.yaml:15:16: `timeout: 10000000000000000000s` is longer"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        errors[1].starts_with("error: plan.yaml:19:36: `sleep: 10000000000000000000s` is longer"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("a duration is at most 30days"), "{}", out.stderr);
+    let zero = validate_text("plan.yaml", &ROLLING.replace("timeout: 30s", "timeout: 0s"));
+    assert_eq!(zero.code, 2);
+    assert!(zero.stderr.contains("`timeout: 0s` is zero"), "{}", zero.stderr);
+}
+
+/// Issue 12, reproduction 3: an `accept` that can be skipped would leave the node out
+/// while the run says "succeeded".
+#[test]
+fn an_accept_that_can_be_skipped_is_refused() {
+    let when = ROLLING.replace(
+        "      balancer: { use: lb, action: accept,",
+        "      when: { roles: [web] }\n      balancer: { use: lb, action: accept,",
+    );
+    let out = validate_text("plan.yaml", &when);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("error: plan.yaml:17:13: step `accept` may be skipped where step `reject` took the node out"),
+        "{}",
+        out.stderr
+    );
+    let ignored = ROLLING.replace("wait_up: false }", "wait_up: false }\n      continue_on_error: true");
+    let out = validate_text("plan.yaml", &ignored);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("step `accept` puts the node back and may not fail quietly"), "{}", out.stderr);
+}

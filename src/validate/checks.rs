@@ -152,8 +152,82 @@ pub(crate) fn check_wrapping(plan: &Plan, root: &Node, selection: &SelectedHosts
             }
         }
     }
+    check_durations(root, &mut problems);
+
     problems.sort_by_key(|p| p.span.map(|s| s.offset));
     problems
+}
+
+/// The longest duration a plan may give: a step, a wait or a connection that may take
+/// longer is a typo, and a duration no clock can add would stop planrun mid-rollout.
+pub const MAX_DURATION: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
+
+/// The fields of a plan that are durations, wherever they stand.
+const DURATION_KEYS: &[&str] = &["timeout", "interval", "sleep", "stable_for", "connect_timeout", "drain_timeout"];
+
+/// Every duration of the plan is at least 1 ms and at most [`MAX_DURATION`], each
+/// reported at its own position.
+fn check_durations(node: &Node, problems: &mut Vec<Problem>) {
+    match &node.value {
+        yaml::Value::Map(entries) => {
+            for (key, value) in entries {
+                if let (true, yaml::Value::String(text)) = (DURATION_KEYS.contains(&key.name.as_str()), &value.value)
+                    && let Ok(duration) = humantime::parse_duration(text.trim())
+                {
+                    if duration > MAX_DURATION {
+                        problems.push(
+                            Problem::at(value.span, format!("`{}: {text}` is longer than planrun allows", key.name))
+                                .label("too long")
+                                .help(format!(
+                                    "a duration is at most {}; a longer one is almost always a typo",
+                                    humantime::format_duration(MAX_DURATION)
+                                )),
+                        );
+                    } else if duration.is_zero() && !matches!(key.name.as_str(), "sleep" | "stable_for") {
+                        problems.push(
+                            Problem::at(value.span, format!("`{}: {text}` is zero", key.name))
+                                .label("zero")
+                                .help("give it a duration it can pass in, such as `30s`"),
+                        );
+                    }
+                }
+                check_durations(value, problems);
+            }
+        }
+        yaml::Value::Seq(items) => items.iter().for_each(|item| check_durations(item, problems)),
+        _ => {}
+    }
+}
+
+/// An `accept` that can be skipped leaves the node its `reject` took out of rotation:
+/// it must run on every host the reject runs on, and its failure must fail the host.
+fn skippable_accept(reject: &Step, accept: &Step, reject_at: &str, at: &str, root: &Node, problems: &mut Vec<Problem>) {
+    let when = |step: &Step| step.when.as_ref().and_then(|w| serde_json::to_value(w).ok());
+    if when(reject) != when(accept) {
+        let place = if accept.when.is_some() { format!("{at}/when") } else { at.to_string() };
+        problems.push(
+            Problem::at(
+                root.span_at(&place),
+                format!(
+                    "step `{}` may be skipped where step `{}` took the node out: their `when` differ",
+                    accept.name, reject.name
+                ),
+            )
+            .label("a different `when`")
+            .related(root.span_at(reject_at), "takes the node out")
+            .help("give the `accept` the same `when` as its `reject` (or none to both), so every host taken out is put back"),
+        );
+    }
+    if accept.continue_on_error {
+        problems.push(
+            Problem::at(
+                root.span_at(&format!("{at}/continue_on_error")),
+                format!("step `{}` puts the node back and may not fail quietly", accept.name),
+            )
+            .label("`continue_on_error` on an `accept`")
+            .help("remove `continue_on_error`: a failed `accept` leaves the node out of rotation, so it must fail the host"),
+        );
+    }
 }
 
 fn check_env_name(root: &Node, at: &str, name: &str, owner: &str, problems: &mut Vec<Problem>) {
@@ -236,13 +310,16 @@ fn check_steps(plan: &Plan, list: &str, steps: &[Step], root: &Node, problems: &
             } else if matches!(b.action, BalancerAction::Reject | BalancerAction::Drain)
                 && plan.balancers.contains_key(&b.balancer)
             {
-                let put_back = steps[i + 1..].iter().any(|later| {
+                let put_back = steps[i + 1..].iter().position(|later| {
                     later
                         .balancer
                         .as_ref()
                         .is_some_and(|l| l.balancer == b.balancer && l.action == BalancerAction::Accept)
                 });
-                if !put_back {
+                if let Some(k) = put_back {
+                    skippable_accept(step, &steps[i + 1 + k], &at, &format!("{list}/{}", i + 1 + k), root, problems);
+                }
+                if put_back.is_none() {
                     problems.push(
                         Problem::at(
                             span(&format!("{at}/balancer/action")),

@@ -3,6 +3,11 @@
 //! The data flows one way: `yaml` (text → positioned tree) → `schema` and `validate`
 //! (every problem at its position) → `model` (typed plan) → `select` … → `cli` prints.
 
+// First: its `println!`/`eprintln!`/`print!`/`eprint!` shadow std's in every module
+// below, so everything the crate prints goes through the process-wide redactor.
+#[macro_use]
+pub mod redact;
+
 pub mod balancer;
 pub mod cli;
 pub mod diagnostic;
@@ -17,7 +22,6 @@ pub mod lock;
 pub mod model;
 pub mod preflight;
 pub mod preview;
-pub mod redact;
 pub mod report;
 pub mod ssh_settings;
 pub mod text;

@@ -372,7 +372,7 @@ fn the_quick_start_example_runs_twice_from_a_fresh_checkout() {
         for node in ["web1", "web2", "web3"] {
             assert!(out.stderr.contains(&format!("pool: {node}: in rotation")), "{run} run:\n{}", out.stderr);
         }
-        assert!(out.stdout.contains("example release 2 rolled on 3 hosts"), "{run} run:\n{}", out.stdout);
+        assert!(out.stdout.contains("example release '2' rolled on 3 hosts"), "{run} run:\n{}", out.stdout);
         assert!(out.stdout.contains("rollout succeeded"), "{run} run:\n{}", out.stdout);
     }
     // What the example wrote is in the directory it ran in, every node back in rotation,

@@ -207,3 +207,33 @@ rollout:
     assert!(out.stderr.contains("`PIN` is 2 characters; a secret that short cannot be masked"), "{}", out.stderr);
     assert!(!dir.path().join("ran").exists(), "nothing ran");
 }
+
+/// `{{vars.x}}` goes into a command as it is: `--var 'release=$(id)'` would run `id`. The
+/// shipped examples and `planrun init`'s scaffold quote every var (`{{quote vars.x}}`),
+/// since they are what plans are copied from.
+#[test]
+fn the_examples_and_the_scaffold_quote_every_var_in_a_command() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    for dir in ["examples", "plans", "src/init"] {
+        for entry in std::fs::read_dir(root.join(dir)).unwrap().flatten() {
+            if entry.path().extension().is_some_and(|e| e == "yaml") {
+                files.push(entry.path());
+            }
+        }
+    }
+    assert!(files.len() >= 5, "{files:?}");
+    let mut unquoted = Vec::new();
+    for file in &files {
+        for (i, line) in std::fs::read_to_string(file).unwrap().lines().enumerate() {
+            let code = line.split(" #").next().unwrap_or("");
+            if code.trim_start().starts_with('#') {
+                continue;
+            }
+            if code.replace(' ', "").contains("{{vars.") {
+                unquoted.push(format!("{}:{}: {line}", file.display(), i + 1));
+            }
+        }
+    }
+    assert!(unquoted.is_empty(), "unquoted vars:\n{}", unquoted.join("\n"));
+}

@@ -9,6 +9,11 @@
 //! `balancer` and emits `events`; `report` and `journal` consume them. `cli` is the only
 //! face: it parses arguments, prints, and chooses exit codes.
 
+// First: its `println!`/`eprintln!`/`print!`/`eprint!` shadow std's in every module
+// below, so everything the crate prints goes through the process-wide redactor.
+#[macro_use]
+pub mod redact;
+
 pub mod balancer;
 pub mod cli;
 pub mod diagnostic;
@@ -23,7 +28,6 @@ pub mod lock;
 pub mod model;
 pub mod preflight;
 pub mod preview;
-pub mod redact;
 pub mod report;
 pub mod ssh_settings;
 pub mod text;

@@ -102,7 +102,7 @@ impl Reporter {
     }
 
     pub async fn consume(mut self, mut events: UnboundedReceiver<Event>) -> Summary {
-        let mut stdout = std::io::stdout();
+        let mut stdout = crate::redact::stdout();
         while let Some(event) = events.recv().await {
             let now = SystemTime::now();
             if let Some(j) = &mut self.journal

@@ -87,6 +87,8 @@ pub fn apply(args: ApplyArgs) -> i32 {
 /// Everything before the first connection. `Ok(None)`: a resume found nothing left to do.
 fn prepare(args: &ApplyArgs) -> Result<Option<Prepared>, ApplyError> {
     let loaded = validate::load_plan(&args.plan).map_err(ApplyError::Plan)?;
+    // From here on, everything printed masks the plan's secrets, whatever it was built from.
+    crate::redact::install_plan(&loaded.plan);
     // A resume continues the run it resumes: with its `--var`, `--limit` and batch sizes.
     let campaign = if args.resume { Some(campaign(args, &loaded)?) } else { None };
     let build = campaign.as_ref().map_or_else(|| args.build.clone(), |c| c.inputs.build_options());
@@ -339,9 +341,9 @@ fn exit_code(result: &RunResult) -> i32 {
 /// happened.
 fn write_out(mode: Mode, text: &str) {
     let _ = if mode == Mode::Json {
-        std::io::stderr().write_all(text.as_bytes())
+        crate::redact::stderr().write_all(text.as_bytes())
     } else {
-        std::io::stdout().write_all(text.as_bytes())
+        crate::redact::stdout().write_all(text.as_bytes())
     };
 }
 
@@ -557,7 +559,11 @@ fn check_secrets(plan: &Plan) -> Result<(), ApplyError> {
         .filter(|n| std::env::var_os(n).is_none_or(|v| v.is_empty()))
         .map(str::to_string)
         .collect();
-    if missing.is_empty() { Ok(()) } else { Err(ApplyError::MissingSecrets(missing)) }
+    if !missing.is_empty() {
+        return Err(ApplyError::MissingSecrets(missing));
+    }
+    let short = crate::redact::too_short(plan);
+    if short.is_empty() { Ok(()) } else { Err(ApplyError::SecretTooShort(short)) }
 }
 
 /// On a terminal, asks; without one, requires `--yes`, since nobody can answer.
@@ -568,7 +574,7 @@ fn confirm(loaded: &LoadedPlan, exec: &ExecutionPlan, yes: bool) -> Result<(), A
     if !std::io::stdin().is_terminal() {
         return Err(ApplyError::NoTerminal);
     }
-    let mut stderr = std::io::stderr();
+    let mut stderr = crate::redact::stderr();
     let _ = write!(
         stderr,
         "apply {} to {} of `{}` in {}? [y/N] ",

@@ -38,6 +38,8 @@ fn check_all(args: &[PathBuf], options: &BuildOptions) -> CheckedAll {
         match named {
             Ok(named) => {
                 let result = validate::load_plan(&named.path)
+                    // What is shown of a plan masks the secrets it names.
+                    .inspect(|loaded| crate::redact::install_plan(&loaded.plan))
                     .and_then(|loaded| graph::build(&loaded, options).map(|plan| (loaded, plan)));
                 plans.push(Checked { named, result });
             }
@@ -137,7 +139,7 @@ pub fn show_plans(args: &[PathBuf], format: PlanFormat, verbose: bool, graph_arg
         report(errors, color);
         code = exit::INVALID_INPUT;
     }
-    let mut out = BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    let mut out = BufWriter::with_capacity(1 << 16, crate::redact::Redacting::new(std::io::stdout().lock()));
     for (i, checked) in all.plans.iter().enumerate() {
         let (loaded, plan) = match &checked.result {
             Ok(built) => built,

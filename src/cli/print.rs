@@ -23,6 +23,8 @@ pub enum ApplyError {
         if .0.len() == 1 { "a secret" } else { "secrets" }
     )]
     MissingSecrets(Vec<String>),
+    #[error("{}", too_short_message(.0))]
+    SecretTooShort(Vec<crate::redact::TooShort>),
     #[error(transparent)]
     Resume(#[from] ResumeError),
     #[error(
@@ -93,6 +95,7 @@ impl ApplyError {
             ApplyError::Plan(_)
             | ApplyError::Balancer(_)
             | ApplyError::MissingSecrets(_)
+            | ApplyError::SecretTooShort(_)
             | ApplyError::Resume(_)
             | ApplyError::Unresolved { .. }
             | ApplyError::NoTerminal
@@ -106,6 +109,25 @@ impl ApplyError {
             | ApplyError::PreflightRefused => exit::ROLLOUT_FAILED,
         }
     }
+}
+
+fn too_short_message(short: &[crate::redact::TooShort]) -> String {
+    let each: Vec<String> = short
+        .iter()
+        .map(|s| {
+            format!(
+                "`{}` is {} character{}; a secret that short cannot be masked",
+                s.name,
+                s.len,
+                if s.len == 1 { "" } else { "s" }
+            )
+        })
+        .collect();
+    format!(
+        "error: {}; nothing was executed\n  help: a secret of at least {} characters can be masked in every output",
+        each.join("; "),
+        crate::redact::MIN_SECRET_LEN
+    )
 }
 
 fn host_lines(failures: &[(String, String)]) -> String {
@@ -144,7 +166,7 @@ pub fn notices() -> crate::transport::Notices {
 pub fn report(errors: &PlanErrors, color: bool) {
     let text = errors.render(color);
     let count = errors.problems.len();
-    let mut stderr = std::io::stderr().lock();
+    let mut stderr = crate::redact::Redacting::new(std::io::stderr().lock());
     let _ = stderr.write_all(text.as_bytes());
     let _ = writeln!(
         stderr,

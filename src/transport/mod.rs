@@ -230,47 +230,67 @@ impl Transports {
     }
 }
 
-/// Splits a byte stream into lines. Bytes are kept until their line is complete, so a
-/// multi-byte character split across two reads still decodes.
+/// The longest line kept: the rest of a longer line is counted, not kept ("… N more
+/// bytes"), so a command printing gigabytes without a newline cannot exhaust memory.
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// Splits a byte stream into lines, in time linear in its length. Bytes are kept until
+/// their line is complete, so a multi-byte character split across two reads still
+/// decodes; a line keeps at most [`MAX_LINE`] bytes.
 struct LineSplitter {
     stream: Stream,
     pending: Vec<u8>,
+    /// Bytes of the current line beyond [`MAX_LINE`], counted.
+    dropped: usize,
 }
 
 impl LineSplitter {
     fn new(stream: Stream) -> Self {
-        LineSplitter { stream, pending: Vec::new() }
+        LineSplitter { stream, pending: Vec::new(), dropped: 0 }
     }
 
-    /// Appends `data` and returns the lines it completed.
+    /// Appends `data` and returns the lines it completed. Each byte is looked at once.
     fn push(&mut self, data: &[u8]) -> Vec<OutputLine> {
-        self.pending.extend_from_slice(data);
         let mut lines = Vec::new();
-        let mut start = 0;
-        while let Some(pos) = self.pending[start..].iter().position(|&b| b == b'\n') {
-            let end = start + pos;
-            lines.push(self.make_line(&self.pending[start..end]));
-            start = end + 1;
+        let mut rest = data;
+        while let Some(pos) = rest.iter().position(|&b| b == b'\n') {
+            self.keep(&rest[..pos]);
+            lines.push(self.take());
+            rest = &rest[pos + 1..];
         }
-        self.pending.drain(..start);
+        self.keep(rest);
         lines
     }
 
     /// The unterminated last line, if any.
     fn finish(&mut self) -> Option<OutputLine> {
-        if self.pending.is_empty() {
+        if self.pending.is_empty() && self.dropped == 0 {
             return None;
         }
-        let line = self.make_line(&self.pending);
-        self.pending.clear();
-        Some(line)
+        Some(self.take())
     }
 
-    fn make_line(&self, bytes: &[u8]) -> OutputLine {
+    fn keep(&mut self, bytes: &[u8]) {
+        let room = MAX_LINE.saturating_sub(self.pending.len()).min(bytes.len());
+        self.pending.extend_from_slice(&bytes[..room]);
+        self.dropped += bytes.len() - room;
+    }
+
+    fn take(&mut self) -> OutputLine {
         // Output from Windows tools or `printf '\r\n'` keeps its CR; it is part of the
         // terminator, not of the line.
-        let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
-        OutputLine { stream: self.stream, line: String::from_utf8_lossy(bytes).into_owned() }
+        let bytes = if self.dropped == 0 {
+            self.pending.strip_suffix(b"\r").unwrap_or(&self.pending)
+        } else {
+            &self.pending[..]
+        };
+        let mut line = String::from_utf8_lossy(bytes).into_owned();
+        if self.dropped > 0 {
+            line.push_str(&format!(" … {} more bytes", self.dropped));
+        }
+        self.pending.clear();
+        self.dropped = 0;
+        OutputLine { stream: self.stream, line }
     }
 }
 
@@ -299,6 +319,21 @@ mod tests {
         let lines = s.push(&bytes[1..]);
         assert_eq!(lines[0].line, "é");
         assert_eq!(lines[0].stream, Stream::Stderr);
+    }
+
+    #[test]
+    fn caps_a_long_line_and_counts_the_rest() {
+        let mut s = LineSplitter::new(Stream::Stdout);
+        let chunk = vec![b'x'; 1000];
+        for _ in 0..100 {
+            assert!(s.push(&chunk).is_empty());
+        }
+        let lines = s.push(b"\nnext\n");
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0].line, format!("{} … {} more bytes", "x".repeat(MAX_LINE), 100_000 - MAX_LINE));
+        assert_eq!(lines[1].line, "next");
+        assert!(s.push(&vec![b'y'; MAX_LINE + 5]).is_empty());
+        assert_eq!(s.finish().map(|l| l.line), Some(format!("{} … 5 more bytes", "y".repeat(MAX_LINE))));
     }
 
     #[test]

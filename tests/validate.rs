@@ -430,3 +430,93 @@ rollout:
         out.stderr
     );
 }
+
+/// Issue 12, reproduction 1: a duration too long to add to a clock validated, then
+/// panicked at run time. Every duration is bounded; a timeout of zero is refused.
+#[test]
+fn durations_too_long_for_a_clock_and_zero_timeouts_are_refused() {
+    let text = BASE.replace(
+        "run: echo restart",
+        "run: echo restart\n      timeout: 10000000000000000000s\n    - name: settle\n      wait: { sleep: 31d }\n    - name: up\n      wait: { tcp: \"127.0.0.1:80\", interval: 0s, timeout: 0s }",
+    );
+    let out = validate_text("p.yaml", &text);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert_eq!(
+        error_lines(&out.stderr),
+        [
+            "error: p.yaml:11:16: `timeout` is longer than 30 days",
+            "error: p.yaml:13:22: `sleep` is longer than 30 days",
+            "error: p.yaml:15:46: `interval` is zero",
+            "error: p.yaml:15:59: `timeout` is zero",
+        ],
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("help: durations are at most `30d`"), "{}", out.stderr);
+}
+
+const POOL: &str = "\
+version: 1
+application: shop
+servers:
+  - host: 10.0.0.2
+    roles: [app, web]
+  - host: 10.0.0.3
+    roles: [app]
+balancers:
+  pool: { kind: command, reject: 'true', accept: 'true' }
+rollout:
+  select: { roles: [app] }
+  steps:
+    - name: reject
+      balancer: { use: pool, action: reject, node: x }
+    - name: accept
+      balancer: { use: pool, action: accept, node: x }
+";
+
+/// Issue 12, reproduction 3: an `accept` that can be skipped leaves the node out.
+#[test]
+fn an_accept_that_can_be_skipped_is_refused() {
+    let (error, stderr) = single_error(&format!("{POOL}      when: {{ roles: [web] }}\n"));
+    assert_eq!(
+        error,
+        "error: p.yaml:17:13: step `accept` puts the node back under a different `when` than step `reject` took it out"
+    );
+    assert!(stderr.contains("help: give the `accept` the same `when`"), "{stderr}");
+    let (error, stderr) = single_error(&format!("{POOL}      continue_on_error: true\n"));
+    assert_eq!(error, "error: p.yaml:17:26: `continue_on_error` on the `accept` of step `accept`");
+    assert!(stderr.contains("help: remove `continue_on_error`"), "{stderr}");
+    // The same `when` on both is fine.
+    let same = POOL.replace("node: x }\n", "node: x }\n      when: { roles: [web] }\n");
+    let out = validate_text("p.yaml", &same);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+}
+
+/// Issue 14: waits that can never pass, and a `balancer_up` wait on a balancer that
+/// cannot report a node's state.
+#[test]
+fn waits_that_can_never_pass_are_refused() {
+    let text = POOL.replace(
+        "    - name: accept\n",
+        "    - name: stable\n      wait: { tcp: \"127.0.0.1:80\", stable_for: 10s, timeout: 4s }\n    - name: three\n      wait: { tcp: \"127.0.0.1:80\", successes: 3, interval: 10s, timeout: 2s }\n    - name: up\n      wait: { balancer_up: pool, node: x }\n    - name: accept\n",
+    );
+    let out = validate_text("p.yaml", &text);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    let errors = error_lines(&out.stderr);
+    assert_eq!(errors.len(), 3, "{}", out.stderr);
+    assert!(errors[0].starts_with("error: p.yaml:16:"), "{}", out.stderr);
+    assert!(errors[0].contains("`stable_for` is not shorter than its timeout of 4s"), "{}", out.stderr);
+    assert!(errors[1].starts_with("error: p.yaml:18:"), "{}", out.stderr);
+    assert!(errors[1].contains("3 checks 10s apart take longer than its timeout of 2s"), "{}", out.stderr);
+    assert!(errors[2].starts_with("error: p.yaml:20:"), "{}", out.stderr);
+    assert!(errors[2].contains("has no `status`, so a `balancer_up` wait can never pass"), "{}", out.stderr);
+}
+
+/// Issue 14: `when` on a `local` step in `before`/`after` was ignored; it is refused.
+#[test]
+fn when_on_a_local_step_outside_the_rollout_is_refused() {
+    let text = format!("{BASE}before:\n  - name: prepare\n    local: 'true'\n    when: {{ roles: [app] }}\n");
+    let (error, stderr) = single_error(&text);
+    assert_eq!(error, "error: p.yaml:14:11: `when` on the `local` step `prepare` outside the rollout");
+    assert!(stderr.contains("help: a `local` step in `before` or `after` runs once"), "{stderr}");
+}

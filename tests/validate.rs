@@ -520,3 +520,30 @@ fn when_on_a_local_step_outside_the_rollout_is_refused() {
     assert_eq!(error, "error: p.yaml:14:11: `when` on the `local` step `prepare` outside the rollout");
     assert!(stderr.contains("help: a `local` step in `before` or `after` runs once"), "{stderr}");
 }
+
+/// Issue 14: `--var` naming a variable the plan does not have was accepted silently.
+#[test]
+fn a_var_the_plan_does_not_have_is_refused_with_a_suggestion() {
+    let dir = TempDir::new("validate");
+    dir.write("p.yaml", &BASE.replace("servers:", "vars:\n  rel: \"1\"\nservers:"));
+    let out = planrun_in(dir.path(), &["plan", "p.yaml", "--var", "rle=3"]);
+    assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("`--var rle=…` names a variable the plan does not have"), "{}", out.stderr);
+    assert!(out.stderr.contains("help: did you mean `rel`?"), "{}", out.stderr);
+    let out = planrun_in(dir.path(), &["plan", "p.yaml", "--var", "rel=3"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+}
+
+/// Issue 14: a plan that is a FIFO hung `validate`; it is refused with its path.
+#[test]
+fn a_plan_that_is_not_a_regular_file_is_refused() {
+    let dir = TempDir::new("validate");
+    let fifo = dir.path().join("fifo.yaml");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let out = planrun_in(dir.path(), &["validate", "fifo.yaml"]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("is not a regular file"), "{}", out.stderr);
+    let out = planrun_in(dir.path(), &["validate", "/dev/zero"]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("`/dev/zero` is not a regular file"), "{}", out.stderr);
+}

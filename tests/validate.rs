@@ -525,7 +525,7 @@ fn when_on_a_local_step_outside_the_rollout_is_refused() {
 #[test]
 fn a_var_the_plan_does_not_have_is_refused_with_a_suggestion() {
     let dir = TempDir::new("validate");
-    dir.write("p.yaml", &BASE.replace("servers:", "vars:\n  rel: \"1\"\nservers:"));
+    dir.write("p.yaml", BASE.replace("servers:", "vars:\n  rel: \"1\"\nservers:"));
     let out = planrun_in(dir.path(), &["plan", "p.yaml", "--var", "rle=3"]);
     assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
     assert!(out.stderr.contains("`--var rle=…` names a variable the plan does not have"), "{}", out.stderr);

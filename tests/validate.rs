@@ -431,70 +431,119 @@ rollout:
     );
 }
 
-const ROLLING: &str = "\
+/// Issue 12, reproduction 1: a duration too long to add to a clock validated, then
+/// panicked at run time. Every duration is bounded; a timeout of zero is refused.
+#[test]
+fn durations_too_long_for_a_clock_and_zero_timeouts_are_refused() {
+    let text = BASE.replace(
+        "run: echo restart",
+        "run: echo restart\n      timeout: 10000000000000000000s\n    - name: settle\n      wait: { sleep: 31d }\n    - name: up\n      wait: { tcp: \"127.0.0.1:80\", interval: 0s, timeout: 0s }",
+    );
+    let out = validate_text("p.yaml", &text);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert_eq!(
+        error_lines(&out.stderr),
+        [
+            "error: p.yaml:11:16: `timeout` is longer than 30 days",
+            "error: p.yaml:13:22: `sleep` is longer than 30 days",
+            "error: p.yaml:15:46: `interval` is zero",
+            "error: p.yaml:15:59: `timeout` is zero",
+        ],
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("help: durations are at most `30d`"), "{}", out.stderr);
+}
+
+const POOL: &str = "\
 version: 1
 application: shop
 servers:
-  - { host: 127.0.0.1, name: a, transport: local, roles: [app, web] }
-  - { host: 127.0.0.2, name: b, transport: local, roles: [app] }
+  - host: 10.0.0.2
+    roles: [app, web]
+  - host: 10.0.0.3
+    roles: [app]
 balancers:
-  lb: { kind: command, reject: \"true\", accept: \"true\" }
+  pool: { kind: command, reject: 'true', accept: 'true' }
 rollout:
   select: { roles: [app] }
   steps:
     - name: reject
-      balancer: { use: lb, action: reject, node: \"{{host.name}}\" }
-    - name: restart
-      run: \"true\"
-      timeout: 30s
+      balancer: { use: pool, action: reject, node: x }
     - name: accept
-      balancer: { use: lb, action: accept, node: \"{{host.name}}\", wait_up: false }
+      balancer: { use: pool, action: accept, node: x }
 ";
 
-/// Issue 12, reproduction 1: a duration no clock can add used to validate and then
-/// panic mid-rollout; each is refused at its own position.
-#[test]
-fn durations_no_clock_can_add_are_refused_at_their_positions() {
-    let text = ROLLING.replace("timeout: 30s", "timeout: 10000000000000000000s")
-        + "after:\n  - { name: settle, wait: { sleep: 10000000000000000000s } }\n";
-    let out = validate_text("plan.yaml", &text);
-    assert_eq!(out.code, 2, "{}", out.stderr);
-    let errors = error_lines(&out.stderr);
-    assert_eq!(errors.len(), 2, "{}", out.stderr);
-    assert!(
-        errors[0].starts_with("error: plan.yaml:15:16: `timeout: 10000000000000000000s` is longer"),
-        "{}",
-        out.stderr
-    );
-    assert!(
-        errors[1].starts_with("error: plan.yaml:19:36: `sleep: 10000000000000000000s` is longer"),
-        "{}",
-        out.stderr
-    );
-    assert!(out.stderr.contains("a duration is at most 30days"), "{}", out.stderr);
-    let zero = validate_text("plan.yaml", &ROLLING.replace("timeout: 30s", "timeout: 0s"));
-    assert_eq!(zero.code, 2);
-    assert!(zero.stderr.contains("`timeout: 0s` is zero"), "{}", zero.stderr);
-}
-
-/// Issue 12, reproduction 3: an `accept` that can be skipped would leave the node out
-/// while the run says "succeeded".
+/// Issue 12, reproduction 3: an `accept` that can be skipped leaves the node out.
 #[test]
 fn an_accept_that_can_be_skipped_is_refused() {
-    let when = ROLLING.replace(
-        "      balancer: { use: lb, action: accept,",
-        "      when: { roles: [web] }\n      balancer: { use: lb, action: accept,",
+    let (error, stderr) = single_error(&format!("{POOL}      when: {{ roles: [web] }}\n"));
+    assert_eq!(
+        error,
+        "error: p.yaml:17:13: step `accept` puts the node back under a different `when` than step `reject` took it out"
     );
-    let out = validate_text("plan.yaml", &when);
-    assert_eq!(out.code, 2, "{}", out.stderr);
-    assert!(
-        out.stderr
-            .contains("error: plan.yaml:17:13: step `accept` may be skipped where step `reject` took the node out"),
-        "{}",
-        out.stderr
+    assert!(stderr.contains("help: give the `accept` the same `when`"), "{stderr}");
+    let (error, stderr) = single_error(&format!("{POOL}      continue_on_error: true\n"));
+    assert_eq!(error, "error: p.yaml:17:26: `continue_on_error` on the `accept` of step `accept`");
+    assert!(stderr.contains("help: remove `continue_on_error`"), "{stderr}");
+    // The same `when` on both is fine.
+    let same = POOL.replace("node: x }\n", "node: x }\n      when: { roles: [web] }\n");
+    let out = validate_text("p.yaml", &same);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+}
+
+/// Issue 14: waits that can never pass, and a `balancer_up` wait on a balancer that
+/// cannot report a node's state.
+#[test]
+fn waits_that_can_never_pass_are_refused() {
+    let text = POOL.replace(
+        "    - name: accept\n",
+        "    - name: stable\n      wait: { tcp: \"127.0.0.1:80\", stable_for: 10s, timeout: 4s }\n    - name: three\n      wait: { tcp: \"127.0.0.1:80\", successes: 3, interval: 10s, timeout: 2s }\n    - name: up\n      wait: { balancer_up: pool, node: x }\n    - name: accept\n",
     );
-    let ignored = ROLLING.replace("wait_up: false }", "wait_up: false }\n      continue_on_error: true");
-    let out = validate_text("plan.yaml", &ignored);
+    let out = validate_text("p.yaml", &text);
     assert_eq!(out.code, 2, "{}", out.stderr);
-    assert!(out.stderr.contains("step `accept` puts the node back and may not fail quietly"), "{}", out.stderr);
+    let errors = error_lines(&out.stderr);
+    assert_eq!(errors.len(), 3, "{}", out.stderr);
+    assert!(errors[0].starts_with("error: p.yaml:16:"), "{}", out.stderr);
+    assert!(errors[0].contains("`stable_for` is not shorter than its timeout of 4s"), "{}", out.stderr);
+    assert!(errors[1].starts_with("error: p.yaml:18:"), "{}", out.stderr);
+    assert!(errors[1].contains("3 checks 10s apart take longer than its timeout of 2s"), "{}", out.stderr);
+    assert!(errors[2].starts_with("error: p.yaml:20:"), "{}", out.stderr);
+    assert!(errors[2].contains("has no `status`, so a `balancer_up` wait can never pass"), "{}", out.stderr);
+}
+
+/// Issue 14: `when` on a `local` step in `before`/`after` was ignored; it is refused.
+#[test]
+fn when_on_a_local_step_outside_the_rollout_is_refused() {
+    let text = format!("{BASE}before:\n  - name: prepare\n    local: 'true'\n    when: {{ roles: [app] }}\n");
+    let (error, stderr) = single_error(&text);
+    assert_eq!(error, "error: p.yaml:14:11: `when` on the `local` step `prepare` outside the rollout");
+    assert!(stderr.contains("help: a `local` step in `before` or `after` runs once"), "{stderr}");
+}
+
+/// Issue 14: `--var` naming a variable the plan does not have was accepted silently.
+#[test]
+fn a_var_the_plan_does_not_have_is_refused_with_a_suggestion() {
+    let dir = TempDir::new("validate");
+    dir.write("p.yaml", BASE.replace("servers:", "vars:\n  rel: \"1\"\nservers:"));
+    let out = planrun_in(dir.path(), &["plan", "p.yaml", "--var", "rle=3"]);
+    assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("`--var rle=…` names a variable the plan does not have"), "{}", out.stderr);
+    assert!(out.stderr.contains("help: did you mean `rel`?"), "{}", out.stderr);
+    let out = planrun_in(dir.path(), &["plan", "p.yaml", "--var", "rel=3"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+}
+
+/// Issue 14: a plan that is a FIFO hung `validate`; it is refused with its path.
+#[test]
+fn a_plan_that_is_not_a_regular_file_is_refused() {
+    let dir = TempDir::new("validate");
+    let fifo = dir.path().join("fifo.yaml");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let out = planrun_in(dir.path(), &["validate", "fifo.yaml"]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("is not a regular file"), "{}", out.stderr);
+    let out = planrun_in(dir.path(), &["validate", "/dev/zero"]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("`/dev/zero` is not a regular file"), "{}", out.stderr);
 }

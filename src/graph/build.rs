@@ -47,6 +47,26 @@ pub fn build(loaded: &LoadedPlan, options: &BuildOptions) -> Result<ExecutionPla
     for (k, v) in &plan.vars {
         vars.insert(k.clone(), v.clone());
     }
+    let unknown: Vec<Problem> = options
+        .vars
+        .iter()
+        .map(|(k, _)| k)
+        .filter(|k| !plan.vars.contains_key(*k))
+        .map(|k| {
+            let help = match did_you_mean(k, plan.vars.keys().map(String::as_str)) {
+                Some(best) => format!("did you mean `{best}`?"),
+                None if plan.vars.is_empty() => "this plan has no `vars`; add it under `vars:` first".to_string(),
+                None => format!(
+                    "the variables of this plan are {}",
+                    crate::text::backticked_list(&plan.vars.keys().map(String::as_str).collect::<Vec<_>>())
+                ),
+            };
+            Problem::whole_file(format!("`--var {k}=…` names a variable the plan does not have")).help(help)
+        })
+        .collect();
+    if !unknown.is_empty() {
+        return Err(fail(unknown));
+    }
     for (k, v) in &options.vars {
         vars.insert(k.clone(), Value::String(v.clone()));
     }

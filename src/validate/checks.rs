@@ -3,8 +3,10 @@
 //! so a plan that loads is one the graph can be built from.
 
 use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
 use crate::diagnostic::Problem;
+use crate::model::duration::HumanDuration;
 use crate::model::select::{self, SelectedHosts};
 use crate::model::{BalancerAction, Plan, SingleHost, Step};
 use crate::text::{backticked_list, did_you_mean, pointer_escape};
@@ -86,6 +88,7 @@ pub(crate) fn check_semantics(plan: &Plan, root: &Node) -> (SelectedHosts, Vec<P
     for (list, steps) in [("/before", &plan.before), ("/rollout/steps", &plan.rollout.steps), ("/after", &plan.after)] {
         check_steps(plan, list, steps, root, &mut problems);
     }
+    check_durations(plan, root, &mut problems);
 
     // Jump specs are checked here, at their position, rather than at connect time.
     let ssh_settings = std::iter::once(("/ssh".to_string(), Some(&plan.ssh)))
@@ -152,82 +155,8 @@ pub(crate) fn check_wrapping(plan: &Plan, root: &Node, selection: &SelectedHosts
             }
         }
     }
-    check_durations(root, &mut problems);
-
     problems.sort_by_key(|p| p.span.map(|s| s.offset));
     problems
-}
-
-/// The longest duration a plan may give: a step, a wait or a connection that may take
-/// longer is a typo, and a duration no clock can add would stop planrun mid-rollout.
-pub const MAX_DURATION: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
-
-/// The fields of a plan that are durations, wherever they stand.
-const DURATION_KEYS: &[&str] = &["timeout", "interval", "sleep", "stable_for", "connect_timeout", "drain_timeout"];
-
-/// Every duration of the plan is at least 1 ms and at most [`MAX_DURATION`], each
-/// reported at its own position.
-fn check_durations(node: &Node, problems: &mut Vec<Problem>) {
-    match &node.value {
-        yaml::Value::Map(entries) => {
-            for (key, value) in entries {
-                if let (true, yaml::Value::String(text)) = (DURATION_KEYS.contains(&key.name.as_str()), &value.value)
-                    && let Ok(duration) = humantime::parse_duration(text.trim())
-                {
-                    if duration > MAX_DURATION {
-                        problems.push(
-                            Problem::at(value.span, format!("`{}: {text}` is longer than planrun allows", key.name))
-                                .label("too long")
-                                .help(format!(
-                                    "a duration is at most {}; a longer one is almost always a typo",
-                                    humantime::format_duration(MAX_DURATION)
-                                )),
-                        );
-                    } else if duration.is_zero() && !matches!(key.name.as_str(), "sleep" | "stable_for") {
-                        problems.push(
-                            Problem::at(value.span, format!("`{}: {text}` is zero", key.name))
-                                .label("zero")
-                                .help("give it a duration it can pass in, such as `30s`"),
-                        );
-                    }
-                }
-                check_durations(value, problems);
-            }
-        }
-        yaml::Value::Seq(items) => items.iter().for_each(|item| check_durations(item, problems)),
-        _ => {}
-    }
-}
-
-/// An `accept` that can be skipped leaves the node its `reject` took out of rotation:
-/// it must run on every host the reject runs on, and its failure must fail the host.
-fn skippable_accept(reject: &Step, accept: &Step, reject_at: &str, at: &str, root: &Node, problems: &mut Vec<Problem>) {
-    let when = |step: &Step| step.when.as_ref().and_then(|w| serde_json::to_value(w).ok());
-    if when(reject) != when(accept) {
-        let place = if accept.when.is_some() { format!("{at}/when") } else { at.to_string() };
-        problems.push(
-            Problem::at(
-                root.span_at(&place),
-                format!(
-                    "step `{}` may be skipped where step `{}` took the node out: their `when` differ",
-                    accept.name, reject.name
-                ),
-            )
-            .label("a different `when`")
-            .related(root.span_at(reject_at), "takes the node out")
-            .help("give the `accept` the same `when` as its `reject` (or none to both), so every host taken out is put back"),
-        );
-    }
-    if accept.continue_on_error {
-        problems.push(
-            Problem::at(
-                root.span_at(&format!("{at}/continue_on_error")),
-                format!("step `{}` puts the node back and may not fail quietly", accept.name),
-            )
-            .label("`continue_on_error` on an `accept`")
-            .help("remove `continue_on_error`: a failed `accept` leaves the node out of rotation, so it must fail the host"),
-        );
-    }
 }
 
 fn check_env_name(root: &Node, at: &str, name: &str, owner: &str, problems: &mut Vec<Problem>) {
@@ -296,8 +225,46 @@ fn check_steps(plan: &Plan, list: &str, steps: &[Step], root: &Node, problems: &
             ));
         }
 
+        if !in_rollout && step.local.is_some() && step.when.is_some() {
+            problems.push(
+                Problem::at(
+                    span(&format!("{at}/when")),
+                    format!("`when` on the `local` step `{}` outside the rollout", step.name),
+                )
+                .label("no host to match")
+                .help("a `local` step in `before` or `after` runs once, for no host: remove `when`"),
+            );
+        }
         if let Some(b) = &step.balancer {
             unknown_balancer(plan, step, &b.balancer, root.span_at(&format!("{at}/balancer/use")), problems);
+            if b.action == BalancerAction::Accept
+                && b.wait_up == Some(true)
+                && let Some(balancer) = plan.balancers.get(&b.balancer)
+                && !can_report_up(balancer)
+            {
+                problems.push(
+                    Problem::at(
+                        span(&format!("{at}/balancer/wait_up")),
+                        format!(
+                            "the `{}` balancer `{}` has no `status`, so `wait_up` can never pass",
+                            balancer.kind(),
+                            b.balancer
+                        ),
+                    )
+                    .label("cannot be read")
+                    .help(format!("add `status` to the balancer `{}`, or remove `wait_up`", b.balancer)),
+                );
+            }
+            if b.action == BalancerAction::Accept && step.continue_on_error {
+                problems.push(
+                    Problem::at(
+                        span(&format!("{at}/continue_on_error")),
+                        format!("`continue_on_error` on the `accept` of step `{}`", step.name),
+                    )
+                    .label("would leave the node out")
+                    .help("remove `continue_on_error`: an `accept` that fails would leave the node out of rotation while the run goes on"),
+                );
+            }
             if !in_rollout {
                 problems.push(
                     Problem::at(
@@ -310,16 +277,34 @@ fn check_steps(plan: &Plan, list: &str, steps: &[Step], root: &Node, problems: &
             } else if matches!(b.action, BalancerAction::Reject | BalancerAction::Drain)
                 && plan.balancers.contains_key(&b.balancer)
             {
-                let put_back = steps[i + 1..].iter().position(|later| {
+                let put_back = steps.iter().enumerate().skip(i + 1).find(|(_, later)| {
                     later
                         .balancer
                         .as_ref()
                         .is_some_and(|l| l.balancer == b.balancer && l.action == BalancerAction::Accept)
                 });
-                if let Some(k) = put_back {
-                    skippable_accept(step, &steps[i + 1 + k], &at, &format!("{list}/{}", i + 1 + k), root, problems);
-                }
-                if put_back.is_none() {
+                if let Some((j, accept)) = put_back {
+                    let when_of = |s: &Step| s.when.as_ref().map(|w| serde_json::to_value(w).ok());
+                    if when_of(accept) != when_of(step) {
+                        let pointer =
+                            if accept.when.is_some() { format!("{list}/{j}/when") } else { format!("{list}/{j}/name") };
+                        problems.push(
+                            Problem::at(
+                                span(&pointer),
+                                format!(
+                                    "step `{}` puts the node back under a different `when` than step `{}` took it out",
+                                    accept.name, step.name
+                                ),
+                            )
+                            .label("the `accept` could be skipped")
+                            .related(span(&format!("{at}/balancer/action")), "taken out here")
+                            .help(format!(
+                                "give the `accept` the same `when` as the `{}` (or none on both): a host whose `accept` is skipped stays out of rotation",
+                                b.action.as_str()
+                            )),
+                        );
+                    }
+                } else {
                     problems.push(
                         Problem::at(
                             span(&format!("{at}/balancer/action")),
@@ -367,6 +352,59 @@ fn check_steps(plan: &Plan, list: &str, steps: &[Step], root: &Node, problems: &
                     );
                 }
             }
+            let timeout = wait.timeout.or(step.timeout).map_or(crate::graph::DEFAULT_WAIT_TIMEOUT, HumanDuration::get);
+            let interval = wait.interval.map_or(crate::graph::DEFAULT_WAIT_INTERVAL, HumanDuration::get);
+            let timeout_text = humantime::format_duration(timeout);
+            if wait.sleep.is_none() {
+                if let Some(stable) = wait.stable_for
+                    && stable.get() >= timeout
+                    && stable.get() <= MAX_DURATION
+                {
+                    problems.push(
+                        Problem::at(
+                            span(&format!("{wait_at}/stable_for")),
+                            format!("the wait of step `{}` can never pass: `stable_for` is not shorter than its timeout of {timeout_text}", step.name),
+                        )
+                        .label("never reached")
+                        .help("make `stable_for` shorter than the wait's `timeout`, or the `timeout` longer"),
+                    );
+                }
+                let successes = wait.successes.unwrap_or(1);
+                if successes > 1
+                    && interval <= MAX_DURATION
+                    && timeout <= MAX_DURATION
+                    && interval.saturating_mul(successes - 1) > timeout
+                {
+                    problems.push(
+                        Problem::at(
+                            span(&format!("{wait_at}/successes")),
+                            format!(
+                                "the wait of step `{}` can never pass: {successes} checks {} apart take longer than its timeout of {timeout_text}",
+                                step.name,
+                                humantime::format_duration(interval)
+                            ),
+                        )
+                        .label("never reached")
+                        .help("lower `successes` or `interval`, or make the `timeout` longer"),
+                    );
+                }
+            }
+            if let Some(name) = &wait.balancer_up
+                && let Some(balancer) = plan.balancers.get(name)
+                && !can_report_up(balancer)
+            {
+                problems.push(
+                    Problem::at(
+                        span(&format!("{wait_at}/balancer_up")),
+                        format!(
+                            "the `{}` balancer `{name}` has no `status`, so a `balancer_up` wait can never pass",
+                            balancer.kind()
+                        ),
+                    )
+                    .label("cannot be read")
+                    .help(format!("add `status` to the balancer `{name}`, or wait with `http` or `tcp` instead")),
+                );
+            }
             if wait.http.is_none() && wait.status.is_some() {
                 problems.push(
                     Problem::at(span(&format!("{wait_at}/status")), "`status` only applies to an `http` wait")
@@ -400,4 +438,63 @@ fn unknown_balancer(plan: &Plan, step: &Step, name: &str, at: yaml::Span, proble
             .label("unknown balancer")
             .help(help),
     );
+}
+
+/// The longest duration a plan may write: 30 days. Anything longer is a typo, and a
+/// duration far longer cannot even be added to a clock (`10000000000000000000s`).
+pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Every duration of a plan is bounded, so it can be added to a clock; a step's and a
+/// wait's `timeout` and a wait's `interval` must also be more than zero.
+fn check_durations(plan: &Plan, root: &Node, problems: &mut Vec<Problem>) {
+    let mut check = |pointer: String, d: Option<HumanDuration>, zero_ok: bool| {
+        let Some(d) = d else { return };
+        let field = pointer.rsplit('/').next().unwrap_or_default().to_string();
+        if d.get() > MAX_DURATION {
+            problems.push(
+                Problem::at(root.span_at(&pointer), format!("`{field}` is longer than 30 days"))
+                    .label("too long")
+                    .help("durations are at most `30d`; write a shorter one, such as `10m`"),
+            );
+        } else if !zero_ok && d.get().is_zero() {
+            problems.push(
+                Problem::at(root.span_at(&pointer), format!("`{field}` is zero"))
+                    .label("zero")
+                    .help("nothing can finish in no time: give it a positive duration, such as `30s`"),
+            );
+        }
+    };
+    for (list, steps) in [("/before", &plan.before), ("/rollout/steps", &plan.rollout.steps), ("/after", &plan.after)] {
+        for (i, step) in steps.iter().enumerate() {
+            let at = format!("{list}/{i}");
+            check(format!("{at}/timeout"), step.timeout, false);
+            if let Some(wait) = &step.wait {
+                check(format!("{at}/wait/sleep"), wait.sleep, true);
+                check(format!("{at}/wait/interval"), wait.interval, false);
+                check(format!("{at}/wait/timeout"), wait.timeout, false);
+                check(format!("{at}/wait/stable_for"), wait.stable_for, true);
+            }
+        }
+    }
+    let ssh = std::iter::once(("/ssh".to_string(), Some(&plan.ssh)))
+        .chain(plan.servers.iter().enumerate().map(|(i, s)| (format!("/servers/{i}/ssh"), s.ssh.as_ref())));
+    for (at, settings) in ssh {
+        if let Some(settings) = settings {
+            check(format!("{at}/connect_timeout"), settings.connect_timeout, false);
+        }
+    }
+    for (name, balancer) in &plan.balancers {
+        if let crate::model::Balancer::Linode(l) = balancer {
+            check(format!("/balancers/{}/drain_timeout", pointer_escape(name)), l.drain_timeout, true);
+        }
+    }
+}
+
+/// Whether a balancer can tell planrun that a node is up.
+fn can_report_up(balancer: &crate::model::Balancer) -> bool {
+    match balancer {
+        crate::model::Balancer::Http(h) => h.status.is_some(),
+        crate::model::Balancer::Command(c) => c.status.is_some(),
+        _ => true,
+    }
 }

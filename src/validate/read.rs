@@ -64,7 +64,18 @@ pub(crate) fn read_bounded(path: &Path, limit: usize, at: Option<Span>) -> Resul
             "a plan file holds servers and steps; check that this is the right file",
         );
     }
-    let file = match std::fs::File::open(path) {
+    if !meta.is_file() {
+        return about(
+            format!("`{}` is not a regular file", path.display()),
+            "planrun reads plans from regular files only, not from a FIFO, a socket or a device",
+        );
+    }
+    // Opened without blocking: a FIFO swapped in after the check must not hang the read.
+    let opened = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new().read(true).custom_flags(nix::libc::O_NONBLOCK).open(path)
+    };
+    let file = match opened {
         Ok(f) => f,
         Err(e) => return about(format!("cannot read `{}`: {e}", path.display()), "check the file's permissions"),
     };

@@ -103,8 +103,10 @@ fn partialize(defs: &Value, node: &mut Value, partial_defs: &mut serde_json::Map
     let mut changed = false;
     match node {
         Value::Object(obj) => {
-            if let Some(Value::String(reference)) = obj.get("$ref").cloned() {
-                if let Some(name) = reference.strip_prefix("#/$defs/") {
+            if let Some(Value::String(reference)) = obj.get("$ref").cloned()
+                && let Some(name) = reference.strip_prefix("#/$defs/")
+            {
+                {
                     let partial_name = format!("Partial{name}");
                     if partial_defs.contains_key(&partial_name) {
                         obj.insert("$ref".into(), Value::String(format!("#/$defs/{partial_name}")));

@@ -69,3 +69,37 @@ fn resolve<'a>(root: &'a serde_json::Value, node: &'a serde_json::Value) -> &'a 
         .and_then(|p| root.pointer(p));
     target.unwrap_or(node)
 }
+
+/// A plan that `extends` a base requires nothing its base may supply (the editor shows no
+/// red on an environment plan); a plan without `extends` is checked in full; a misspelt
+/// field is flagged in both.
+#[test]
+fn a_plan_that_extends_a_base_requires_nothing_the_base_supplies() {
+    use serde_json::json;
+    let schema = planrun::validate::schema::plan_schema();
+    let validator = jsonschema::validator_for(&schema).expect("the published schema compiles");
+    let environment = json!({
+        "extends": "base.yaml",
+        "servers": [{ "host": "10.0.0.2", "roles": ["web"] }],
+        "balancers": { "lb": { "label": "staging" } },
+        "rollout": { "batch_size": 1 }
+    });
+    let errors: Vec<String> = validator.iter_errors(&environment).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "an environment plan is flagged: {errors:?}");
+
+    let mut misspelt = environment.clone();
+    misspelt["rollot"] = json!({});
+    assert!(!validator.is_valid(&misspelt), "a misspelt field in an environment plan is not flagged");
+
+    let mut alone = environment.clone();
+    alone.as_object_mut().unwrap().remove("extends");
+    assert!(!validator.is_valid(&alone), "a plan without `extends` is not checked in full");
+    let mut null_extends = environment.clone();
+    null_extends["extends"] = serde_json::Value::Null;
+    assert!(!validator.is_valid(&null_extends), "`extends: null` is not a base");
+
+    // A server in an environment plan's list is still checked in full: lists replace the base's.
+    let mut serverless = environment;
+    serverless["servers"] = json!([{ "roles": ["web"] }]);
+    assert!(!validator.is_valid(&serverless), "a server without `host` is not flagged");
+}

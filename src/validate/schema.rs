@@ -21,12 +21,127 @@ use crate::yaml::Node;
 /// plan (the steps, shared by the plans that `extends` it) has no servers: flagging every
 /// base as broken would teach people to ignore the editor. planrun itself checks the
 /// merged plan against `strict_schema`, where `servers` is required.
+///
+/// A plan that `extends` a base is checked as a partial plan: whatever its base may supply
+/// (the top-level fields, and the fields of the maps it merges field by field, such as
+/// `rollout` and its `select`) is not required. Lists replace the base's, so what a list
+/// holds (a server, a step) is still checked in full. A plan without `extends` is checked in
+/// full, through the `else` branch of an `if` on `extends`.
 pub fn plan_schema() -> Value {
     let mut value = strict_schema();
-    if let Some(Value::Array(required)) = value.get_mut("required") {
-        required.retain(|name| name != "servers");
+    let required = match value.as_object_mut().and_then(|obj| obj.remove("required")) {
+        Some(Value::Array(mut required)) => {
+            required.retain(|name| name != "servers");
+            required
+        }
+        _ => Vec::new(),
+    };
+    let mut full_properties = serde_json::Map::new();
+    let defs = value.get("$defs").cloned().unwrap_or(Value::Null);
+    let mut partial_defs = serde_json::Map::new();
+    if let Some(Value::Object(props)) = value.get_mut("properties") {
+        for (name, prop) in props.iter_mut() {
+            let original = prop.clone();
+            if partialize(&defs, prop, &mut partial_defs) {
+                full_properties.insert(name.clone(), original);
+            }
+        }
+    }
+    if let Some(Value::Object(defs)) = value.get_mut("$defs") {
+        defs.extend(partial_defs);
+    }
+    if let Some(obj) = value.as_object_mut() {
+        // `extends: null` is no base: the condition is the property, as a string.
+        let mut extends = obj.get("properties").and_then(|p| p.get("extends")).cloned().unwrap_or_default();
+        if let Some(extends) = extends.as_object_mut() {
+            extends.insert("type".into(), Value::String("string".into()));
+        }
+        obj.insert("if".into(), serde_json::json!({ "required": ["extends"], "properties": { "extends": extends } }));
+        let mut full = serde_json::Map::new();
+        full.insert("required".into(), Value::Array(required));
+        if !full_properties.is_empty() {
+            full.insert("properties".into(), Value::Object(full_properties));
+        }
+        obj.insert("else".into(), Value::Object(full));
     }
     value
+}
+
+/// Drops `required` from `node` and the branches in it (not from `items`), and turns
+/// `oneOf` into `anyOf`: without their required tags, a partial value may fit several
+/// branches. True when anything changed.
+fn relax(node: &mut Value) -> bool {
+    let mut changed = false;
+    if let Value::Object(obj) = node {
+        changed |= obj.remove("required").is_some();
+        if let Some(branches) = obj.remove("oneOf") {
+            obj.insert("anyOf".into(), branches);
+            changed = true;
+        }
+        for (key, child) in obj.iter_mut() {
+            if key == "items" || key == "properties" {
+                continue;
+            }
+            match child {
+                Value::Array(items) => {
+                    for item in items {
+                        changed |= relax(item);
+                    }
+                }
+                Value::Object(_) => changed |= relax(child),
+                _ => {}
+            }
+        }
+    }
+    changed
+}
+
+/// Points the references in `node` that lead, through maps, to a definition with required
+/// fields at a `Partial…` copy of it without them; true when anything changed. `items` are
+/// left alone: a list in a plan replaces its base's whole.
+fn partialize(defs: &Value, node: &mut Value, partial_defs: &mut serde_json::Map<String, Value>) -> bool {
+    let mut changed = false;
+    match node {
+        Value::Object(obj) => {
+            if let Some(Value::String(reference)) = obj.get("$ref").cloned()
+                && let Some(name) = reference.strip_prefix("#/$defs/")
+            {
+                {
+                    let partial_name = format!("Partial{name}");
+                    if partial_defs.contains_key(&partial_name) {
+                        obj.insert("$ref".into(), Value::String(format!("#/$defs/{partial_name}")));
+                        changed = true;
+                    } else if let Some(def) = defs.get(name) {
+                        let mut copy = def.clone();
+                        let mut inner = relax(&mut copy);
+                        // Reserve the name first: a definition may refer to itself.
+                        partial_defs.insert(partial_name.clone(), Value::Null);
+                        inner |= partialize(defs, &mut copy, partial_defs);
+                        if inner {
+                            partial_defs.insert(partial_name.clone(), copy);
+                            obj.insert("$ref".into(), Value::String(format!("#/$defs/{partial_name}")));
+                            changed = true;
+                        } else {
+                            partial_defs.remove(&partial_name);
+                        }
+                    }
+                }
+            }
+            for (key, child) in obj.iter_mut() {
+                if key == "items" || key == "$ref" {
+                    continue;
+                }
+                changed |= partialize(defs, child, partial_defs);
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                changed |= partialize(defs, item, partial_defs);
+            }
+        }
+        _ => {}
+    }
+    changed
 }
 
 /// The schema every merged plan must pass, exactly as the types generate it.

@@ -33,34 +33,10 @@ fn shown(out: &common::Output) -> String {
     format!("exit code: {}\n--- stdout\n{}--- stderr\n{}", out.code, out.stdout, out.stderr)
 }
 
-const FIVE_MISTAKES: &str = "\
-version: 1
-application: shop
-servers:
-  - host: 10.0.0.2
-    roles: [app]
-    optons: { private_ip: 192.168.0.1 }
-  - host: 10.0.0.3
-    roles: [app]
-    ssh: { port: twenty }
-  - host: 10.0.0.2
-    roles: [app]
-balancers:
-  lb: { kind: linode, token_env: LINODE_TOKEN, label: x, port: 80 }
-rollout:
-  select:
-    roles: [ap]
-  steps:
-    - name: reject
-      balancer: { use: nodebalancer, action: reject, node: \"x:80\" }
-    - name: accept
-      balancer: { use: lb, action: accept, node: \"x:80\" }
-";
-
 #[test]
 fn validate_renders_five_mistakes() {
     // The width the help text wraps at, whatever terminal the suite runs under.
-    let out = Planrun::new().plan(FIVE_MISTAKES).args(&["validate", "plan.yaml"]).env("COLUMNS", "80").run();
+    let out = Planrun::new().plan(common::FIVE_MISTAKES).args(&["validate", "plan.yaml"]).env("COLUMNS", "80").run();
     out.code(2);
     settings(out.path()).bind(|| insta::assert_snapshot!("validate_five_mistakes", shown(&out)));
 }

@@ -16,33 +16,9 @@ fn validate_text(name: &str, text: &str) -> common::Output {
     planrun_in(dir.path(), &["validate", name])
 }
 
-const FIVE_MISTAKES: &str = "\
-version: 1
-application: shop
-servers:
-  - host: 10.0.0.2
-    roles: [app]
-    optons: { private_ip: 192.168.0.1 }
-  - host: 10.0.0.3
-    roles: [app]
-    ssh: { port: twenty }
-  - host: 10.0.0.2
-    roles: [app]
-balancers:
-  lb: { kind: linode, token_env: LINODE_TOKEN, label: x, port: 80 }
-rollout:
-  select:
-    roles: [ap]
-  steps:
-    - name: reject
-      balancer: { use: nodebalancer, action: reject, node: \"x:80\" }
-    - name: accept
-      balancer: { use: lb, action: accept, node: \"x:80\" }
-";
-
 #[test]
 fn five_mistakes_are_reported_together_at_their_positions() {
-    let out = validate_text("bad.yaml", FIVE_MISTAKES);
+    let out = validate_text("bad.yaml", common::FIVE_MISTAKES);
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert_eq!(
         error_lines(&out.stderr),
@@ -253,7 +229,7 @@ fn errors_in_two_files_are_all_reported() {
 #[test]
 fn json_format_gives_machines_the_positions() {
     let dir = TempDir::new("json");
-    dir.write("bad.yaml", FIVE_MISTAKES);
+    dir.write("bad.yaml", common::FIVE_MISTAKES);
     let out = planrun_in(dir.path(), &["validate", "--format", "json", "bad.yaml"]);
     assert_eq!(out.code, 2);
     let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("json");

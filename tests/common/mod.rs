@@ -270,3 +270,28 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// A plan with five mistakes of different kinds, for the error-rendering tests.
+pub const FIVE_MISTAKES: &str = "\
+version: 1
+application: shop
+servers:
+  - host: 10.0.0.2
+    roles: [app]
+    optons: { private_ip: 192.168.0.1 }
+  - host: 10.0.0.3
+    roles: [app]
+    ssh: { port: twenty }
+  - host: 10.0.0.2
+    roles: [app]
+balancers:
+  lb: { kind: linode, token_env: LINODE_TOKEN, label: x, port: 80 }
+rollout:
+  select:
+    roles: [ap]
+  steps:
+    - name: reject
+      balancer: { use: nodebalancer, action: reject, node: \"x:80\" }
+    - name: accept
+      balancer: { use: lb, action: accept, node: \"x:80\" }
+";

@@ -10,7 +10,8 @@
 //!
 //! - planrun / reference;
 //! - planrun / floor, where the floor is what no tool can beat: per batch, the slowest
-//!   host's restart (the app's own stop → start, from its record) plus HAProxy's own
+//!   host's restart (its restart script's begin → the app started, from the apps'
+//!   record) plus HAProxy's own
 //!   re-admission (leaving maintenance → UP, from HAProxy's log), summed over batches,
 //!   measured on planrun's own runs.
 //!
@@ -55,8 +56,23 @@ fn main() {
     let addrs: Vec<String> = fleet.hosts().iter().map(|h| h.addr.clone()).collect();
     let dirs: Vec<PathBuf> = fleet.hosts().iter().map(|h| h.dir.clone()).collect();
     let apps = Apps::start(dirs.clone(), addrs.clone(), APP_PORT, work.path().join("record"));
-    for d in &dirs {
+    for (i, d) in dirs.iter().enumerate() {
         std::fs::write(d.join("www/ready"), "ok\n").unwrap();
+        // The restart both tools run: the app's own restart, stamped where it begins so
+        // the floor counts all of it (stopping included) but no tool's overhead.
+        let restart = d.join("restart");
+        std::fs::write(
+            &restart,
+            format!(
+                "#!/bin/sh\necho \"begin h{} $(date +%Y-%m-%dT%H:%M:%S.%6N%:z)\" >> {}\nexec {}/app restart\n",
+                i + 1,
+                apps.record.display(),
+                d.display()
+            ),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&restart, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
     eprintln!("{most} hosts up in {:.1} s", started.elapsed().as_secs_f64());
 
@@ -71,6 +87,7 @@ fn main() {
         let plan = write_plan(&fleet, work.path(), hosts, batch, &haproxy.socket());
         let script = write_reference(&fleet, work.path(), hosts, batch, haproxy.admin_port);
 
+        let mut steps = Vec::new();
         let (mut ours, mut theirs, mut floors, mut readies, mut requests) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), 0);
         for _ in 0..RUNS {
@@ -78,7 +95,7 @@ fn main() {
             let _ = std::fs::remove_file(&apps.record);
             let mut ready = 0.0;
             let (took, sent) = under_load(&haproxy, || {
-                let (took, first_batch) = apply(&plan, work.path());
+                let (took, first_batch) = apply(&plan, work.path(), &mut steps);
                 ready = first_batch;
                 took
             });
@@ -106,6 +123,18 @@ fn main() {
             ours / floor
         );
         println!("    of which connections, lock and pre-flight {:>7.2} s", median(readies));
+        let mut names: Vec<&str> = steps.iter().map(|(s, _)| s.as_str()).collect();
+        names.dedup();
+        names.sort();
+        names.dedup();
+        let per_host: Vec<String> = names
+            .iter()
+            .map(|name| {
+                let took: Vec<f64> = steps.iter().filter(|(s, _)| s == name).map(|(_, t)| *t).collect();
+                format!("{name} {:.3} s", took.iter().sum::<f64>() / took.len() as f64)
+            })
+            .collect();
+        println!("    a host's steps (means): {}", per_host.join(", "));
         println!("    requests through the frontend: {requests}, failed: 0");
     }
     drop(apps);
@@ -123,7 +152,7 @@ fn under_load(haproxy: &Haproxy, rollout: impl FnOnce() -> f64) -> (f64, u64) {
 
 /// `planrun apply` of `plan`: its wall time, and the time until its first batch started
 /// (every connection open, the lock taken, the pre-flight done), from its JSON events.
-fn apply(plan: &Path, dir: &Path) -> (f64, f64) {
+fn apply(plan: &Path, dir: &Path, steps: &mut Vec<(String, f64)>) -> (f64, f64) {
     use std::io::BufRead;
     let started = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_planrun"))
@@ -141,6 +170,12 @@ fn apply(plan: &Path, dir: &Path) -> (f64, f64) {
         let line = line.unwrap_or_default();
         if first_batch.is_none() && line.contains(r#""event":"batch_started""#) {
             first_batch = Some(started.elapsed().as_secs_f64());
+        }
+        if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line)
+            && event["event"] == "step_finished"
+            && let (Some(step), Some(took)) = (event["step"].as_str(), event["duration"].as_f64())
+        {
+            steps.push((step.to_string(), took));
         }
         lines.push(line);
     }
@@ -189,7 +224,7 @@ rollout:
     - name: reject
       balancer: {{ use: edge, action: reject, node: "{{{{host.name}}}}" }}
     - name: restart
-      run: "{{{{host.options.dir}}}}/app restart"
+      run: "{{{{host.options.dir}}}}/restart"
       timeout: 30s
     - name: accept
       balancer: {{ use: edge, action: accept, node: "{{{{host.name}}}}" }}
@@ -218,7 +253,7 @@ roll() {{
   hap "set server app/$1 state maint" >/dev/null
   while [ "$(field "$1" 5)" != 0 ]; do sleep 0.05; done
   ssh -F /dev/null -i {key} -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile={known} \
-    -o KexAlgorithms=curve25519-sha256 -p {port} {user}@"$2" "$3/app restart" </dev/null
+    -o KexAlgorithms=curve25519-sha256 -p {port} {user}@"$2" "$3/restart" </dev/null
   hap "set server app/$1 state drain" >/dev/null
   hap "set server app/$1 health down" >/dev/null
   hap "set server app/$1 state ready" >/dev/null
@@ -253,7 +288,8 @@ fn seconds(stamp: &str) -> Option<f64> {
     Some(h * 3600.0 + m * 60.0 + s)
 }
 
-/// The floor of one run: per batch, the slowest host's restart (its app's stop → start)
+/// The floor of one run: per batch, the slowest host's restart (its restart script's
+/// start → the app started)
 /// plus HAProxy's re-admission (leaving maintenance → UP), summed over the batches.
 fn floor(haproxy_log: &str, record: &Path, hosts: usize, batch: usize) -> f64 {
     let mut restart: HashMap<String, (f64, f64)> = HashMap::new();
@@ -262,7 +298,11 @@ fn floor(haproxy_log: &str, record: &Path, hosts: usize, batch: usize) -> f64 {
         let (Some(event), Some(host), Some(stamp)) = (f.next(), f.next(), f.next()) else { continue };
         let Some(at) = seconds(stamp) else { continue };
         let entry = restart.entry(host.to_string()).or_insert((f64::NAN, f64::NAN));
-        if event == "stop" { entry.0 = at } else { entry.1 = at }
+        match event {
+            "begin" => entry.0 = at,
+            "start" => entry.1 = at,
+            _ => {}
+        }
     }
     let mut readmit: HashMap<String, (f64, f64)> = HashMap::new();
     for line in haproxy_log.lines() {

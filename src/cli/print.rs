@@ -156,10 +156,10 @@ pub fn apply_error(error: &ApplyError, color: bool) -> i32 {
     error.code()
 }
 
-/// Notices of the transport (a host key learned, checking turned off), on standard
-/// error as they happen.
+/// Notices of the transport (a host key learned, checking turned off), as they happen:
+/// above the live view while there is one, on standard error otherwise.
 pub fn notices() -> crate::transport::Notices {
-    std::sync::Arc::new(|text| eprintln!("{text}"))
+    std::sync::Arc::new(|text| crate::report::notice(&text))
 }
 
 /// The one place plan problems are printed.

@@ -11,6 +11,10 @@ use crate::model::BalancerAction;
 
 /// A step's timeout when the plan gives none.
 pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+/// How many hosts a `before`/`after` `run` step fans out to at a time, and how many
+/// hosts an apply connects to at a time.
+pub const FAN_OUT: usize = 16;
+
 /// A wait's timeout when the plan gives none.
 pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Time between two checks of a wait when the plan gives none.

@@ -332,6 +332,37 @@ fn wrap(text: &str, width: Option<u16>) -> Vec<String> {
     lines
 }
 
+/// The terminal's echo, off while the live view is on screen. indicatif leaves the
+/// cursor at the end of its last line; a `^C` the terminal echoes there wraps onto a new
+/// line, indicatif then redraws one line too low, and a frozen copy of the bar stays
+/// above. Restored when the view ends (or is dropped).
+struct EchoOff(Option<nix::sys::termios::Termios>);
+
+impl EchoOff {
+    fn new() -> Self {
+        use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
+        let stdin = std::io::stdin();
+        if !stdin.is_terminal() {
+            return EchoOff(None);
+        }
+        let Ok(saved) = tcgetattr(&stdin) else { return EchoOff(None) };
+        let mut quiet = saved.clone();
+        quiet.local_flags.remove(LocalFlags::ECHO | LocalFlags::ECHOCTL);
+        match tcsetattr(&stdin, SetArg::TCSANOW, &quiet) {
+            Ok(()) => EchoOff(Some(saved)),
+            Err(_) => EchoOff(None),
+        }
+    }
+}
+
+impl Drop for EchoOff {
+    fn drop(&mut self) {
+        if let Some(saved) = self.0.take() {
+            let _ = nix::sys::termios::tcsetattr(std::io::stdin(), nix::sys::termios::SetArg::TCSANOW, &saved);
+        }
+    }
+}
+
 /// The terminal view: an overall bar and a line per host in flight.
 struct Live {
     multi: MultiProgress,
@@ -341,6 +372,7 @@ struct Live {
     hosts_done: usize,
     /// Rollout steps per host, to know when a host is done.
     per_host: HashMap<String, usize>,
+    _echo: EchoOff,
 }
 
 impl Live {
@@ -365,7 +397,8 @@ impl Live {
         if let Ok(mut on_screen) = ON_SCREEN.lock() {
             *on_screen = Some(multi.clone());
         }
-        Live { multi, overall, hosts: HashMap::new(), total_hosts, hosts_done: 0, per_host }
+        let echo = EchoOff::new();
+        Live { multi, overall, hosts: HashMap::new(), total_hosts, hosts_done: 0, per_host, _echo: echo }
     }
 
     fn println(&self, line: &str) {

@@ -63,7 +63,7 @@ pub fn write_man(output: Option<PathBuf>) -> i32 {
     }
 }
 
-/// The top page with a section per command (and per `lock` action), since a page read
+/// The top page with a section per command, since a page read
 /// from standard input cannot point to pages that are not installed.
 fn whole_manual(command: &clap::Command, out: &mut dyn Write) -> std::io::Result<()> {
     let top = clap_mangen::Man::new(command.clone());

@@ -43,6 +43,8 @@ pub struct Verdict {
     pub nodes: usize,
     pub lines: Vec<String>,
     pub problems: Vec<String>,
+    /// A balancer could not be read: the refusal is about reaching it, not the budget.
+    pub unreadable: bool,
 }
 
 /// Reads every balancer's view of the nodes the rollout's balancer steps name, and of the
@@ -175,8 +177,12 @@ pub fn judge(view: &View, exec: &ExecutionPlan, size: &BatchSize) -> Verdict {
                 Some(Err(e)) => {
                     lines.push(format!("  {balancer}: {label}: cannot read: {e}"));
                     problems.push(format!("cannot read `{balancer}`'s view of {label}: {e}"));
+                    verdict.unreadable = true;
                 }
-                None => problems.push(format!("the read of {label} from `{balancer}` did not finish")),
+                None => {
+                    problems.push(format!("the read of {label} from `{balancer}` did not finish"));
+                    verdict.unreadable = true;
+                }
             }
         }
         // Nodes of the pool the rollout does not visit still count: out ones use up room,
@@ -196,7 +202,10 @@ pub fn judge(view: &View, exec: &ExecutionPlan, size: &BatchSize) -> Verdict {
                     }
                 }
             }
-            Some(Err(e)) => problems.push(format!("cannot list `{balancer}`'s nodes: {e}")),
+            Some(Err(e)) => {
+                problems.push(format!("cannot list `{balancer}`'s nodes: {e}"));
+                verdict.unreadable = true;
+            }
             None => {}
         }
 

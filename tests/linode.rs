@@ -317,6 +317,11 @@ fn a_refused_connection_fails_at_once_naming_the_host() {
     assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
     assert!(out.stderr.contains(&format!("cannot connect to 127.0.0.1:{port}")), "{}", out.stderr);
     assert!(!out.stderr.contains("retrying"), "{}", out.stderr);
+    // Said once for the balancer, not once per node (it was seven copies), and the help is
+    // about reaching it, not about `--batch-size`.
+    assert_eq!(out.stderr.matches("cannot connect to").count(), 1, "{}", out.stderr);
+    assert!(out.stderr.contains("help: check that the balancer can be reached"), "{}", out.stderr);
+    assert!(!out.stderr.contains("--batch-size"), "{}", out.stderr);
     // Before, each call was retried for a minute; the margin is for a loaded machine.
     assert!(took < Duration::from_secs(5), "took {took:?}");
 }

@@ -228,7 +228,7 @@ async fn rollout(prepared: Prepared, args: &ApplyArgs, control: Control) -> Resu
     let verdict = preflight::judge(&preflight::read(&exec, &whole, &balancers).await, &exec, batch_size);
     if !show_preflight(&verdict, args.force) {
         release(lock.as_ref(), &run_id, args).await;
-        return Err(ApplyError::PreflightRefused);
+        return Err(ApplyError::PreflightRefused { unreadable: verdict.unreadable });
     }
     if !args.dry_run && !args.yes {
         // Like `terraform apply`: the balancers' view and the plan first, then the question.

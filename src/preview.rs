@@ -439,6 +439,27 @@ pub fn summary(loaded: &LoadedPlan) -> String {
 mod tests {
     use super::*;
 
+    /// The question before an apply must stay short on a long rollout: the first
+    /// batches, how many are left out, the last one; a batch's first hosts and a count.
+    #[test]
+    fn the_short_plan_of_a_long_rollout_stays_short() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut exec = crate::testing::build(dir.path(), crate::testing::ROLLING);
+        let steps = exec.batches[0].hosts[0].steps.clone();
+        let host = |i: usize| crate::graph::HostSteps { host: i % 3, steps: steps.clone() };
+        exec.batches = (0..12).map(|index| Batch { index, hosts: vec![host(index)] }).collect();
+        exec.batches[0].hosts = (0..8).map(host).collect();
+        let text = short(&exec);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "plan: `shop` on 3 hosts in 12 batches, 57 steps");
+        assert_eq!(lines[1], "  batch 1/12: h1, h2, h3, h1, h2, h3 and 2 more");
+        assert_eq!(lines[6], "  batch 6/12: h3");
+        assert_eq!(lines[7], "  … 5 more batches");
+        assert_eq!(lines[8], "  batch 12/12: h3");
+        assert_eq!(lines[9], "  each host: reject → restart → accept");
+        assert_eq!(lines.len(), 10, "{text}");
+    }
+
     #[test]
     fn labels_are_escaped() {
         assert_eq!(dot_string("a \"b\" \\c\nd"), r#""a \"b\" \\c\nd""#);

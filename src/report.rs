@@ -381,9 +381,11 @@ impl Live {
         let overall = multi.add(ProgressBar::new(exec.step_count() as u64));
         // `wide_bar`: the bar takes what the terminal has left, so the line never wraps.
         overall.set_style(
-            ProgressStyle::with_template("{elapsed_precise} [{wide_bar:.cyan/blue}] {pos}/{len} steps · {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "{elapsed_precise} [{wide_bar:.cyan/blue}] {pos}/{len} steps · {msg} · eta {eta}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
         );
         let mut per_host = HashMap::new();
         for batch in &exec.batches {

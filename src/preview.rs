@@ -115,7 +115,7 @@ pub fn text(out: &mut impl Write, plan: &ExecutionPlan, about: &About) -> io::Re
         writeln!(
             out,
             "\nbefore (once, before the first batch; `run` steps on every host, {} at a time):",
-            crate::graph::FAN_OUT
+            plan.fan_out
         )?;
         for s in &plan.before {
             line(out, s)?;
@@ -136,7 +136,11 @@ pub fn text(out: &mut impl Write, plan: &ExecutionPlan, about: &About) -> io::Re
         }
     }
     if !plan.after.is_empty() {
-        writeln!(out, "\nafter (once, after the last batch):")?;
+        writeln!(
+            out,
+            "\nafter (once, after the last batch; `run` steps on every host, {} at a time):",
+            plan.fan_out
+        )?;
         for s in &plan.after {
             line(out, s)?;
         }

@@ -11,10 +11,6 @@ use crate::model::BalancerAction;
 
 /// A step's timeout when the plan gives none.
 pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(5 * 60);
-/// How many hosts a `before`/`after` `run` step fans out to at a time, and how many
-/// hosts an apply connects to at a time.
-pub const FAN_OUT: usize = 16;
-
 /// A wait's timeout when the plan gives none.
 pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Time between two checks of a wait when the plan gives none.
@@ -33,6 +29,8 @@ pub struct ExecutionPlan {
     pub batches: Vec<Batch>,
     /// Steps of the plan's `after` list, as for `before`.
     pub after: Vec<StepInstance>,
+    /// How many hosts a `before`/`after` step runs on at once (`rollout.fan_out`).
+    pub fan_out: usize,
     /// The same instances as a DAG; not serialized (the JSON shape is `before`, `batches`,
     /// `after`).
     #[serde(skip)]

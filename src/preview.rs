@@ -136,11 +136,7 @@ pub fn text(out: &mut impl Write, plan: &ExecutionPlan, about: &About) -> io::Re
         }
     }
     if !plan.after.is_empty() {
-        writeln!(
-            out,
-            "\nafter (once, after the last batch; `run` steps on every host, {} at a time):",
-            plan.fan_out
-        )?;
+        writeln!(out, "\nafter (once, after the last batch; `run` steps on every host, {} at a time):", plan.fan_out)?;
         for s in &plan.after {
             line(out, s)?;
         }

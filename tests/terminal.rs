@@ -55,6 +55,7 @@ struct Session {
     child: Box<dyn portable_pty::Child + Send + Sync>,
     input: Box<dyn Write + Send>,
     output: Arc<Mutex<Vec<u8>>>,
+    reader: std::thread::JoinHandle<()>,
 }
 
 impl Session {
@@ -79,7 +80,7 @@ impl Session {
         let input = pair.master.take_writer().expect("write the pty");
         let output = Arc::new(Mutex::new(Vec::new()));
         let sink = output.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             // The master is kept open by this thread alone; it ends with the child (EIO).
             let _master = pair.master;
             let mut buffer = [0u8; 4096];
@@ -90,7 +91,7 @@ impl Session {
                 sink.lock().unwrap().extend_from_slice(&buffer[..n]);
             }
         });
-        Session { child, input, output }
+        Session { child, input, output, reader }
     }
 
     fn text(&self) -> String {
@@ -125,8 +126,12 @@ impl Session {
             }
             std::thread::sleep(Duration::from_millis(20));
         };
-        // What it wrote last is read by the thread shortly after the exit.
-        std::thread::sleep(Duration::from_millis(200));
+        // What it wrote last is read by the thread shortly after the exit: the read ends
+        // when the last holder of the terminal (planrun, a command it started) is gone.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.reader.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let bytes = self.output.lock().unwrap().clone();
         (status.exit_code(), bytes)
     }
@@ -281,6 +286,22 @@ fn the_question_comes_after_the_pre_flight_and_a_yes_rolls() {
     let (code, shown, dir) = confirm(b"y\r");
     assert_eq!(code, 0, "{shown}");
     assert_eq!(dir.lines("record"), ["restart h1", "restart h2", "restart h3"]);
+}
+
+/// Ctrl-C at the question: nothing runs, and the exit code says it was interrupted.
+#[test]
+fn ctrl_c_at_the_question_exits_130_having_changed_nothing() {
+    let dir = TempDir::new("pty-confirm-ctrl-c");
+    dir.write("plan.yaml", plan(&dir, 0.1));
+    let mut session = Session::start(dir.path(), &["apply", "plan.yaml"], 120, &[("NO_COLOR", "1")]);
+    session.wait_for("[y/N]");
+    session.send(b"\x03");
+    let (code, bytes) = session.finish();
+    let shown = screen(&bytes, 120).screen().contents();
+    assert_eq!(code, 130, "{shown}");
+    assert!(shown.contains("apply cancelled; nothing was executed"), "{shown}");
+    assert!(dir.lines("record").is_empty());
+    assert!(!dir.path().join("lock").exists(), "the lock was left behind");
 }
 
 /// Whether `bytes` hold an SGR colour sequence (`ESC[31m`, `ESC[38;5;…m`, `ESC[1;31m`).

@@ -242,7 +242,7 @@ fn sigterm_finishes_the_window_and_reports() {
     let (code, stdout, stderr, rec) = interrupt_mid_step("apply-sigterm", "TERM");
     assert_eq!(code, Some(143), "{stdout}{stderr}");
     assert_eq!(rec, ["reject h1", "restart h1", "accept h1"], "{stdout}");
-    assert!(stderr.contains("interrupt: starting nothing new; running steps finish (SIGTERM again"), "{stderr}");
+    assert!(stderr.contains("interrupt: starting nothing new; running steps finish (send SIGTERM again"), "{stderr}");
     assert!(stdout.contains("rollout INTERRUPTED"), "{stdout}");
 }
 

@@ -12,7 +12,7 @@ use jsonschema::{ValidationError, Validator};
 use serde_json::Value;
 
 use crate::diagnostic::Problem;
-use crate::model::Plan;
+use crate::model::{CHECKED_BY_PLANRUN, Plan};
 use crate::text::{backticked_list, did_you_mean, pointer_escape};
 use crate::yaml::Node;
 
@@ -41,8 +41,14 @@ pub fn plan_schema() -> Value {
     let mut partial_defs = serde_json::Map::new();
     if let Some(Value::Object(props)) = value.get_mut("properties") {
         for (name, prop) in props.iter_mut() {
-            let original = prop.clone();
+            let mut original = prop.clone();
             if partialize(&defs, prop, &mut partial_defs) {
+                // The top-level `properties` already offer this field; offered a second
+                // time here, with the base's required fields, yaml-language-server would
+                // complete a skeleton that is no plan.
+                if let Some(obj) = original.as_object_mut() {
+                    obj.insert("doNotSuggest".into(), Value::Bool(true));
+                }
                 full_properties.insert(name.clone(), original);
             }
         }
@@ -106,24 +112,22 @@ fn partialize(defs: &Value, node: &mut Value, partial_defs: &mut serde_json::Map
             if let Some(Value::String(reference)) = obj.get("$ref").cloned()
                 && let Some(name) = reference.strip_prefix("#/$defs/")
             {
-                {
-                    let partial_name = format!("Partial{name}");
-                    if partial_defs.contains_key(&partial_name) {
+                let partial_name = format!("Partial{name}");
+                if partial_defs.contains_key(&partial_name) {
+                    obj.insert("$ref".into(), Value::String(format!("#/$defs/{partial_name}")));
+                    changed = true;
+                } else if let Some(def) = defs.get(name) {
+                    let mut copy = def.clone();
+                    let mut inner = relax(&mut copy);
+                    // Reserve the name first: a definition may refer to itself.
+                    partial_defs.insert(partial_name.clone(), Value::Null);
+                    inner |= partialize(defs, &mut copy, partial_defs);
+                    if inner {
+                        partial_defs.insert(partial_name.clone(), copy);
                         obj.insert("$ref".into(), Value::String(format!("#/$defs/{partial_name}")));
                         changed = true;
-                    } else if let Some(def) = defs.get(name) {
-                        let mut copy = def.clone();
-                        let mut inner = relax(&mut copy);
-                        // Reserve the name first: a definition may refer to itself.
-                        partial_defs.insert(partial_name.clone(), Value::Null);
-                        inner |= partialize(defs, &mut copy, partial_defs);
-                        if inner {
-                            partial_defs.insert(partial_name.clone(), copy);
-                            obj.insert("$ref".into(), Value::String(format!("#/$defs/{partial_name}")));
-                            changed = true;
-                        } else {
-                            partial_defs.remove(&partial_name);
-                        }
+                    } else {
+                        partial_defs.remove(&partial_name);
                     }
                 }
             }
@@ -144,14 +148,102 @@ fn partialize(defs: &Value, node: &mut Value, partial_defs: &mut serde_json::Map
     changed
 }
 
-/// The schema every merged plan must pass, exactly as the types generate it.
+/// The schema every merged plan must pass, as the types generate it, with every
+/// property's title and description on each of its branches (`document_branches`).
 fn strict_schema() -> Value {
     let schema = schemars::schema_for!(Plan);
     let mut value = schema.to_value();
     if let Some(obj) = value.as_object_mut() {
         obj.insert("$id".into(), Value::String("https://planrun.dev/schemas/plan.schema.json".into()));
     }
+    let defs = value.get("$defs").cloned().unwrap_or(Value::Null);
+    document_branches(&mut value, &defs);
     value
+}
+
+/// Gives every branch of every property the property's title and description.
+///
+/// An editor's hover shows the innermost schema that matched the value: for `timeout: 2m`
+/// that is the `Duration` branch of `anyOf: [Duration, null]`, for `batch_size: 2` the
+/// count branch of `BatchSize`, each with its own generic description and no title (so the
+/// editor falls back to the plan's title). So the property's title goes on each branch,
+/// and its description too, before what the branch itself says. A referenced definition
+/// that has branches of its own is copied into the property, so its branches can carry
+/// that property's words; a referenced definition without branches gets them beside the
+/// `$ref`, where draft 2020-12 allows them and they win over the definition's.
+fn document_branches(node: &mut Value, defs: &Value) {
+    match node {
+        Value::Object(obj) => {
+            if let Some(Value::Object(props)) = obj.get_mut("properties") {
+                for prop in props.values_mut() {
+                    let title = prop.get("title").cloned();
+                    let description = prop.get("description").and_then(Value::as_str).map(String::from);
+                    if let (Some(title), Some(description)) = (title, description) {
+                        spread(prop, defs, &title, &description, 0);
+                    }
+                }
+            }
+            for child in obj.values_mut() {
+                document_branches(child, defs);
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                document_branches(item, defs);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Puts `title` and `description` on each branch under `node` (a property's schema, or one
+/// of its branches), copying in referenced definitions that have branches.
+fn spread(node: &mut Value, defs: &Value, title: &Value, description: &str, depth: usize) {
+    // Generated definitions nest branches two deep at most (`Option<Sudo>`).
+    if depth > 4 {
+        return;
+    }
+    let Some(obj) = node.as_object_mut() else { return };
+    let target = obj
+        .get("$ref")
+        .and_then(Value::as_str)
+        .and_then(|r| r.strip_prefix("#/$defs/"))
+        .and_then(|name| defs.get(name))
+        .and_then(Value::as_object);
+    if let Some(target) = target
+        && (target.contains_key("anyOf") || target.contains_key("oneOf"))
+    {
+        obj.remove("$ref");
+        for (key, value) in target {
+            // The definition's own words are generic: the property's stand.
+            if key != "title" && key != "description" {
+                obj.entry(key.clone()).or_insert_with(|| value.clone());
+            }
+        }
+    }
+    let mut branched = false;
+    for key in ["anyOf", "oneOf"] {
+        let Some(Value::Array(branches)) = obj.get_mut(key) else { continue };
+        branched = true;
+        for branch in branches {
+            if branch.get("type").and_then(Value::as_str) == Some("null") {
+                continue;
+            }
+            spread(branch, defs, title, description, depth + 1);
+        }
+    }
+    if branched || depth == 0 {
+        return;
+    }
+    // A leaf branch: the property's words, then the branch's own when it says more.
+    let own = obj.get("description").and_then(Value::as_str).unwrap_or_default();
+    let text = match own {
+        "" => description.to_string(),
+        own if own.starts_with(description) => own.to_string(),
+        own => format!("{description}\n\n{own}"),
+    };
+    obj.insert("title".into(), title.clone());
+    obj.insert("description".into(), Value::String(text));
 }
 
 /// The schema as pretty JSON with a trailing newline: the exact bytes of the checked-in file.
@@ -182,7 +274,9 @@ pub fn check(doc: &Value, root: &Node) -> Vec<Problem> {
     let compiled = compiled();
     let mut problems = Vec::new();
     for error in compiled.validator.iter_errors(doc) {
-        translate(&compiled.schema, &error, root, &mut problems);
+        if !left_to_checks(&compiled.schema, &error) {
+            translate(&compiled.schema, &error, root, &mut problems);
+        }
     }
     dedup(&mut problems);
     problems
@@ -191,9 +285,11 @@ pub fn check(doc: &Value, root: &Node) -> Vec<Problem> {
 /// JSON pointers of the instances the schema refused, for pruning them before a lenient
 /// deserialization.
 pub fn refused_paths(doc: &Value) -> Vec<String> {
-    compiled()
+    let compiled = compiled();
+    compiled
         .validator
         .iter_errors(doc)
+        .filter(|e| !left_to_checks(&compiled.schema, e))
         .flat_map(|e| {
             let path = e.instance_path().to_string();
             match e.kind() {
@@ -205,6 +301,47 @@ pub fn refused_paths(doc: &Value) -> Vec<String> {
             }
         })
         .collect()
+}
+
+/// Whether `error` comes from a rule that `validate::checks` makes too, with the step's
+/// name and a better message (a step with no kind or two, a wait with no check or two):
+/// the schema has the rule for editors, and reporting it here would say it twice. Nor is
+/// the value pruned for it, so the checks see what the plan says.
+fn left_to_checks(schema: &Value, error: &ValidationError<'_>) -> bool {
+    match error.kind() {
+        // A value that fits a branch but for such a rule (`wait: {}` in `anyOf: [Wait, null]`).
+        ValidationErrorKind::AnyOf { context } | ValidationErrorKind::OneOfNotValid { context } => {
+            context.iter().any(|branch| !branch.is_empty() && branch.iter().all(|e| left_to_checks(schema, e)))
+        }
+        _ => under_checked_rule(schema, &error.schema_path().to_string()),
+    }
+}
+
+/// Whether the schema path passes through a rule marked `CHECKED_BY_PLANRUN`.
+fn under_checked_rule(schema: &Value, pointer: &str) -> bool {
+    let mut node = schema;
+    for segment in pointer.split('/').skip(1) {
+        if node.get("$comment").and_then(Value::as_str) == Some(CHECKED_BY_PLANRUN) {
+            return true;
+        }
+        let segment = crate::text::pointer_unescape(segment);
+        if segment == "$ref" {
+            node = deref(schema, node);
+            continue;
+        }
+        node = match node {
+            Value::Object(o) => match o.get(&segment) {
+                Some(next) => next,
+                None => return false,
+            },
+            Value::Array(a) => match segment.parse::<usize>().ok().and_then(|i| a.get(i)) {
+                Some(next) => next,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    false
 }
 
 fn dedup(problems: &mut Vec<Problem>) {
@@ -291,11 +428,16 @@ fn translate(schema: &Value, error: &ValidationError<'_>, root: &Node, out: &mut
             one_of(schema, error, context, root, out);
         }
         ValidationErrorKind::Pattern { .. } => {
+            // The message written for editors says what the pattern means; the field's
+            // description, or an example, where there is none.
+            let written = here.and_then(|h| h.get("patternErrorMessage")).and_then(Value::as_str).map(String::from);
             out.push(
                 Problem::at(span, format!("{} is not a valid value for {place}", found_value(instance)))
                     .label("not valid here")
                     .maybe_help(
-                        description(schema, here.unwrap_or(&Value::Null)).or_else(|| example_help(schema, here)),
+                        written
+                            .or_else(|| description(schema, here.unwrap_or(&Value::Null)))
+                            .or_else(|| example_help(schema, here)),
                     ),
             );
         }
@@ -373,7 +515,7 @@ fn one_of(
     };
     let candidates: Vec<&Vec<ValidationError<'static>>> = branches.iter().filter(|b| !ruled_out(b)).collect();
     if let [only] = candidates.as_slice() {
-        for e in only.iter() {
+        for e in only.iter().filter(|e| !left_to_checks(schema, e)) {
             translate(schema, e, root, out);
         }
         return;

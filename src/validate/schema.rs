@@ -45,8 +45,12 @@ pub fn plan_schema() -> Value {
             if partialize(&defs, prop, &mut partial_defs) {
                 // The top-level `properties` already offer this field; offered a second
                 // time here, with the base's required fields, yaml-language-server would
-                // complete a skeleton that is no plan.
+                // complete a skeleton that is no plan. The server moves whatever is beside
+                // a `$ref` (`doNotSuggest` too) into an `allOf`, so the `$ref` goes there.
                 if let Some(obj) = original.as_object_mut() {
+                    if let Some(reference) = obj.remove("$ref") {
+                        obj.insert("allOf".into(), serde_json::json!([{ "$ref": reference }]));
+                    }
                     obj.insert("doNotSuggest".into(), Value::Bool(true));
                 }
                 full_properties.insert(name.clone(), original);
@@ -57,12 +61,12 @@ pub fn plan_schema() -> Value {
         defs.extend(partial_defs);
     }
     if let Some(obj) = value.as_object_mut() {
-        // `extends: null` is no base: the condition is the property, as a string.
-        let mut extends = obj.get("properties").and_then(|p| p.get("extends")).cloned().unwrap_or_default();
-        if let Some(extends) = extends.as_object_mut() {
-            extends.insert("type".into(), Value::String("string".into()));
-        }
-        obj.insert("if".into(), serde_json::json!({ "required": ["extends"], "properties": { "extends": extends } }));
+        // `extends: null` is no base: the condition is a string there. Only the condition:
+        // the field's title and examples would show twice on hover.
+        obj.insert(
+            "if".into(),
+            serde_json::json!({ "required": ["extends"], "properties": { "extends": { "type": "string" } } }),
+        );
         let mut full = serde_json::Map::new();
         full.insert("required".into(), Value::Array(required));
         if !full_properties.is_empty() {
@@ -158,7 +162,33 @@ fn strict_schema() -> Value {
     }
     let defs = value.get("$defs").cloned().unwrap_or(Value::Null);
     document_branches(&mut value, &defs);
+    as_markdown(&mut value);
     value
+}
+
+/// Doc comments are Markdown wrapped at 100 columns; editors treat each line break in a
+/// `description` as a paragraph and show its backticks as they are. So every description
+/// is unwrapped (paragraphs stay), and also given as `markdownDescription`, which
+/// yaml-language-server and VS Code render as Markdown.
+fn as_markdown(node: &mut Value) {
+    match node {
+        Value::Object(obj) => {
+            if let Some(Value::String(text)) = obj.get("description") {
+                let text: Vec<String> = text.split("\n\n").map(|p| p.split('\n').collect::<Vec<_>>().join(" ")).collect();
+                let text = Value::String(text.join("\n\n"));
+                obj.insert("description".into(), text.clone());
+                obj.insert("markdownDescription".into(), text);
+            }
+            for (key, child) in obj.iter_mut() {
+                // An example or a snippet is a value, not a schema: its fields are data.
+                if key != "examples" && key != "defaultSnippets" && key != "default" {
+                    as_markdown(child);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(as_markdown),
+        _ => {}
+    }
 }
 
 /// Gives every branch of every property the property's title and description.
@@ -221,18 +251,21 @@ fn spread(node: &mut Value, defs: &Value, title: &Value, description: &str, dept
             }
         }
     }
-    let mut branched = false;
-    for key in ["anyOf", "oneOf"] {
-        let Some(Value::Array(branches)) = obj.get_mut(key) else { continue };
-        branched = true;
-        for branch in branches {
-            if branch.get("type").and_then(Value::as_str) == Some("null") {
-                continue;
-            }
-            spread(branch, defs, title, description, depth + 1);
-        }
+    // The branches of a property are disjoint (a value or `null`, a string or a list), so
+    // `oneOf` means the same as `anyOf`; yaml-language-server's hover joins the titles and
+    // descriptions of an `anyOf`'s branches into "Step timeout || Step timeout".
+    if let Some(branches) = obj.remove("anyOf") {
+        obj.insert("oneOf".into(), branches);
     }
-    if branched || depth == 0 {
+    if let Some(Value::Array(branches)) = obj.get_mut("oneOf") {
+        for branch in branches {
+            if branch.get("type").and_then(Value::as_str) != Some("null") {
+                spread(branch, defs, title, description, depth + 1);
+            }
+        }
+        return;
+    }
+    if depth == 0 {
         return;
     }
     // A leaf branch: the property's words, then the branch's own when it says more.

@@ -59,6 +59,8 @@ fn walk(root: &serde_json::Value, node: &serde_json::Value, at: &str, missing: &
     }
     for (key, child) in obj {
         match child {
+            // The condition on `extends` names the field only to test it.
+            serde_json::Value::Object(_) if key == "if" => {}
             serde_json::Value::Object(_) => walk(root, child, &format!("{at}/{key}"), missing),
             serde_json::Value::Array(items) => {
                 for (i, item) in items.iter().enumerate() {
@@ -98,7 +100,11 @@ fn is_object(node: &serde_json::Value) -> bool {
 fn resolve<'a>(root: &'a serde_json::Value, node: &'a serde_json::Value) -> &'a serde_json::Value {
     let target = node
         .get("$ref")
-        .or_else(|| node.get("anyOf").and_then(|a| a.get(0)).and_then(|b| b.get("$ref")))
+        .or_else(|| {
+            ["anyOf", "oneOf", "allOf"]
+                .iter()
+                .find_map(|k| node.get(*k).and_then(|a| a.get(0)).and_then(|b| b.get("$ref")))
+        })
         .and_then(|r| r.as_str())
         .and_then(|r| r.strip_prefix('#'))
         .and_then(|p| root.pointer(p));

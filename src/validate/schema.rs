@@ -174,7 +174,8 @@ fn as_markdown(node: &mut Value) {
     match node {
         Value::Object(obj) => {
             if let Some(Value::String(text)) = obj.get("description") {
-                let text: Vec<String> = text.split("\n\n").map(|p| p.split('\n').collect::<Vec<_>>().join(" ")).collect();
+                let text: Vec<String> =
+                    text.split("\n\n").map(|p| p.split('\n').collect::<Vec<_>>().join(" ")).collect();
                 let text = Value::String(text.join("\n\n"));
                 obj.insert("description".into(), text.clone());
                 obj.insert("markdownDescription".into(), text);

@@ -532,6 +532,10 @@ fn hover_shows_each_propertys_own_title_and_description() {
         assert!(text.starts_with(&format!("#### {title}\n")), "hover on `{key}` has not its title: {text}");
         assert!(text.contains(description), "hover on `{key}` lacks its description: {text}");
         assert!(!text.contains("planrun plan"), "hover on `{key}` falls back to the plan's title: {text}");
+        let examples: Vec<&str> = text.split("Example:").skip(1).collect();
+        let mut unique = examples.clone();
+        unique.dedup();
+        assert_eq!(examples, unique, "hover on `{key}` repeats an example: {text}");
     }
     close(server, &hits);
 }

@@ -59,8 +59,9 @@ fn walk(root: &serde_json::Value, node: &serde_json::Value, at: &str, missing: &
     }
     for (key, child) in obj {
         match child {
-            // The condition on `extends` names the field only to test it.
-            serde_json::Value::Object(_) if key == "if" => {}
+            // The condition on `extends` names the field only to test it, and `else` only
+            // requires fields that the top-level properties document.
+            serde_json::Value::Object(_) if key == "if" || key == "else" => {}
             serde_json::Value::Object(_) => walk(root, child, &format!("{at}/{key}"), missing),
             serde_json::Value::Array(items) => {
                 for (i, item) in items.iter().enumerate() {
@@ -237,4 +238,35 @@ rollout:
         .stderr_has("help: a duration with a unit: `500ms`, `90s`, `2m`, `1h 30m`")
         .stderr_has("error: plan.yaml:10:45: `90 seconds please` is not a valid value for `rollout.steps[1].timeout`")
         .stderr_has("help: a duration with a unit, like `90s` or `2m`");
+}
+
+/// Without `extends` a plan is checked in full, down to what the maps it could merge
+/// require: a balancer's `kind` and its kind's fields, a request's `url`, the rollout's
+/// `select.roles`.
+#[test]
+fn a_plan_without_extends_is_checked_in_full() {
+    use serde_json::json;
+    let schema = planrun::validate::schema::plan_schema();
+    let validator = jsonschema::validator_for(&schema).expect("the published schema compiles");
+    let base = json!({
+        "version": 1,
+        "application": "shop",
+        "balancers": { "lb": { "kind": "linode", "token_env": "T", "label": "x", "port": 80 } },
+        "rollout": { "select": { "roles": ["app"] }, "steps": [{ "name": "restart", "run": "restart" }] }
+    });
+    let errors: Vec<String> = validator.iter_errors(&base).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "a base plan is flagged: {errors:?}");
+    for (pointer, broken) in [
+        ("/balancers/lb", json!({ "label": "x" })),
+        ("/balancers/lb", json!({ "kind": "linode", "label": "x", "port": 80 })),
+        ("/balancers/lb", json!({ "kind": "http", "reject": {}, "accept": { "url": "u" } })),
+        ("/rollout/select", json!({})),
+        ("/rollout", json!({ "select": { "roles": ["app"] } })),
+    ] {
+        let mut plan = base.clone();
+        *plan.pointer_mut(pointer).unwrap() = broken.clone();
+        assert!(!validator.is_valid(&plan), "`{pointer}: {broken}` is not flagged without `extends`");
+        plan["extends"] = json!("base.yaml");
+        assert!(validator.is_valid(&plan), "`{pointer}: {broken}` is flagged with `extends`");
+    }
 }

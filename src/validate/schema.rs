@@ -26,7 +26,8 @@ use crate::yaml::Node;
 /// (the top-level fields, and the fields of the maps it merges field by field, such as
 /// `rollout` and its `select`) is not required. Lists replace the base's, so what a list
 /// holds (a server, a step) is still checked in full. A plan without `extends` is checked in
-/// full, through the `else` branch of an `if` on `extends`.
+/// full: the `else` branch of an `if` on `extends` requires what the partial plan leaves
+/// out, and only that (`required_fields`), so no value is checked twice.
 pub fn plan_schema() -> Value {
     let mut value = strict_schema();
     let required = match value.as_object_mut().and_then(|obj| obj.remove("required")) {
@@ -41,19 +42,11 @@ pub fn plan_schema() -> Value {
     let mut partial_defs = serde_json::Map::new();
     if let Some(Value::Object(props)) = value.get_mut("properties") {
         for (name, prop) in props.iter_mut() {
-            let mut original = prop.clone();
-            if partialize(&defs, prop, &mut partial_defs) {
-                // The top-level `properties` already offer this field; offered a second
-                // time here, with the base's required fields, yaml-language-server would
-                // complete a skeleton that is no plan. The server moves whatever is beside
-                // a `$ref` (`doNotSuggest` too) into an `allOf`, so the `$ref` goes there.
-                if let Some(obj) = original.as_object_mut() {
-                    if let Some(reference) = obj.remove("$ref") {
-                        obj.insert("allOf".into(), serde_json::json!([{ "$ref": reference }]));
-                    }
-                    obj.insert("doNotSuggest".into(), Value::Bool(true));
-                }
-                full_properties.insert(name.clone(), original);
+            let original = prop.clone();
+            if partialize(&defs, prop, &mut partial_defs)
+                && let Some(fields) = required_fields(&defs, &original, 0)
+            {
+                full_properties.insert(name.clone(), fields);
             }
         }
     }
@@ -75,6 +68,102 @@ pub fn plan_schema() -> Value {
         obj.insert("else".into(), Value::Object(full));
     }
     value
+}
+
+/// What `partialize` relaxed in `node`, and nothing else: the `required` fields of the
+/// maps in it, through `$ref`s, `properties`, a map's values and the variants of a tagged
+/// union (each behind an `if` on its tag). Everything else is checked by the partial schema
+/// already; checked here again, an editor would show its hover examples and its errors
+/// twice. `required` and `properties` constrain only maps, so a value of another type
+/// passes. `None` when nothing is required. Lists are left alone, as in `partialize`.
+///
+/// Every property here is `doNotSuggest`: the top-level properties already offer it, and
+/// offered here with its required fields, yaml-language-server would complete a skeleton
+/// that is no plan.
+fn required_fields(defs: &Value, node: &Value, depth: usize) -> Option<Value> {
+    // The plan's maps nest four deep at most (`balancers.NAME.reject.url`).
+    if depth > 8 {
+        return None;
+    }
+    let node = match node.get("$ref").and_then(Value::as_str).and_then(|r| r.strip_prefix("#/$defs/")) {
+        Some(name) => defs.get(name)?,
+        None => node,
+    };
+    let mut out = serde_json::Map::new();
+    if let Some(Value::Array(required)) = node.get("required")
+        && !required.is_empty()
+    {
+        out.insert("required".into(), Value::Array(required.clone()));
+    }
+    if let Some(Value::Object(props)) = node.get("properties") {
+        let fields: serde_json::Map<String, Value> = props
+            .iter()
+            .filter_map(|(name, prop)| Some((name.clone(), required_fields(defs, prop, depth + 1)?)))
+            .collect();
+        if !fields.is_empty() {
+            out.insert("properties".into(), Value::Object(fields));
+        }
+    }
+    if node.get("properties").is_none()
+        && let Some(values) = node.get("additionalProperties").filter(|v| v.is_object())
+        && let Some(fields) = required_fields(defs, values, depth + 1)
+    {
+        out.insert("additionalProperties".into(), fields);
+    }
+    if let Some(Value::Array(branches)) = node.get("oneOf").or_else(|| node.get("anyOf")) {
+        let deref_branch = |b: &'_ Value| -> Option<Value> {
+            match b.get("$ref").and_then(Value::as_str).and_then(|r| r.strip_prefix("#/$defs/")) {
+                Some(name) => defs.get(name).cloned(),
+                None => Some(b.clone()),
+            }
+        };
+        let branches: Vec<Value> = branches.iter().filter_map(deref_branch).collect();
+        let tags: Vec<Option<(String, Value)>> = branches.iter().map(tag).collect();
+        if let Some(Some((name, _))) = tags.first()
+            && tags.iter().all(|t| t.as_ref().is_some_and(|(n, _)| n == name))
+        {
+            // A tagged union: its tag, and each variant's fields when the tag says it is
+            // that variant (an unknown tag is the partial schema's to report).
+            let mut rules = Vec::new();
+            for (branch, tag) in branches.iter().zip(&tags) {
+                if let (Some(then), Some((_, value))) = (required_fields(defs, branch, depth + 1), tag) {
+                    rules.push(serde_json::json!({
+                        "if": { "required": [name], "properties": { name.as_str(): { "const": value } } },
+                        "then": then,
+                    }));
+                }
+            }
+            let mut required = out.get("required").and_then(Value::as_array).cloned().unwrap_or_default();
+            if !required.contains(&Value::String(name.clone())) {
+                required.push(Value::String(name.clone()));
+            }
+            out.insert("required".into(), Value::Array(required));
+            if !rules.is_empty() {
+                out.insert("allOf".into(), Value::Array(rules));
+            }
+        } else {
+            // A value or `null`, a flag or a map: when one branch alone has fields to
+            // require, they apply to maps only, so they can stand for the union. Untagged
+            // maps that require different fields are left to `planrun validate`.
+            let fields: Vec<Value> = branches.iter().filter_map(|b| required_fields(defs, b, depth + 1)).collect();
+            if let [Value::Object(only)] = fields.as_slice() {
+                for (key, value) in only {
+                    out.entry(key.clone()).or_insert_with(|| value.clone());
+                }
+            }
+        }
+    }
+    if out.is_empty() {
+        return None;
+    }
+    out.insert("doNotSuggest".into(), Value::Bool(true));
+    Some(Value::Object(out))
+}
+
+/// The tag of a tagged union's variant: its property with a `const` value.
+fn tag(branch: &Value) -> Option<(String, Value)> {
+    let props = branch.get("properties")?.as_object()?;
+    props.iter().find_map(|(name, prop)| Some((name.clone(), prop.get("const")?.clone())))
 }
 
 /// Drops `required` from `node` and the branches in it (not from `items`), and turns
@@ -278,6 +367,11 @@ fn spread(node: &mut Value, defs: &Value, title: &Value, description: &str, dept
     };
     obj.insert("title".into(), title.clone());
     obj.insert("description".into(), Value::String(text));
+    // Hover lists the examples of every schema that matched: the property's are enough,
+    // and an empty list here keeps the definition's from being merged in beside them.
+    if obj.contains_key("$ref") {
+        obj.entry("examples").or_insert_with(|| Value::Array(Vec::new()));
+    }
 }
 
 /// The schema as pretty JSON with a trailing newline: the exact bytes of the checked-in file.

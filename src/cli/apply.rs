@@ -46,8 +46,8 @@ pub struct ApplyArgs {
     pub verbosity: Verbosity,
 }
 
-/// How many hosts planrun connects to, or fans a `before` step out to, at once.
-const FAN_OUT: usize = 16;
+/// How many SSH handshakes are in flight at once while connecting to every host.
+const CONNECT_PARALLEL: usize = 16;
 
 /// A plan checked and ready to run: everything that can be refused without touching a
 /// host has been.
@@ -250,7 +250,7 @@ async fn rollout(prepared: Prepared, args: &ApplyArgs, control: Control) -> Resu
         plan_name,
         max_failed_hosts: loaded.plan.rollout.max_failed_hosts,
         dry_run: args.dry_run,
-        fan_out: FAN_OUT,
+        fan_out: exec.fan_out,
         resume_of,
         batch_size: batch_size.clone(),
         force: args.force,
@@ -514,7 +514,7 @@ async fn connect_all(
     exec: &ExecutionPlan,
     targets: Vec<Option<SshTarget>>,
 ) -> Result<Transports, Vec<(String, String)>> {
-    let limit = Arc::new(tokio::sync::Semaphore::new(FAN_OUT));
+    let limit = Arc::new(tokio::sync::Semaphore::new(CONNECT_PARALLEL));
     // Shared: every host behind one bastion goes through one connection to it.
     let connector = Arc::new(Connector::with_notices(super::print::notices()));
     let mut tasks = tokio::task::JoinSet::new();

@@ -157,7 +157,13 @@ fn the_top_level_snippet_inserts_a_plan_that_validates() {
     let dir = common::TempDir::new("snippet");
     for (i, snippet) in snippets.iter().enumerate() {
         let body = serde_json::to_string_pretty(&snippet["body"]).unwrap();
-        let numbers: Vec<&str> = body.match_indices("${").map(|(at, _)| &body[at + 2..at + 3]).collect();
+        let numbers: Vec<&str> = body
+            .match_indices("${")
+            .map(|(at, _)| {
+                let rest = &body[at + 2..];
+                &rest[..rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len())]
+            })
+            .collect();
         let mut unique = numbers.clone();
         unique.sort_unstable();
         unique.dedup();

@@ -3,7 +3,11 @@
 //! A node is found as: the NodeBalancer by `label` (`GET /nodebalancers` with an
 //! `X-Filter`), its config by `port` (`GET /nodebalancers/{id}/configs`), the node by
 //! `address` (`GET …/configs/{cid}/nodes`). Those lookups are made once per run and
-//! cached; only the node's own state is read again. Actions `PUT` the node's `mode`.
+//! cached. A node's state is read from the config's node list, shared by every caller
+//! for `LISTING_FRESH` and dropped on every change: however many accepts wait for their
+//! node at once, the run lists the nodes at most every 400 ms — 150 requests a minute
+//! per page, under Linode's published 200 a minute for paginated collections. Actions
+//! `PUT` the node's `mode`.
 //!
 //! The token is sent as a Bearer header only: no message built here contains it, and
 //! reqwest's errors show the URL, never headers.
@@ -27,6 +31,9 @@ const DEFAULT_DRAIN: Duration = Duration::from_secs(30);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// Linode's largest page.
 const PAGE_SIZE: u32 = 500;
+/// How long one listing of the nodes answers every `state` call. Shorter than the UP
+/// poll, so each poll sees a listing made after the one before.
+const LISTING_FRESH: Duration = Duration::from_millis(400);
 
 pub struct Linode {
     name: String,
@@ -38,6 +45,8 @@ pub struct Linode {
     port: u16,
     drain: Duration,
     cache: tokio::sync::Mutex<Cache>,
+    /// Held while listing, so callers that arrive meanwhile share the answer.
+    listing: tokio::sync::Mutex<Option<Listing>>,
     /// Where a retry is announced.
     notices: Option<Notices>,
 }
@@ -48,6 +57,12 @@ struct Cache {
     config: Option<(u64, u64)>,
     /// Node address → node id.
     nodes: Option<HashMap<String, u64>>,
+}
+
+/// The config's nodes as last listed, and when.
+struct Listing {
+    at: Instant,
+    nodes: Vec<(String, NodeState)>,
 }
 
 impl Linode {
@@ -69,6 +84,7 @@ impl Linode {
             port: settings.port,
             drain: settings.drain_timeout.map_or(DEFAULT_DRAIN, |d| d.get()),
             cache: tokio::sync::Mutex::new(Cache::default()),
+            listing: tokio::sync::Mutex::new(None),
             notices,
         })
     }
@@ -224,7 +240,10 @@ impl Linode {
     async fn set_mode(&self, address: &str, mode: &str) -> Result<(), String> {
         let (nb, config, id) = self.node(address).await?;
         let path = format!("{}/{id}", Self::nodes_path(nb, config));
-        self.call(Method::PUT, &path, None, Some(&serde_json::json!({ "mode": mode }))).await.map(|_| ())
+        let changed = self.call(Method::PUT, &path, None, Some(&serde_json::json!({ "mode": mode }))).await.map(|_| ());
+        // A listing made before this change must not answer for after it.
+        *self.listing.lock().await = None;
+        changed
     }
 
     pub async fn set(
@@ -253,9 +272,21 @@ impl Linode {
     }
 
     pub async fn state(&self, address: &str) -> Result<NodeState, String> {
-        let (nb, config, id) = self.node(address).await?;
-        let node = self.call(Method::GET, &format!("{}/{id}", Self::nodes_path(nb, config)), None, None).await?;
-        Ok(node_state(&node))
+        let mut listing = self.listing.lock().await;
+        let fresh = listing.as_ref().is_some_and(|l| l.at.elapsed() < LISTING_FRESH);
+        if !fresh {
+            *listing = Some(Listing { nodes: self.pool().await?, at: Instant::now() });
+        }
+        let nodes = listing.as_ref().map(|l| l.nodes.as_slice()).unwrap_or_default();
+        match nodes.iter().find(|(a, _)| a == address) {
+            Some((_, state)) => Ok(state.clone()),
+            None => {
+                drop(listing);
+                // The standard "no node" error, with the nodes it knows.
+                self.node(address).await?;
+                Err(format!("{}: node `{address}` is no longer listed by NodeBalancer `{}`", self.who(), self.label))
+            }
+        }
     }
 
     pub async fn pool(&self) -> Result<Vec<(String, NodeState)>, String> {

@@ -14,8 +14,13 @@
 //! new connections), `health down` (forget the stale result), state `ready`: HAProxy
 //! itself re-admits the node once `rise` checks pass, and `wait_up` waits for that.
 //! Servers without checks (`no check`) are simply set `ready`.
+//!
+//! A node's state comes from `show stat` of the backend's servers only, and one answer
+//! serves every caller for `LISTING_FRESH`: a batch of 20 accepts polling every 25 ms
+//! makes at most one read per 10 ms, not 800 a second. Every `set` drops the answer, so
+//! no caller sees a state from before a change it made.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -30,6 +35,8 @@ const DRAIN_POLL: Duration = Duration::from_millis(250);
 /// How long a `reject` waits for the requests already on the node, and how often it looks.
 const REJECT_GRACE: Duration = Duration::from_secs(2);
 const REJECT_POLL: Duration = Duration::from_millis(50);
+/// How long one `show stat` answers every `state` call.
+const LISTING_FRESH: Duration = Duration::from_millis(10);
 /// Runtime API answers are small; a bigger one is not HAProxy.
 const MAX_ANSWER: u64 = 16 * 1024 * 1024;
 
@@ -42,6 +49,9 @@ pub struct Haproxy {
     name: String,
     socket: Socket,
     backend: String,
+    /// The last `show stat` of the backend and when it was read; held while reading, so
+    /// callers that arrive meanwhile share the answer.
+    listing: tokio::sync::Mutex<Option<(Instant, Vec<(String, NodeState)>)>>,
 }
 
 impl Haproxy {
@@ -54,7 +64,12 @@ impl Haproxy {
             return Err(format!("`socket` is `{}`; help: write `tcp://HOST:PORT` or `unix:///PATH`", settings.socket));
         };
         check_name("backend", &settings.backend)?;
-        Ok(Haproxy { name: name.to_string(), socket, backend: settings.backend.clone() })
+        Ok(Haproxy {
+            name: name.to_string(),
+            socket,
+            backend: settings.backend.clone(),
+            listing: tokio::sync::Mutex::new(None),
+        })
     }
 
     async fn exchange(&self, command: &str) -> Result<String, String> {
@@ -96,7 +111,10 @@ impl Haproxy {
 
     /// A `set` command: success is an empty answer; anything else is HAProxy saying why not.
     async fn command_ok(&self, command: &str) -> Result<(), String> {
-        let answer = self.exchange(command).await?;
+        let answer = self.exchange(command).await;
+        // An answer read before this change must not answer for after it.
+        *self.listing.lock().await = None;
+        let answer = answer?;
         let answer = answer.trim();
         if answer.is_empty() {
             Ok(())
@@ -168,9 +186,13 @@ impl Haproxy {
 
     pub async fn state(&self, node: &str) -> Result<NodeState, String> {
         check_name("node", node)?;
-        let pool = self.pool().await?;
-        match pool.into_iter().find(|(name, _)| name == node) {
-            Some((_, state)) => Ok(state),
+        let mut listing = self.listing.lock().await;
+        if !listing.as_ref().is_some_and(|(at, _)| at.elapsed() < LISTING_FRESH) {
+            *listing = Some((Instant::now(), self.pool().await?));
+        }
+        let pool = listing.as_ref().map(|(_, pool)| pool.as_slice()).unwrap_or_default();
+        match pool.iter().find(|(name, _)| name == node) {
+            Some((_, state)) => Ok(state.clone()),
             None => Err(format!(
                 "haproxy `{}` has no server `{node}` in backend `{}`; help: the step's `node` is the server's name in the backend",
                 self.name, self.backend
@@ -178,9 +200,13 @@ impl Haproxy {
         }
     }
 
-    /// Every server of the backend, from `show stat` (CSV with a `# pxname,svname,…` header).
+    /// Every server of the backend, from `show stat BACKEND 4 -1` (its servers only, CSV
+    /// with a `# pxname,svname,…` header).
     pub async fn pool(&self) -> Result<Vec<(String, NodeState)>, String> {
-        let answer = self.exchange("show stat").await?;
+        let answer = self.exchange(&format!("show stat {} 4 -1", self.backend)).await?;
+        if answer.trim_start().starts_with("No such proxy") {
+            return Err(format!("haproxy `{}` has no backend `{}`; help: check `backend`", self.name, self.backend));
+        }
         let mut lines = answer.lines();
         let header = lines
             .next()
@@ -193,13 +219,11 @@ impl Haproxy {
             return Err(format!("haproxy `{}`: `show stat` lacks pxname, svname, scur or status", self.name));
         };
         let mut pool = Vec::new();
-        let mut backend_found = false;
         for line in lines {
             let fields: Vec<&str> = line.split(',').collect();
             if fields.get(px) != Some(&self.backend.as_str()) {
                 continue;
             }
-            backend_found = true;
             let Some(name) = fields.get(sv) else { continue };
             if matches!(*name, "FRONTEND" | "BACKEND") {
                 continue;
@@ -207,9 +231,6 @@ impl Haproxy {
             let status = fields.get(status).copied().unwrap_or("");
             let connections = fields.get(scur).and_then(|s| s.parse().ok());
             pool.push((name.to_string(), parse_status(status, connections)));
-        }
-        if !backend_found {
-            return Err(format!("haproxy `{}` has no backend `{}`; help: check `backend`", self.name, self.backend));
         }
         Ok(pool)
     }

@@ -51,7 +51,7 @@ async fn streams_lines_while_the_command_runs() {
     }
     let fleet = Fleet::start(1);
     let host = connect(&fleet, 1).await;
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(planrun::transport::LINES_AHEAD);
     let start = Instant::now();
     let exec = host.exec("echo first; sleep 1; echo second", None, tx);
     let watch = async {
@@ -119,7 +119,7 @@ async fn cancelled_exec_kills_the_remote_command() {
     let dir = &fleet.host(1).dir;
     let (started, marker) = (dir.join("started"), dir.join("marker"));
     let command = format!("touch {}; sleep 1; touch {}", started.display(), marker.display());
-    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let (tx, _rx) = tokio::sync::mpsc::channel(planrun::transport::LINES_AHEAD);
     // Dropping the future is how an executor cancels a step (second Ctrl-C).
     let cancelled = tokio::time::timeout(Duration::from_millis(400), host.exec(&command, None, tx)).await;
     assert!(cancelled.is_err(), "the command should still be running");

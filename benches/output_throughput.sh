@@ -39,8 +39,8 @@ PLAN
   end=$(date +%s.%N)
   rss=$(awk -F: '/Maximum resident set size/ { print int($2 / 1024) }' "$work/time.txt")
   log=$(du -m "$work"/.planrun/runs/*/h1.log | cut -f1)
-  awk -v n="$name" -v s="$start" -v e="$end" -v mb="$size_mb" -v rss="$rss" -v log="$log" 'BEGIN {
-    printf "| %s | %d MB | %.1f s | %.0f MB/s | %d MB | %d MB |\n", n, mb, e - s, mb / (e - s), rss, log
+  awk -v n="$name" -v s="$start" -v e="$end" -v mb="$size_mb" -v rss="$rss" -v logmb="$log" 'BEGIN {
+    printf "| %s | %d MB | %.1f s | %.0f MB/s | %d MB | %d MB |\n", n, mb, e - s, mb / (e - s), rss, logmb
   }'
 }
 

@@ -204,11 +204,6 @@ impl EventReceiver {
         self.rx.recv().await.map(|queued| queued.event)
     }
 
-    /// The next event if one is queued.
-    pub fn try_recv(&mut self) -> Option<Event> {
-        self.rx.try_recv().ok().map(|queued| queued.event)
-    }
-
     /// Whether the reporter has caught up: nothing is queued.
     pub fn is_empty(&self) -> bool {
         self.rx.is_empty()

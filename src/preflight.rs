@@ -43,6 +43,8 @@ pub struct Verdict {
     pub nodes: usize,
     pub lines: Vec<String>,
     pub problems: Vec<String>,
+    /// A balancer could not be read: the refusal is about reaching it, not the budget.
+    pub unreadable: bool,
 }
 
 /// Reads every balancer's view of the nodes the rollout's balancer steps name, and of the
@@ -61,11 +63,21 @@ pub async fn read(exec: &ExecutionPlan, whole: &ExecutionPlan, balancers: &Balan
             Some(Ok(list)) => nodes.keys().map(|n| list.iter().find(|(l, _)| l == n).map(|(_, s)| s.clone())).collect(),
             _ => vec![None; nodes.len()],
         };
-        let unlisted: Vec<NodeRef> =
-            nodes.values().zip(&from_listing).filter(|(_, s)| s.is_none()).map(|((_, n), _)| n.clone()).collect();
-        let mut read = read_states(balancers, &name, unlisted).await.into_iter();
-        let states: Vec<Option<Result<NodeState, String>>> =
-            from_listing.into_iter().map(|s| s.map(Ok).or_else(|| read.next().flatten())).collect();
+        let states: Vec<Option<Result<NodeState, String>>> = match &listed {
+            // A balancer that cannot list its pool cannot be read node by node either: the
+            // listing's error stands for every node, said once by `judge`.
+            Some(Err(e)) => vec![Some(Err(e.clone())); nodes.len()],
+            _ => {
+                let unlisted: Vec<NodeRef> = nodes
+                    .values()
+                    .zip(&from_listing)
+                    .filter(|(_, s)| s.is_none())
+                    .map(|((_, n), _)| n.clone())
+                    .collect();
+                let mut read = read_states(balancers, &name, unlisted).await.into_iter();
+                from_listing.into_iter().map(|s| s.map(Ok).or_else(|| read.next().flatten())).collect()
+            }
+        };
         let pool = match listed {
             Some(pool) => Some(pool),
             None => {
@@ -159,11 +171,18 @@ pub fn judge(view: &View, exec: &ExecutionPlan, size: &BatchSize) -> Verdict {
                         healthy.insert(node.clone());
                     }
                 }
+                Some(Err(e)) if matches!(pool, Some(Err(listing)) if listing == e) => {
+                    lines.push(format!("  {balancer}: {label}: cannot read (the pool cannot be listed)"));
+                }
                 Some(Err(e)) => {
                     lines.push(format!("  {balancer}: {label}: cannot read: {e}"));
                     problems.push(format!("cannot read `{balancer}`'s view of {label}: {e}"));
+                    verdict.unreadable = true;
                 }
-                None => problems.push(format!("the read of {label} from `{balancer}` did not finish")),
+                None => {
+                    problems.push(format!("the read of {label} from `{balancer}` did not finish"));
+                    verdict.unreadable = true;
+                }
             }
         }
         // Nodes of the pool the rollout does not visit still count: out ones use up room,
@@ -183,7 +202,10 @@ pub fn judge(view: &View, exec: &ExecutionPlan, size: &BatchSize) -> Verdict {
                     }
                 }
             }
-            Some(Err(e)) => problems.push(format!("cannot list `{balancer}`'s nodes: {e}")),
+            Some(Err(e)) => {
+                problems.push(format!("cannot list `{balancer}`'s nodes: {e}"));
+                verdict.unreadable = true;
+            }
             None => {}
         }
 

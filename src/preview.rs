@@ -112,7 +112,11 @@ pub fn text(out: &mut impl Write, plan: &ExecutionPlan, about: &About) -> io::Re
     };
 
     if !plan.before.is_empty() {
-        writeln!(out, "\nbefore (once, before the first batch; `run` steps on every host at once):")?;
+        writeln!(
+            out,
+            "\nbefore (once, before the first batch; `run` steps on every host, {} at a time):",
+            plan.fan_out
+        )?;
         for s in &plan.before {
             line(out, s)?;
         }
@@ -132,12 +136,82 @@ pub fn text(out: &mut impl Write, plan: &ExecutionPlan, about: &About) -> io::Re
         }
     }
     if !plan.after.is_empty() {
-        writeln!(out, "\nafter (once, after the last batch):")?;
+        writeln!(out, "\nafter (once, after the last batch; `run` steps on every host, {} at a time):", plan.fan_out)?;
         for s in &plan.after {
             line(out, s)?;
         }
     }
     Ok(())
+}
+
+/// Batches shown in full by [`short`]; a longer rollout shows its first and last ones.
+const SHORT_BATCHES: usize = 8;
+/// Host names shown per batch by [`short`].
+const SHORT_HOSTS: usize = 6;
+
+/// The plan in a few lines, for the question before an apply: the steps before and
+/// after, each batch with its hosts, and the steps every host goes through.
+pub fn short(plan: &ExecutionPlan) -> String {
+    let mut out = format!(
+        "plan: `{}` on {} in {}, {}\n",
+        plan.application,
+        plural(plan.hosts.len(), "host", "hosts"),
+        plural(plan.batches.len(), "batch", "batches"),
+        plural(plan.step_count(), "step", "steps")
+    );
+    let phase = |steps: &[StepInstance]| {
+        let mut names: Vec<&str> = Vec::new();
+        for s in steps {
+            if !names.contains(&s.step.as_str()) {
+                names.push(&s.step);
+            }
+        }
+        names.join(", ")
+    };
+    if !plan.before.is_empty() {
+        out.push_str(&format!("  before: {}\n", phase(&plan.before)));
+    }
+    let count = plan.batches.len();
+    for (position, batch) in plan.batches.iter().enumerate() {
+        if count > SHORT_BATCHES && position == SHORT_BATCHES - 2 {
+            out.push_str(&format!("  … {}\n", plural(count - (SHORT_BATCHES - 1), "more batch", "more batches")));
+        }
+        if count > SHORT_BATCHES && (SHORT_BATCHES - 2..count - 1).contains(&position) {
+            continue;
+        }
+        let names: Vec<&str> = batch.hosts.iter().take(SHORT_HOSTS).map(|h| plan.hosts[h.host].name.as_str()).collect();
+        let more = match batch.hosts.len() {
+            n if n > SHORT_HOSTS => format!(" and {} more", n - SHORT_HOSTS),
+            _ => String::new(),
+        };
+        out.push_str(&format!("  batch {}/{count}: {}{more}\n", position + 1, names.join(", ")));
+    }
+    let mut steps: Vec<(usize, &str)> = Vec::new();
+    let mut fewer = false;
+    let hosts: Vec<_> = plan.batches.iter().flat_map(|b| &b.hosts).collect();
+    for host in &hosts {
+        for s in &host.steps {
+            if !steps.iter().any(|(i, _)| *i == s.index) {
+                steps.push((s.index, &s.step));
+            }
+        }
+    }
+    steps.sort();
+    for host in &hosts {
+        fewer |= host.steps.len() < steps.len();
+    }
+    if !steps.is_empty() {
+        let names: Vec<&str> = steps.iter().map(|(_, name)| *name).collect();
+        out.push_str(&format!(
+            "  each host: {}{}\n",
+            names.join(" → "),
+            if fewer { " (some hosts skip some: `when`, or done by the run resumed)" } else { "" }
+        ));
+    }
+    if !plan.after.is_empty() {
+        out.push_str(&format!("  after: {}\n", phase(&plan.after)));
+    }
+    out
 }
 
 /// `plan --verbose`: for each SSH host, the settings planrun will connect with and
@@ -364,6 +438,27 @@ pub fn summary(loaded: &LoadedPlan) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The question before an apply must stay short on a long rollout: the first
+    /// batches, how many are left out, the last one; a batch's first hosts and a count.
+    #[test]
+    fn the_short_plan_of_a_long_rollout_stays_short() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut exec = crate::testing::build(dir.path(), crate::testing::ROLLING);
+        let steps = exec.batches[0].hosts[0].steps.clone();
+        let host = |i: usize| crate::graph::HostSteps { host: i % 3, steps: steps.clone() };
+        exec.batches = (0..12).map(|index| Batch { index, hosts: vec![host(index)] }).collect();
+        exec.batches[0].hosts = (0..8).map(host).collect();
+        let text = short(&exec);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "plan: `shop` on 3 hosts in 12 batches, 57 steps");
+        assert_eq!(lines[1], "  batch 1/12: h1, h2, h3, h1, h2, h3 and 2 more");
+        assert_eq!(lines[6], "  batch 6/12: h3");
+        assert_eq!(lines[7], "  … 5 more batches");
+        assert_eq!(lines[8], "  batch 12/12: h3");
+        assert_eq!(lines[9], "  each host: reject → restart → accept");
+        assert_eq!(lines.len(), 10, "{text}");
+    }
 
     #[test]
     fn labels_are_escaped() {

@@ -4,18 +4,18 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::events::{Event, EventReceiver, Outcome, RunOutcome};
 use crate::execute::RunResult;
 use crate::graph::{ExecutionPlan, Phase};
 use crate::journal;
 use crate::text::plural;
-use indexmap::IndexMap;
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// How the run is shown on standard output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,8 +60,12 @@ pub struct Reporter {
 /// What the summary table needs, gathered from the events.
 #[derive(Default)]
 pub struct Summary {
-    /// host → step → (outcome, duration), in the order they ran.
-    cells: IndexMap<String, IndexMap<String, (Outcome, Duration)>>,
+    /// host → step → (outcome, duration).
+    cells: HashMap<String, HashMap<String, (Outcome, Duration)>>,
+    /// The hosts this run visits, in rollout order: the table's rows, whether or not
+    /// they started.
+    hosts: Vec<String>,
+    /// The rollout steps of this run, in the plan's order: the table's columns.
     steps: Vec<String>,
     dry_run: bool,
 }
@@ -78,6 +82,7 @@ impl Reporter {
         dry_run: bool,
     ) -> Self {
         let live = (mode == Mode::Live).then(|| Live::new(&exec));
+        let summary = Summary::of(&exec, dry_run);
         Reporter {
             exec,
             mode,
@@ -91,7 +96,7 @@ impl Reporter {
             log_warned: false,
             live,
             batch_position: 0,
-            summary: Summary { dry_run, ..Summary::default() },
+            summary,
         }
     }
 
@@ -111,7 +116,7 @@ impl Reporter {
                 self.journal = None;
                 let reason =
                     format!("{e}: nothing new is started, since a run planrun cannot record is one it cannot resume");
-                eprintln!("error: {reason}");
+                notice(&format!("error: {reason}"));
                 if let Some(halt) = &self.halt {
                     halt.request(reason);
                 }
@@ -259,7 +264,7 @@ impl Reporter {
             && !self.log_warned
         {
             self.log_warned = true;
-            eprintln!("warning: {why}; per-host logs may be incomplete (the journal is unaffected)");
+            notice(&format!("warning: {why}; per-host logs may be incomplete (the journal is unaffected)"));
         }
     }
 
@@ -285,10 +290,100 @@ impl Reporter {
 
     fn record(&mut self, event: &Event) {
         if let Event::StepFinished { host: Some(host), step, phase: Phase::Rollout, outcome, duration, .. } = event {
-            if !self.summary.steps.contains(step) {
-                self.summary.steps.push(step.clone());
-            }
             self.summary.cells.entry(host.clone()).or_default().insert(step.clone(), (*outcome, *duration));
+        }
+    }
+}
+
+/// The live view's bars, while one is on screen: notices printed meanwhile go above
+/// them through indicatif, so they are neither overwritten nor leave a frozen copy of
+/// the bars behind.
+static ON_SCREEN: Mutex<Option<MultiProgress>> = Mutex::new(None);
+
+/// A notice for the operator (an interrupt, a host key learned, a balancer retrying, a
+/// log that cannot be written): above the live view while there is one, on standard
+/// error otherwise. Masked like everything planrun prints.
+pub fn notice(text: &str) {
+    let live = ON_SCREEN.lock().ok().and_then(|multi| multi.clone());
+    match live {
+        Some(multi) => {
+            let text = crate::redact::process().redact(text);
+            for line in wrap(&text, Some(screen_width())) {
+                let _ = multi.println(line);
+            }
+        }
+        None => {
+            let _ = writeln!(crate::redact::stderr(), "{text}");
+        }
+    }
+}
+
+/// A notice that answers a key the operator pressed (Ctrl-C): the terminal echoed `^C`
+/// on the line the notice would start on, so without a live view it starts below.
+pub fn notice_after_keypress(text: &str) {
+    let live = ON_SCREEN.lock().is_ok_and(|multi| multi.is_some());
+    if live || !std::io::stderr().is_terminal() {
+        notice(text);
+    } else {
+        notice(&format!("\n{text}"));
+    }
+}
+
+/// The width the run's closing text is laid out for: the terminal's when standard
+/// output is one, else `COLUMNS` when set, else none (a file or pipe gets whole lines).
+pub fn output_width(terminal: bool) -> Option<u16> {
+    if terminal {
+        return Some(screen_width());
+    }
+    std::env::var("COLUMNS").ok().and_then(|c| c.trim().parse::<u16>().ok()).filter(|w| *w > 0)
+}
+
+/// The terminal's width, as indicatif sees it (80 when it cannot tell).
+fn screen_width() -> u16 {
+    console::Term::stdout().size_checked().map_or(80, |(_, w)| w).max(20)
+}
+
+/// Lines of at most `width` columns, broken between words; a continuation is indented
+/// two more than its line, so it reads as part of it.
+fn wrap(text: &str, width: Option<u16>) -> Vec<String> {
+    let Some(width) = width else { return text.lines().map(String::from).collect() };
+    let mut lines = Vec::new();
+    for line in text.split('\n') {
+        let indent: String = line.chars().take_while(|c| *c == ' ').collect();
+        let rest = format!("{indent}  ");
+        let options = textwrap::Options::new(usize::from(width)).subsequent_indent(&rest);
+        lines.extend(textwrap::wrap(line, options).into_iter().map(|l| l.into_owned()));
+    }
+    lines
+}
+
+/// The terminal's echo, off while the live view is on screen. indicatif leaves the
+/// cursor at the end of its last line; a `^C` the terminal echoes there wraps onto a new
+/// line, indicatif then redraws one line too low, and a frozen copy of the bar stays
+/// above. Restored when the view ends (or is dropped).
+struct EchoOff(Option<nix::sys::termios::Termios>);
+
+impl EchoOff {
+    fn new() -> Self {
+        use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
+        let stdin = std::io::stdin();
+        if !stdin.is_terminal() {
+            return EchoOff(None);
+        }
+        let Ok(saved) = tcgetattr(&stdin) else { return EchoOff(None) };
+        let mut quiet = saved.clone();
+        quiet.local_flags.remove(LocalFlags::ECHO | LocalFlags::ECHOCTL);
+        match tcsetattr(&stdin, SetArg::TCSANOW, &quiet) {
+            Ok(()) => EchoOff(Some(saved)),
+            Err(_) => EchoOff(None),
+        }
+    }
+}
+
+impl Drop for EchoOff {
+    fn drop(&mut self) {
+        if let Some(saved) = self.0.take() {
+            let _ = nix::sys::termios::tcsetattr(std::io::stdin(), nix::sys::termios::SetArg::TCSANOW, &saved);
         }
     }
 }
@@ -302,15 +397,17 @@ struct Live {
     hosts_done: usize,
     /// Rollout steps per host, to know when a host is done.
     per_host: HashMap<String, usize>,
+    _echo: EchoOff,
 }
 
 impl Live {
     fn new(exec: &ExecutionPlan) -> Self {
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stdout());
         let overall = multi.add(ProgressBar::new(exec.step_count() as u64));
+        // `wide_bar`: the bar takes what the terminal has left, so the line never wraps.
         overall.set_style(
             ProgressStyle::with_template(
-                "{elapsed_precise} [{bar:30.cyan/blue}] {pos}/{len} steps · {msg} · eta {eta}",
+                "{elapsed_precise} [{wide_bar:.cyan/blue}] {pos}/{len} steps · {msg} · eta {eta}",
             )
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> "),
@@ -324,11 +421,17 @@ impl Live {
         let total_hosts = per_host.len();
         overall.set_message(format!("0/{total_hosts} hosts done"));
         overall.enable_steady_tick(Duration::from_millis(200));
-        Live { multi, overall, hosts: HashMap::new(), total_hosts, hosts_done: 0, per_host }
+        if let Ok(mut on_screen) = ON_SCREEN.lock() {
+            *on_screen = Some(multi.clone());
+        }
+        let echo = EchoOff::new();
+        Live { multi, overall, hosts: HashMap::new(), total_hosts, hosts_done: 0, per_host, _echo: echo }
     }
 
     fn println(&self, line: &str) {
-        let _ = self.multi.println(line);
+        for line in wrap(line, Some(screen_width())) {
+            let _ = self.multi.println(line);
+        }
     }
 
     fn update(&mut self, event: &Event) {
@@ -336,8 +439,9 @@ impl Live {
             Event::StepStarted { host: Some(host), step, phase: Phase::Rollout, .. } => {
                 let entry = self.hosts.entry(host.clone()).or_insert_with(|| {
                     let bar = self.multi.add(ProgressBar::new_spinner());
+                    // `wide_msg`: a long step name is cut, never wrapped onto a second line.
                     bar.set_style(
-                        ProgressStyle::with_template("  {spinner} {prefix:<16} {msg:<20} {elapsed}")
+                        ProgressStyle::with_template("  {spinner} {prefix:<16} {wide_msg} {elapsed:>4}")
                             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
                     );
                     bar.set_prefix(host.clone());
@@ -381,6 +485,9 @@ impl Live {
     }
 
     fn finish(self) {
+        if let Ok(mut on_screen) = ON_SCREEN.lock() {
+            *on_screen = None;
+        }
         for (bar, _) in self.hosts.values() {
             bar.finish_and_clear();
         }
@@ -389,23 +496,51 @@ impl Live {
     }
 }
 
-/// Failures in red on a terminal that wants color.
+/// Failures in red, when colour is wanted (`--color`, `NO_COLOR`, a terminal).
 fn paint(line: &str, event: &Event, color: bool) -> String {
     let bad = matches!(
         event,
         Event::HostFailed { .. } | Event::StepFinished { outcome: Outcome::Failed | Outcome::Cancelled, .. }
     );
-    if color && bad { format!("\x1b[31m{line}\x1b[0m") } else { line.to_string() }
+    if bad { console::style(line).red().force_styling(color).to_string() } else { line.to_string() }
 }
 
 impl Summary {
-    pub fn render(&self, result: &RunResult, resume_hint: Option<&str>, log_dir: &Path) -> String {
+    /// Rows and columns from the plan, so the table reads the same from run to run:
+    /// hosts in rollout order, steps in the plan's order (a resume's too).
+    fn of(exec: &ExecutionPlan, dry_run: bool) -> Self {
+        let mut steps: Vec<(usize, String)> = Vec::new();
+        let mut in_run = vec![false; exec.hosts.len()];
+        for batch in &exec.batches {
+            for host in &batch.hosts {
+                in_run[host.host] = true;
+                for s in &host.steps {
+                    if !steps.iter().any(|(i, _)| *i == s.index) {
+                        steps.push((s.index, s.step.clone()));
+                    }
+                }
+            }
+        }
+        steps.sort();
+        let hosts = exec.hosts.iter().zip(in_run).filter(|(_, visited)| *visited).map(|(h, _)| h.name.clone());
+        Summary {
+            cells: HashMap::new(),
+            hosts: hosts.collect(),
+            steps: steps.into_iter().map(|(_, name)| name).collect(),
+            dry_run,
+        }
+    }
+
+    /// The closing text: the table, the verdict, what failed and how to go on, laid out
+    /// for `width` columns when given.
+    pub fn render(&self, result: &RunResult, resume_hint: Option<&str>, log_dir: &Path, width: Option<u16>) -> String {
         let mut out = String::new();
         if !self.cells.is_empty() && !self.dry_run {
             out.push('\n');
-            out.push_str(&self.table());
+            out.push_str(&self.table(width));
         }
         out.push('\n');
+        let mut text = String::new();
         let failed = result.failures.len();
         let verdict = match result.outcome {
             RunOutcome::Succeeded if self.dry_run => "dry run complete: nothing was changed".to_string(),
@@ -419,63 +554,73 @@ impl Summary {
             RunOutcome::Halted => format!("rollout HALTED: {} failed", plural(failed, "host", "hosts")),
             RunOutcome::Interrupted => "rollout INTERRUPTED: nothing new was started after the interrupt".to_string(),
         };
-        out.push_str(&format!("{verdict} in {}\n", secs(result.duration)));
+        text.push_str(&format!("{verdict} in {}\n", secs(result.duration)));
         if let Some(reason) = &result.halt_reason {
-            out.push_str(&format!("  {reason}\n"));
+            text.push_str(&format!("  {reason}\n"));
         }
         for f in &result.failures {
-            out.push_str(&format!("  {} failed at `{}`: {}\n", f.host, f.step, f.error));
+            text.push_str(&format!("  {} failed at `{}`: {}\n", f.host, f.step, f.error));
             for line in &f.last_lines {
-                out.push_str(&format!("    | {line}\n"));
+                text.push_str(&format!("    | {line}\n"));
             }
         }
         if !result.failures.is_empty() {
-            out.push_str(
+            text.push_str(
                 "  failed hosts were left where they failed: check them before putting them back in rotation\n",
             );
         }
         if !result.cancelled_hosts.is_empty() {
-            out.push_str(&format!(
+            text.push_str(&format!(
                 "  cancelled mid-step, may be between states: {}\n",
                 result.cancelled_hosts.join(", ")
             ));
         }
         if !self.dry_run && result.outcome != RunOutcome::Succeeded {
-            out.push_str(&format!("  logs: {}\n", log_dir.display()));
+            text.push_str(&format!("  logs: {}\n", log_dir.display()));
             if let Some(hint) = resume_hint {
-                out.push_str(&format!("  to continue where it stopped: {hint}\n"));
+                text.push_str(&format!("  to continue where it stopped: {hint}\n"));
             }
+        }
+        for line in wrap(text.trim_end_matches('\n'), width) {
+            out.push_str(&line);
+            out.push('\n');
         }
         out
     }
 
-    /// Hosts × steps with outcome and duration.
-    fn table(&self) -> String {
-        let mut rows = vec![std::iter::once("host".to_string()).chain(self.steps.iter().cloned()).collect::<Vec<_>>()];
-        for (host, cells) in &self.cells {
+    /// Hosts × steps with outcome and duration; a host the run never reached says so.
+    fn table(&self, width: Option<u16>) -> String {
+        let mut table = comfy_table::Table::new();
+        table.load_style(comfy_table::presets::UTF8_FULL_CONDENSED);
+        match width {
+            Some(width) => {
+                table.set_content_arrangement(comfy_table::ContentArrangement::Dynamic).set_width(width);
+            }
+            None => {
+                table.set_content_arrangement(comfy_table::ContentArrangement::Disabled);
+            }
+        }
+        table.set_header(std::iter::once("host").chain(self.steps.iter().map(String::as_str)));
+        for host in &self.hosts {
             let mut row = vec![host.clone()];
-            for step in &self.steps {
-                row.push(match cells.get(step) {
+            match self.cells.get(host) {
+                None => {
+                    row.push("not started".into());
+                    row.extend(self.steps.iter().skip(1).map(|_| String::new()));
+                }
+                Some(cells) => row.extend(self.steps.iter().map(|step| match cells.get(step) {
                     Some((Outcome::Ok, d)) => format!("ok {}", secs(*d)),
                     Some((Outcome::Failed, d)) => format!("FAILED {}", secs(*d)),
                     Some((Outcome::FailedIgnored, d)) => format!("failed* {}", secs(*d)),
                     Some((Outcome::Cancelled, d)) => format!("cancelled {}", secs(*d)),
                     Some((Outcome::Skipped, _)) => "skipped".into(),
                     None => "-".into(),
-                });
+                })),
             }
-            rows.push(row);
+            table.add_row(row);
         }
-        let columns = rows[0].len();
-        let widths: Vec<usize> = (0..columns)
-            .map(|c| rows.iter().map(|r| r.get(c).map_or(0, |s| s.chars().count())).max().unwrap_or(0))
-            .collect();
-        let mut out = String::new();
-        for row in rows {
-            let cells: Vec<String> = row.iter().enumerate().map(|(c, s)| format!("{s:<w$}", w = widths[c])).collect();
-            out.push_str(cells.join("  ").trim_end());
-            out.push('\n');
-        }
+        let mut out = table.to_string();
+        out.push('\n');
         out
     }
 }

@@ -242,7 +242,7 @@ fn sigterm_finishes_the_window_and_reports() {
     let (code, stdout, stderr, rec) = interrupt_mid_step("apply-sigterm", "TERM");
     assert_eq!(code, Some(143), "{stdout}{stderr}");
     assert_eq!(rec, ["reject h1", "restart h1", "accept h1"], "{stdout}");
-    assert!(stderr.contains("interrupt: starting nothing new; running steps finish (SIGTERM again"), "{stderr}");
+    assert!(stderr.contains("interrupt: starting nothing new; running steps finish (send SIGTERM again"), "{stderr}");
     assert!(stdout.contains("rollout INTERRUPTED"), "{stdout}");
 }
 
@@ -402,4 +402,31 @@ fn a_failed_after_step_is_named_in_the_summary() {
         .code(1)
         .stdout_has("rollout HALTED: 0 hosts failed")
         .stdout_has("  `after` step `notify` failed: `echo no route >&2; exit 7` exited with 7\n");
+}
+
+/// `rollout.fan_out` bounds how many hosts a `before` step runs on at once: each copy of
+/// the step records how many copies were running when it started.
+#[test]
+fn fan_out_bounds_a_before_step() {
+    let yaml = format!(
+        r#"version: 1
+application: fan
+servers:
+{servers}before:
+  - name: prepare
+    run: "mkdir -p running && touch running/{{{{host.name}}}} && ls running | wc -l >> seen && sleep 0.3 && rm running/{{{{host.name}}}}"
+rollout:
+  select: {{ roles: [app] }}
+  fan_out: 2
+  steps:
+    - {{ name: restart, run: "true" }}
+"#,
+        servers = common::local_servers(6)
+    );
+    let run = Planrun::new().plan(yaml).args(common::APPLY).run();
+    run.code(0);
+    let seen: Vec<usize> = common::lines(&run.path().join("seen")).iter().map(|l| l.trim().parse().unwrap()).collect();
+    assert_eq!(seen.len(), 6, "the step ran once per host: {seen:?}");
+    assert!(seen.iter().all(|&n| n <= 2), "never more than fan_out at once: {seen:?}");
+    assert!(seen.contains(&2), "two at once when the width allows: {seen:?}");
 }

@@ -161,6 +161,57 @@ fn the_manual_page_is_generated_from_the_command_line() {
     assert!(validate.contains("planrun validate plans/"), "the example is in the page");
 }
 
+/// Issue 17: the top page pointed to a `planrun-help(1)` that was never written, and
+/// `--output` into a missing folder failed. Every page a page refers to must be there.
+#[test]
+fn every_manual_page_a_page_refers_to_is_written() {
+    let dir = TempDir::new("man-refs");
+    let out = planrun_in(dir.path(), &["man", "--output", "share/man/man1"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let pages = dir.0.join("share/man/man1");
+    let mut names: Vec<String> =
+        std::fs::read_dir(&pages).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    for page in ["planrun.1", "planrun-apply.1", "planrun-lock.1", "planrun-man.1"] {
+        assert!(names.iter().any(|n| n == page), "{page} missing from {names:?}");
+    }
+    assert!(!names.iter().any(|n| n.contains("help")), "{names:?}");
+    for name in &names {
+        let text = std::fs::read_to_string(pages.join(name)).unwrap();
+        // References are `planrun-CMD(1)`, roff-escaped as `planrun\-CMD(1)`.
+        for (at, _) in text.match_indices("(1)") {
+            let start = text[..at].rfind(|c: char| c.is_whitespace()).map_or(0, |i| i + 1);
+            let referred = text[start..at].replace("\\-", "-").replace("\\fB", "").replace("\\fR", "");
+            if referred.starts_with("planrun") {
+                assert!(
+                    names.contains(&format!("{referred}.1")),
+                    "{name} refers to {referred}(1), which is not written"
+                );
+            }
+        }
+    }
+}
+
+/// Read with `man -l -`, the printed page has a section for every command.
+#[test]
+fn the_printed_manual_has_every_command() {
+    let out = planrun(&["man"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    for section in [".SH \"PLANRUN APPLY\"", ".SH \"PLANRUN LOCK\"", ".SH \"PLANRUN MAN\""] {
+        assert!(out.stdout.contains(section), "{section} missing:\n{}", out.stdout);
+    }
+    // roff escapes every dash.
+    assert!(out.stdout.contains("planrun apply plans/production.yaml \\-\\-dry\\-run"), "the examples are in the page");
+    assert!(!out.stdout.contains("planrun\\-help"), "a reference to a help page:\n{}", out.stdout);
+}
+
+#[test]
+fn the_top_help_has_examples() {
+    let out = planrun(&["--help"]);
+    let example = out.stdout.lines().skip_while(|l| !l.starts_with("Example")).nth(1);
+    assert!(example.is_some_and(|l| l.trim_start().starts_with("planrun ")), "{}", out.stdout);
+}
+
 #[test]
 fn every_command_has_an_example_in_its_help() {
     let out = planrun(&["--help"]);

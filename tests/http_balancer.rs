@@ -19,13 +19,15 @@ struct Server {
 
 /// Nodes named in `in_rotation` start in rotation. `PUT /nodes/N` with body `off` takes
 /// N out, `POST /nodes/N/on` puts it back, `GET /nodes/N` answers 200 while in rotation
-/// and 503 otherwise; a node named `broken` answers 500 to everything.
+/// and 503 otherwise; a node named `broken` answers 500 to everything, and one named
+/// `flaky` answers 503 to its first two `PUT`s.
 fn start(in_rotation: &[&str]) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let log = Arc::new(Mutex::new(Vec::new()));
     let pool: Arc<Mutex<BTreeSet<String>>> = Arc::new(Mutex::new(in_rotation.iter().map(|s| s.to_string()).collect()));
     let shared = log.clone();
+    let mut flaky_puts = 0;
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
             let mut reader = BufReader::new(stream.try_clone().unwrap());
@@ -54,6 +56,10 @@ fn start(in_rotation: &[&str]) -> Server {
             let mut pool = pool.lock().unwrap();
             let status = match (method.as_str(), path.ends_with("/on")) {
                 _ if node == "broken" => "500 Internal Server Error",
+                ("PUT", _) if node == "flaky" && flaky_puts < 2 => {
+                    flaky_puts += 1;
+                    "503 Service Unavailable"
+                }
                 ("PUT", _) if body == "off" => {
                     pool.remove(&node);
                     "200 OK"
@@ -157,4 +163,35 @@ fn a_non_2xx_answer_fails_the_host_with_the_answer() {
     );
     assert!(forced.stdout.contains(&expected), "{}", forced.stdout);
     assert!(!server.log.lock().unwrap().iter().any(|l| l.contains("web2") && !l.starts_with("GET")));
+}
+
+/// Issue 17: a 503 can pass on another try; it is retried with backoff, and said so.
+#[test]
+fn a_503_is_retried_and_said_so() {
+    // Two hosts: a plan of one skips its balancer steps.
+    let server = start(&["flaky", "web2"]);
+    let dir = TempDir::new("http-balancer-503");
+    dir.write("plan.yaml", plan(&server.url, &["flaky", "web2"]));
+    let out = planrun_in(dir.path(), &["apply", "plan.yaml", "--yes"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("http `hook`: PUT"), "{}", out.stderr);
+    assert!(out.stderr.contains("answered 503 Service Unavailable: no such luck; retrying (1/5)"), "{}", out.stderr);
+    assert!(out.stderr.contains("retrying (2/5)"), "{}", out.stderr);
+    let puts = server.log.lock().unwrap().iter().filter(|l| l.starts_with("PUT /nodes/flaky")).count();
+    assert_eq!(puts, 3);
+}
+
+/// A refused connection cannot pass on another try: the host fails at once, named.
+#[test]
+fn a_refused_connection_fails_the_step_at_once() {
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("http://127.0.0.1:{port}");
+    let dir = TempDir::new("http-balancer-refused");
+    dir.write("plan.yaml", plan(&url, &["web1", "web2"]));
+    let started = std::time::Instant::now();
+    let out = planrun_in(dir.path(), &["apply", "plan.yaml", "--yes", "--force"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains(&format!("cannot connect to 127.0.0.1:{port}")), "{}", out.stdout);
+    assert!(!out.stderr.contains("retrying"), "{}", out.stderr);
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "took {:?}", started.elapsed());
 }

@@ -332,3 +332,45 @@ fn a_reason_that_echoes_the_token_is_masked_everywhere() {
         assert!(dir.path().join(".planrun/journal.jsonl").exists(), "the journal was written and searched");
     }
 }
+
+/// Issue 17: `--dry-run` against an API that cannot be reached sat silent for minutes,
+/// retrying. A refused connection cannot pass on another try: it fails at once, naming
+/// where it went.
+#[test]
+fn a_refused_connection_fails_at_once_naming_the_host() {
+    let dir = TempDir::new("linode-refused");
+    // A loopback port nothing listens on: bound, then closed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let api = format!("http://127.0.0.1:{port}/v4");
+    dir.write("plan.yaml", plan(&dir, &api, "NodebalancerConfiguration", 80, ""));
+    let started = Instant::now();
+    let out = apply(&dir, TOKEN, &["--dry-run"]);
+    let took = started.elapsed();
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains(&format!("cannot connect to 127.0.0.1:{port}")), "{}", out.stderr);
+    assert!(!out.stderr.contains("retrying"), "{}", out.stderr);
+    // Said once for the balancer, not once per node (it was seven copies), and the help is
+    // about reaching it, not about `--batch-size`.
+    assert_eq!(out.stderr.matches("cannot connect to").count(), 1, "{}", out.stderr);
+    assert!(out.stderr.contains("help: check that the balancer can be reached"), "{}", out.stderr);
+    assert!(!out.stderr.contains("--batch-size"), "{}", out.stderr);
+    // Before, each call was retried for a minute; the margin is for a loaded machine.
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+}
+
+/// A 503 can pass on another try: retried with backoff, and the operator is told.
+#[test]
+fn a_server_error_is_retried_and_said_so() {
+    let dir = TempDir::new("linode-503");
+    let api = Linode::start(TOKEN, "NodebalancerConfiguration", &addrs());
+    api.fault(503, None);
+    api.fault(503, None);
+    dir.write("plan.yaml", plan(&dir, &api.url, "NodebalancerConfiguration", 80, ""));
+    let out = apply(&dir, TOKEN, &[]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("answered 503 Service Unavailable"), "{}", out.stderr);
+    assert!(out.stderr.contains("retrying (1/5)"), "{}", out.stderr);
+    assert!(out.stderr.contains("retrying (2/5)"), "{}", out.stderr);
+    assert!(!out.stderr.contains("retrying (3/5)"), "{}", out.stderr);
+    assert_eq!(api.changes().len(), 6);
+}

@@ -543,3 +543,21 @@ rollout:
     };
     assert_eq!(up.url, "http://127.0.0.1:9000/nodes/h2");
 }
+
+/// Issue 17: the text said `before` steps run "on every host at once"; they fan out
+/// `rollout.fan_out` (16) at a time, as the executor runs them.
+#[test]
+fn the_text_says_how_many_hosts_a_before_step_runs_on_at_a_time() {
+    let dir = TempDir::new("before-fan-out");
+    let plan = fleet(3, "1") + "before:\n  - name: fetch\n    run: git -C /srv/{{application}} fetch\n";
+    let path = dir.write("before.yaml", &plan);
+    let out = planrun(&["plan", &path]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("`run` steps on every host, 16 at a time"), "{text}");
+    assert!(!text.contains("at once"), "{text}");
+    // `rollout.fan_out` sets the width; the text says the plan's value.
+    let path = dir.write("narrow.yaml", &plan.replace("  batch_size: 1\n", "  batch_size: 1\n  fan_out: 4\n"));
+    let text = stdout(&planrun(&["plan", &path]));
+    assert!(text.contains("`run` steps on every host, 4 at a time"), "{text}");
+}

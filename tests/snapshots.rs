@@ -12,7 +12,15 @@ use common::{APPLY, Planrun, TempDir, local_servers, pool_in_rotation};
 /// Replaces what changes from run to run: the temporary directory, times of day,
 /// durations, run ids and timestamps.
 fn settings(dir: &std::path::Path) -> insta::Settings {
+    settings_with(dir, &[])
+}
+
+/// [`settings`], with `first` filters applied before its own.
+fn settings_with(dir: &std::path::Path, first: &[(&str, &str)]) -> insta::Settings {
     let mut settings = insta::Settings::clone_current();
+    for (pattern, replacement) in first {
+        settings.add_filter(pattern, *replacement);
+    }
     settings.set_prepend_module_to_snapshot(false);
     settings.add_filter(&escape(&dir.display().to_string()), "[DIR]");
     settings.add_filter(r"\b\d{4}-\d\d-\d\dT\d\d-\d\d-\d\dZ-\d+\b", "[RUN_ID]");
@@ -90,13 +98,82 @@ fn plan_text_of_a_small_plan() {
 fn summary_of_a_failed_local_run() {
     let dir = TempDir::new("snap-summary");
     dir.write("plan.yaml", small_plan(&dir));
-    let out = Planrun::in_dir(&dir).args(APPLY).args(&["--var", "fail=h2"]).run();
+    // Not a terminal: the table is laid out for `COLUMNS` when it is set.
+    let out = Planrun::in_dir(&dir).args(APPLY).args(&["--var", "fail=h2"]).env("COLUMNS", "100").run();
     out.code(1);
-    let mut settings = settings(dir.path());
-    // The table's columns are as wide as their cells, and a duration's cell varies with
-    // the time it took: gaps inside a line are pinned as two spaces, not their width.
-    settings.add_filter(r"(\S) {2,}", "$1  ");
-    settings.bind(|| insta::assert_snapshot!("summary_failed_run", shown(&out)));
+    table_settings(dir.path()).bind(|| insta::assert_snapshot!("summary_failed_run", shown(&out)));
+}
+
+/// The table's columns are as wide as their cells: a duration is `0.0s` to `9.9s` here
+/// (these steps take well under a second), pinned as `#.#s` so the layout stays as drawn.
+fn table_settings(dir: &std::path::Path) -> insta::Settings {
+    settings_with(dir, &[(r"\b\d\.\ds\b", "#.#s")])
+}
+
+/// Four hosts, steps with long names; the restart fails where a file `fail-HOST` exists
+/// in the plan's folder (a relative path: the snapshot's layout must not depend on the
+/// temporary folder's name), so a test can make a host fail, then resume without it.
+fn long_plan(dir: &TempDir) -> String {
+    pool_in_rotation(dir.path(), 4);
+    let root = dir.path().display();
+    format!(
+        "version: 1
+application: shop
+servers:
+{servers}balancers:
+  pool:
+    kind: command
+    reject: rm -f {root}/pool/{{{{node}}}}
+    accept: touch {root}/pool/{{{{node}}}}
+    status: test -e {root}/pool/{{{{node}}}}
+lock: {{ path: {root}/lock }}
+rollout:
+  select: {{ roles: [app] }}
+  batch_size: 1
+  steps:
+    - name: take-out-of-rotation
+      balancer: {{ use: pool, action: reject, node: \"{{{{host.name}}}}\" }}
+    - name: restart-the-application-service
+      run: test ! -e fail-{{{{host.name}}}}
+      timeout: 20s
+    - name: put-back-into-rotation
+      balancer: {{ use: pool, action: accept, node: \"{{{{host.name}}}}\" }}
+",
+        servers = local_servers(4)
+    )
+}
+
+/// A run halted at its second host, laid out for 60 columns: every host has its row in
+/// plan order, the two never started say so, and no line is wider than 60 columns.
+#[test]
+fn summary_of_a_halted_run_at_60_columns() {
+    let dir = TempDir::new("snap-60");
+    dir.write("plan.yaml", long_plan(&dir));
+    dir.write("fail-h2", "");
+    let out = Planrun::in_dir(&dir).args(APPLY).env("COLUMNS", "60").run();
+    out.code(1);
+    // The timestamped lines before it are a log, kept whole; the summary is laid out.
+    let summary = out.stdout.split("run finished").nth(1).expect("a summary");
+    let wide: Vec<&str> = summary.lines().skip(1).filter(|l| l.chars().count() > 60).collect();
+    assert!(wide.is_empty(), "lines wider than 60 columns: {wide:#?}\n{}", out.stdout);
+    table_settings(dir.path()).bind(|| insta::assert_snapshot!("summary_halted_60_columns", shown(&out)));
+}
+
+/// A resume's table has the plan's step order, not the order steps happened to finish in
+/// (h2 resumes at its restart, h3 starts at its reject).
+#[test]
+fn summary_of_a_resume_keeps_the_plan_s_step_order() {
+    let dir = TempDir::new("snap-resume");
+    dir.write("plan.yaml", long_plan(&dir));
+    dir.write("fail-h2", "");
+    Planrun::in_dir(&dir).args(APPLY).run().code(1);
+    std::fs::remove_file(dir.path().join("fail-h2")).unwrap();
+    let out = Planrun::in_dir(&dir).args(APPLY).args(&["--resume"]).env("COLUMNS", "100").run();
+    out.code(0);
+    let header = out.stdout.lines().find(|l| l.starts_with("│ host")).unwrap_or_default();
+    let at = |step: &str| header.find(step).unwrap_or_else(|| panic!("no column {step}: {}", out.stdout));
+    assert!(at("take-out") < at("restart-the") && at("restart-the") < at("put-back"), "{}", out.stdout);
+    table_settings(dir.path()).bind(|| insta::assert_snapshot!("summary_resume", shown(&out)));
 }
 
 #[test]

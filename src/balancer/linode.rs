@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
+use super::retry::{self, Failure, Notices};
 use super::{NodeState, Rotation};
 use crate::events::StepOutput;
 use crate::model::{BalancerAction, LinodeBalancer};
@@ -24,10 +25,6 @@ const DEFAULT_API: &str = "https://api.linode.com/v4";
 const DEFAULT_DRAIN: Duration = Duration::from_secs(30);
 /// One request never takes longer than this.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
-/// Retries of one call (429, 5xx, timeouts) stop after this long in total.
-const RETRY_TOTAL: Duration = Duration::from_secs(60);
-/// The first pause between retries; it doubles each time.
-const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 /// Linode's largest page.
 const PAGE_SIZE: u32 = 500;
 
@@ -41,6 +38,8 @@ pub struct Linode {
     port: u16,
     drain: Duration,
     cache: tokio::sync::Mutex<Cache>,
+    /// Where a retry is announced.
+    notices: Option<Notices>,
 }
 
 #[derive(Default)]
@@ -52,7 +51,7 @@ struct Cache {
 }
 
 impl Linode {
-    pub fn new(name: &str, settings: &LinodeBalancer) -> Result<Self, String> {
+    pub fn new(name: &str, settings: &LinodeBalancer, notices: Option<Notices>) -> Result<Self, String> {
         let http = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .connect_timeout(Duration::from_secs(5))
@@ -70,6 +69,7 @@ impl Linode {
             port: settings.port,
             drain: settings.drain_timeout.map_or(DEFAULT_DRAIN, |d| d.get()),
             cache: tokio::sync::Mutex::new(Cache::default()),
+            notices,
         })
     }
 
@@ -77,8 +77,8 @@ impl Linode {
         format!("linode `{}`", self.name)
     }
 
-    /// One API call, retried on 429 (after `Retry-After`), 5xx and timeouts with
-    /// exponential backoff, for at most `RETRY_TOTAL`.
+    /// One API call; a 429 (after its `Retry-After`), a 5xx or a timeout is retried
+    /// with backoff (`retry`), anything else fails at once.
     async fn call(
         &self,
         method: Method,
@@ -94,61 +94,43 @@ impl Linode {
             )
         })?;
         let url = format!("{}{path}", self.base);
-        let started = Instant::now();
-        let mut backoff = FIRST_BACKOFF;
-        let mut attempt = 0u32;
-        loop {
-            attempt += 1;
-            let mut request = self.http.request(method.clone(), &url).bearer_auth(token);
-            if let Some(filter) = filter {
-                request = request.header("X-Filter", filter.to_string());
-            }
-            if let Some(body) = body {
-                request = request.json(body);
-            }
-            let why = match request.send().await {
-                Ok(response) => {
-                    let status = response.status();
-                    if status.is_success() {
-                        return response.json::<Value>().await.map_err(|e| {
-                            format!("{}: {method} {path}: unreadable answer: {}", self.who(), error_chain(&e))
-                        });
-                    }
-                    if status == StatusCode::TOO_MANY_REQUESTS {
-                        let wait = response
-                            .headers()
-                            .get(reqwest::header::RETRY_AFTER)
-                            .and_then(|v| v.to_str().ok())
-                            .and_then(|v| v.trim().parse::<u64>().ok())
-                            .map_or(backoff, Duration::from_secs);
-                        let why = format!("{method} {path} answered 429 Too Many Requests");
-                        if started.elapsed() + wait > RETRY_TOTAL {
-                            return Err(format!(
-                                "{}: {why}, and Retry-After asks for longer than the retry budget",
-                                self.who()
-                            ));
-                        }
-                        tokio::time::sleep(wait).await;
-                        continue;
-                    }
-                    let reasons = reasons(response.json::<Value>().await.ok());
-                    let text = format!("{method} {path} answered {status}{reasons}");
-                    if !status.is_server_error() {
-                        return Err(format!("{}: {text}{}", self.who(), hint(status)));
-                    }
-                    text
-                }
-                Err(e) if e.is_timeout() || e.is_connect() || e.is_request() => {
-                    format!("{method} {path}: {}", error_chain(&e))
-                }
-                Err(e) => return Err(format!("{}: {method} {path}: {}", self.who(), error_chain(&e))),
-            };
-            if started.elapsed() + backoff > RETRY_TOTAL {
-                return Err(format!("{}: {why} (gave up after {attempt} attempts)", self.who()));
-            }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(8));
+        let who = self.who();
+        retry::with_retries(&who, self.notices.as_ref(), || self.attempt(&method, &url, path, token, filter, body))
+            .await
+            .map_err(|e| format!("{who}: {e}"))
+    }
+
+    async fn attempt(
+        &self,
+        method: &Method,
+        url: &str,
+        path: &str,
+        token: &str,
+        filter: Option<&Value>,
+        body: Option<&Value>,
+    ) -> Result<Value, Failure> {
+        let mut request = self.http.request(method.clone(), url).bearer_auth(token);
+        if let Some(filter) = filter {
+            request = request.header("X-Filter", filter.to_string());
         }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| Failure::unanswered(&e, &format!("{method} {path}"), &retry::host_of(&self.base)))?;
+        let status = response.status();
+        if status.is_success() {
+            return response
+                .json::<Value>()
+                .await
+                .map_err(|e| Failure::fatal(format!("{method} {path}: unreadable answer: {}", error_chain(&e))));
+        }
+        let headers = response.headers().clone();
+        let reasons = reasons(response.json::<Value>().await.ok());
+        let failure = Failure::answered(status, format!("{method} {path} answered {status}{reasons}"), &headers);
+        Err(if failure.transient { failure } else { Failure::fatal(format!("{}{}", failure.text, hint(status))) })
     }
 
     /// Every item of a paginated list, following `page` up to `pages`.

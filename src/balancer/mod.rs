@@ -8,6 +8,9 @@ mod command;
 mod haproxy;
 mod http;
 mod linode;
+mod retry;
+
+pub use retry::Notices;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -115,16 +118,18 @@ pub struct NodeRef {
 }
 
 impl Balancers {
-    /// Clients for the balancers the plan defines.
-    pub fn new(balancers: &IndexMap<String, model::Balancer>) -> Result<Self, SetupError> {
+    /// Clients for the balancers the plan defines; `notices` hears their retries.
+    pub fn new(balancers: &IndexMap<String, model::Balancer>, notices: Option<Notices>) -> Result<Self, SetupError> {
         let mut clients = IndexMap::new();
         for (name, balancer) in balancers {
             let fail = |message: String| SetupError { balancer: name.clone(), message };
             let client = match balancer {
                 model::Balancer::Command(_) => Client::Command(command::Command::new()),
-                model::Balancer::Http(_) => Client::Http(http::Http::new().map_err(fail)?),
+                model::Balancer::Http(_) => Client::Http(http::Http::new(name, notices.clone()).map_err(fail)?),
                 model::Balancer::Haproxy(h) => Client::Haproxy(haproxy::Haproxy::new(name, h).map_err(fail)?),
-                model::Balancer::Linode(l) => Client::Linode(linode::Linode::new(name, l).map_err(fail)?),
+                model::Balancer::Linode(l) => {
+                    Client::Linode(linode::Linode::new(name, l, notices.clone()).map_err(fail)?)
+                }
             };
             clients.insert(name.clone(), client);
         }

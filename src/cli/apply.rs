@@ -46,8 +46,8 @@ pub struct ApplyArgs {
     pub verbosity: Verbosity,
 }
 
-/// How many hosts planrun connects to, or fans a `before` step out to, at once.
-const FAN_OUT: usize = 16;
+/// How many SSH handshakes are in flight at once while connecting to every host.
+const CONNECT_PARALLEL: usize = 16;
 
 /// A plan checked and ready to run: everything that can be refused without touching a
 /// host has been.
@@ -81,7 +81,11 @@ pub fn apply(args: ApplyArgs) -> i32 {
         Ok(rt) => rt,
         Err(e) => return print::apply_error(&ApplyError::Runtime(e), args.color),
     };
-    runtime.block_on(run(prepared, &args))
+    let code = runtime.block_on(run(prepared, &args));
+    // A question left unanswered by a Ctrl-C still blocks a thread reading the
+    // terminal: the process exits without waiting for it.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    code
 }
 
 /// Everything before the first connection. `Ok(None)`: a resume found nothing left to do.
@@ -99,7 +103,7 @@ fn prepare(args: &ApplyArgs) -> Result<Option<Prepared>, ApplyError> {
         Some(_) => graph::build(&loaded, &BuildOptions { limit: None, ..build.clone() }).map_err(ApplyError::Plan)?,
         None => exec.clone(),
     };
-    let balancers = Balancers::new(&loaded.plan.balancers).map_err(ApplyError::Balancer)?;
+    let balancers = Balancers::new(&loaded.plan.balancers, Some(print::notices())).map_err(ApplyError::Balancer)?;
     check_secrets(&loaded.plan)?;
     let redactor = Redactor::from_plan(&loaded.plan);
 
@@ -124,8 +128,10 @@ fn prepare(args: &ApplyArgs) -> Result<Option<Prepared>, ApplyError> {
     let targets = resolve_targets(&loaded.plan, &exec)
         .map_err(|failures| ApplyError::Unresolved { failures, hosts: exec.hosts.len() })?;
 
-    if !args.dry_run {
-        confirm(&loaded, &exec, args.yes)?;
+    // Without a terminal nobody can answer: refused now, before any connection. The
+    // question itself comes after the pre-flight, with the plan, so it can be answered.
+    if !args.dry_run && !args.yes && !std::io::stdin().is_terminal() {
+        return Err(ApplyError::NoTerminal);
     }
     let inputs = journal::Inputs::of(&loaded, &build);
     Ok(Some(Prepared {
@@ -187,7 +193,14 @@ async fn run(prepared: Prepared, args: &ApplyArgs) -> i32 {
             signal => 128 + signal,
         },
         Ok(code) => code,
-        Err(e) => print::apply_error(&e, args.color),
+        Err(e) => {
+            let code = print::apply_error(&e, args.color);
+            // A question answered with Ctrl-C: the run was interrupted, as its code says.
+            match (&e, first_signal.load(Ordering::SeqCst)) {
+                (ApplyError::Declined, signal) if signal != 0 => 128 + signal,
+                _ => code,
+            }
+        }
     };
     interrupts.abort();
     code
@@ -215,7 +228,15 @@ async fn rollout(prepared: Prepared, args: &ApplyArgs, control: Control) -> Resu
     let verdict = preflight::judge(&preflight::read(&exec, &whole, &balancers).await, &exec, batch_size);
     if !show_preflight(&verdict, args.force) {
         release(lock.as_ref(), &run_id, args).await;
-        return Err(ApplyError::PreflightRefused);
+        return Err(ApplyError::PreflightRefused { unreadable: verdict.unreadable });
+    }
+    if !args.dry_run && !args.yes {
+        // Like `terraform apply`: the balancers' view and the plan first, then the question.
+        let question = confirmation(&loaded, &exec);
+        if let Err(e) = confirm(question, &control).await {
+            release(lock.as_ref(), &run_id, args).await;
+            return Err(e);
+        }
     }
 
     let state_dir = journal::state_dir(&args.plan);
@@ -250,7 +271,7 @@ async fn rollout(prepared: Prepared, args: &ApplyArgs, control: Control) -> Resu
         plan_name,
         max_failed_hosts: loaded.plan.rollout.max_failed_hosts,
         dry_run: args.dry_run,
-        fan_out: FAN_OUT,
+        fan_out: exec.fan_out,
         resume_of,
         batch_size: batch_size.clone(),
         force: args.force,
@@ -266,7 +287,8 @@ async fn rollout(prepared: Prepared, args: &ApplyArgs, control: Control) -> Resu
     release(lock.as_ref(), &run_id, args).await;
     if let Ok(summary) = reporting.await {
         let hint = journal::resume_command(&args.plan, &inputs);
-        write_out(mode, &summary.render(&result, Some(&hint), &log_dir));
+        let width = crate::report::output_width(mode == Mode::Live);
+        write_out(mode, &summary.render(&result, Some(&hint), &log_dir, width));
     }
     if result.outcome != RunOutcome::Succeeded && !args.dry_run {
         write_out(mode, &preflight::touched_states(&balancers).await);
@@ -483,10 +505,13 @@ async fn watch_interrupts(control: Control, first: Arc<AtomicI32>) {
     };
     let (number, name) = signals.next().await;
     first.store(number, Ordering::SeqCst);
-    eprintln!("\ninterrupt: starting nothing new; running steps finish ({name} again to cancel them)");
+    let again = if number == nix::sys::signal::Signal::SIGINT as i32 { "press" } else { "send" };
+    crate::report::notice_after_keypress(&format!(
+        "interrupt: starting nothing new; running steps finish ({again} {name} again to cancel them)"
+    ));
     control.stop.cancel();
     let (_, name) = signals.next().await;
-    eprintln!("\ninterrupt: cancelling running steps ({name})");
+    crate::report::notice_after_keypress(&format!("interrupt: cancelling running steps ({name})"));
     control.cancel.cancel();
 }
 
@@ -514,7 +539,7 @@ async fn connect_all(
     exec: &ExecutionPlan,
     targets: Vec<Option<SshTarget>>,
 ) -> Result<Transports, Vec<(String, String)>> {
-    let limit = Arc::new(tokio::sync::Semaphore::new(FAN_OUT));
+    let limit = Arc::new(tokio::sync::Semaphore::new(CONNECT_PARALLEL));
     // Shared: every host behind one bastion goes through one connection to it.
     let connector = Arc::new(Connector::with_notices(super::print::notices()));
     let mut tasks = tokio::task::JoinSet::new();
@@ -566,25 +591,32 @@ fn check_secrets(plan: &Plan) -> Result<(), ApplyError> {
     if short.is_empty() { Ok(()) } else { Err(ApplyError::SecretTooShort(short)) }
 }
 
-/// On a terminal, asks; without one, requires `--yes`, since nobody can answer.
-fn confirm(loaded: &LoadedPlan, exec: &ExecutionPlan, yes: bool) -> Result<(), ApplyError> {
-    if yes {
-        return Ok(());
-    }
-    if !std::io::stdin().is_terminal() {
-        return Err(ApplyError::NoTerminal);
-    }
+/// What the operator is asked to approve: the batches with their hosts and each host's
+/// steps, short, then the question.
+fn confirmation(loaded: &LoadedPlan, exec: &ExecutionPlan) -> String {
+    crate::preview::short(exec)
+        + &format!(
+            "apply {} to {} of `{}` in {}? [y/N] ",
+            loaded.source().display_name(),
+            crate::text::plural(exec.hosts.len(), "host", "hosts"),
+            exec.application,
+            crate::text::plural(exec.batches.len(), "batch", "batches"),
+        )
+}
+
+/// Asks on the terminal; anything but yes declines. A stop signal while the question
+/// waits declines too (the caller exits with the signal's code).
+async fn confirm(question: String, control: &Control) -> Result<(), ApplyError> {
     let mut stderr = crate::redact::stderr();
-    let _ = write!(
-        stderr,
-        "apply {} to {} of `{}` in {}? [y/N] ",
-        loaded.source().display_name(),
-        crate::text::plural(exec.hosts.len(), "host", "hosts"),
-        exec.application,
-        crate::text::plural(exec.batches.len(), "batch", "batches"),
-    );
+    let _ = write!(stderr, "{question}");
     let _ = stderr.flush();
-    let mut answer = String::new();
-    std::io::stdin().lock().read_line(&mut answer).map_err(ApplyError::Answer)?;
+    let read = tokio::task::spawn_blocking(|| {
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer).map(|_| answer)
+    });
+    let answer = tokio::select! {
+        answer = read => answer.map_err(|e| ApplyError::Answer(std::io::Error::other(e)))?.map_err(ApplyError::Answer)?,
+        () = control.stop.cancelled() => return Err(ApplyError::Declined),
+    };
     if matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes") { Ok(()) } else { Err(ApplyError::Declined) }
 }

@@ -9,7 +9,12 @@ use crate::graph::BuildOptions;
 use crate::model::{BatchSize, BatchStep};
 
 #[derive(Debug, Parser)]
-#[command(name = "planrun", version, about = "Validate, preview and run rolling restarts from a YAML plan.")]
+#[command(
+    name = "planrun",
+    version,
+    about = "Validate, preview and run rolling restarts from a YAML plan.",
+    after_help = "Examples:\n  planrun init\n  planrun validate plans/\n  planrun plan plans/production.yaml\n  planrun apply plans/production.yaml --dry-run\n  planrun apply plans/production.yaml\n  planrun status plans/production.yaml\n\nEach command's --help has its own examples; `planrun man --output DIR` writes a manual page per command."
+)]
 pub struct Cli {
     /// When to color output: `auto` colors a terminal unless `NO_COLOR` is set.
     #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]

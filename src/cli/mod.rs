@@ -35,6 +35,9 @@ pub fn main() -> i32 {
 
 pub fn run(cli: Cli) -> i32 {
     let color = use_color(cli.color);
+    // The live view's bars and the summary's colours follow the same choice.
+    console::set_colors_enabled(color);
+    console::set_colors_enabled_stderr(color);
     if !matches!(cli.command, Command::Apply { .. }) {
         // Read-only commands end quietly when their reader goes away (`| head`), as Unix
         // tools do. `apply` keeps SIGPIPE ignored: a closed pipe must never stop a rollout

@@ -58,9 +58,14 @@ pub enum ApplyError {
     )]
     Journal(crate::journal::WriteError),
     #[error(
-        "pre-flight refused the run; nothing was changed\n  help: put the nodes back in rotation (or wait until they are up), use a smaller `--batch-size`, or pass `--force` to go on anyway"
+        "pre-flight refused the run; nothing was changed\n  help: {}",
+        if *unreadable {
+            "check that the balancer can be reached from here (its address or `api_url`, the network, its credentials), then apply again"
+        } else {
+            "put the nodes back in rotation (or wait until they are up), use a smaller `--batch-size`, or pass `--force` to go on anyway"
+        }
     )]
-    PreflightRefused,
+    PreflightRefused { unreadable: bool },
 }
 
 /// Why `--resume` cannot continue.
@@ -106,7 +111,7 @@ impl ApplyError {
             | ApplyError::LockUnreachable { .. }
             | ApplyError::Lock { .. }
             | ApplyError::Journal(_)
-            | ApplyError::PreflightRefused => exit::ROLLOUT_FAILED,
+            | ApplyError::PreflightRefused { .. } => exit::ROLLOUT_FAILED,
         }
     }
 }
@@ -156,10 +161,10 @@ pub fn apply_error(error: &ApplyError, color: bool) -> i32 {
     error.code()
 }
 
-/// Notices of the transport (a host key learned, checking turned off), on standard
-/// error as they happen.
+/// Notices of the transport (a host key learned, checking turned off), as they happen:
+/// above the live view while there is one, on standard error otherwise.
 pub fn notices() -> crate::transport::Notices {
-    std::sync::Arc::new(|text| eprintln!("{text}"))
+    std::sync::Arc::new(|text| crate::report::notice(&text))
 }
 
 /// The one place plan problems are printed.

@@ -37,7 +37,7 @@ async fn run_plan(exec: ExecutionPlan, balancers: &crate::balancer::Balancers) -
 fn balancers(exec: &ExecutionPlan, dir: &Path) -> crate::balancer::Balancers {
     let _ = exec;
     let loaded = crate::validate::load_plan(&dir.join("plan.yaml")).unwrap();
-    crate::balancer::Balancers::new(&loaded.plan.balancers).unwrap()
+    crate::balancer::Balancers::new(&loaded.plan.balancers, None).unwrap()
 }
 
 fn in_pool(dir: &Path, host: &str) -> bool {

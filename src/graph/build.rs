@@ -97,8 +97,15 @@ pub fn build(loaded: &LoadedPlan, options: &BuildOptions) -> Result<ExecutionPla
     if !problems.is_empty() {
         return Err(fail(problems));
     }
-    let mut execution =
-        ExecutionPlan { application: plan.application.clone(), hosts, before, batches, after, graph: DiGraph::new() };
+    let mut execution = ExecutionPlan {
+        application: plan.application.clone(),
+        hosts,
+        before,
+        batches,
+        after,
+        fan_out: plan.rollout.fan_out as usize,
+        graph: DiGraph::new(),
+    };
     execution.graph = dag(&execution);
     Ok(execution)
 }

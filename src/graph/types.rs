@@ -29,6 +29,8 @@ pub struct ExecutionPlan {
     pub batches: Vec<Batch>,
     /// Steps of the plan's `after` list, as for `before`.
     pub after: Vec<StepInstance>,
+    /// How many hosts a `before`/`after` step runs on at once (`rollout.fan_out`).
+    pub fan_out: usize,
     /// The same instances as a DAG; not serialized (the JSON shape is `before`, `batches`,
     /// `after`).
     #[serde(skip)]

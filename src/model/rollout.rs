@@ -27,6 +27,12 @@ pub struct Rollout {
     #[schemars(example = 0)]
     pub max_failed_hosts: u32,
 
+    /// How many hosts a `before` or `after` step runs on at once (a `run` step there
+    /// fans out to every selected host). Defaults to `16`.
+    #[serde(default = "default_fan_out")]
+    #[schemars(range(min = 1, max = 1024), example = 16)]
+    pub fan_out: u32,
+
     /// What to do when only one host is selected: `skip_balancer` (the default) restarts
     /// it without the balancer steps, since there is nothing to roll; `roll` runs every
     /// step anyway.
@@ -37,6 +43,14 @@ pub struct Rollout {
     /// The steps each host goes through, in order, while it is in the rolling window.
     #[schemars(length(min = 1), example = steps_example())]
     pub steps: Vec<Step>,
+}
+
+/// Wide enough to hide SSH round trips, narrow enough that a fleet's sshds and the
+/// control machine's CPU are not all hit at the same instant.
+pub const DEFAULT_FAN_OUT: u32 = 16;
+
+fn default_fan_out() -> u32 {
+    DEFAULT_FAN_OUT
 }
 
 /// Which servers a rollout visits: those with any of `roles`, minus those matching

@@ -272,9 +272,23 @@ impl SshSession {
                 result
             }
             None => {
-                let killed = match output.pgid {
-                    Some(pgid) => kill_group(&self.handle(), pgid).await,
-                    None => false,
+                let killed = match (output.pgid, channel.as_mut()) {
+                    (Some(pgid), Some(open)) => {
+                        // What the command still prints is read and dropped meanwhile: a
+                        // channel left full (its reader was waiting for the consumer)
+                        // holds up the whole connection, the `kill` channel too.
+                        let handle = self.handle();
+                        let kill = kill_group(&handle, pgid);
+                        tokio::pin!(kill);
+                        loop {
+                            tokio::select! {
+                                killed = &mut kill => break killed,
+                                message = open.wait() => if message.is_none() { break (&mut kill).await },
+                            }
+                        }
+                    }
+                    (Some(pgid), None) => kill_group(&self.handle(), pgid).await,
+                    (None, _) => false,
                 };
                 if let (false, Some(channel)) = (killed, channel.as_ref()) {
                     // Without the process group (the marker not seen yet, or no

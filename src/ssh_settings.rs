@@ -365,7 +365,7 @@ fn check_includes(path: &Path, text: &str, depth: usize, seen: &mut Vec<PathBuf>
                 }
                 if seen.len() >= MAX_INCLUDED_FILES || depth >= MAX_INCLUDE_DEPTH {
                     return Err(format!(
-                        "the ssh config `{}` includes too many files; check its `Include` lines",
+                        "the ssh config `{}` includes more than {MAX_INCLUDED_FILES} files or nests `Include` deeper than {MAX_INCLUDE_DEPTH}; check its `Include` lines",
                         path.display()
                     ));
                 }

@@ -1,5 +1,5 @@
 //! Finds the tools the integration tests drive (sshd, HAProxy, graphviz, sudo, Node.js
-//! and the pinned yaml-language-server under `.ci/node`) and sets a `no_TOOL` cfg for
+//! and the yaml-language-server under `.ci/node`, at the version `.ci/run` pins) and sets a `no_TOOL` cfg for
 //! each one missing, so that plain `cargo test` lists the tests that need it as ignored,
 //! with the reason and the package to install. With `CI` set nothing counts as missing:
 //! there the tests run and fail, naming what to install.
@@ -33,9 +33,26 @@ enum Lookup {
 
 /// The pinned language server that `.ci/run` installs (tests/editor.rs).
 const LANGUAGE_SERVER: &str = ".ci/node/node_modules/yaml-language-server/bin/yaml-language-server";
+const LANGUAGE_SERVER_PACKAGE: &str = ".ci/node/node_modules/yaml-language-server/package.json";
+
+/// Whether the language server in `.ci/node` is the version `.ci/run` pins (its
+/// `LS_VERSION=` line): a test of another version would prove nothing about the pinned one.
+fn pinned_language_server() -> bool {
+    let pinned = std::fs::read_to_string(".ci/run")
+        .ok()
+        .and_then(|run| run.lines().find_map(|l| l.strip_prefix("LS_VERSION=").map(|v| v.trim().to_string())));
+    let installed = std::fs::read_to_string(LANGUAGE_SERVER_PACKAGE).ok().and_then(|package| {
+        // `"version": "2.0.0"`, without a JSON parser among the build dependencies.
+        let after = package.split_once("\"version\"")?.1;
+        let value = after.split_once('"')?.1;
+        Some(value.split_once('"')?.0.to_string())
+    });
+    Path::new(LANGUAGE_SERVER).is_file() && pinned.is_some() && pinned == installed
+}
 
 fn main() {
     println!("cargo::rerun-if-changed=build.rs");
+    println!("cargo::rerun-if-changed=.ci/run");
     println!("cargo::rerun-if-env-changed=CI");
     println!("cargo::rerun-if-env-changed=PATH");
     // Installing a package or running `.ci/run` changes these directories.
@@ -55,7 +72,7 @@ fn main() {
             Lookup::Path(tools) => tools.iter().all(|t| find(t, false)),
             Lookup::Files(files) => files.iter().any(|f| is_executable(Path::new(f))),
         };
-        let found = found && (*cfg != "no_yaml_language_server" || Path::new(LANGUAGE_SERVER).is_file());
+        let found = found && (*cfg != "no_yaml_language_server" || pinned_language_server());
         if !found {
             println!("cargo::rustc-cfg={cfg}");
         }

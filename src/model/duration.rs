@@ -15,6 +15,12 @@ pub struct HumanDuration(pub Duration);
 /// the parser decides, the pattern only lets editors flag a missing unit early.
 pub const DURATION_PATTERN: &str = r"^\s*([0-9]+(\.[0-9]+)?\s*(ms|msec|s|sec|secs|second|seconds|m|min|mins|minute|minutes|h|hr|hrs|hour|hours|d|day|days)\s*)+$";
 
+/// What editors say about text that is not a duration.
+pub const DURATION_MESSAGE: &str = "a duration with a unit, like `90s` or `2m`";
+/// What editors say about a number, or anything else, where a duration belongs.
+const NOT_TEXT_MESSAGE: &str =
+    "a duration with a unit, like `90s` or `2m`: a bare number could mean seconds or milliseconds";
+
 impl HumanDuration {
     pub fn get(self) -> Duration {
         self.0
@@ -54,11 +60,17 @@ impl JsonSchema for HumanDuration {
         "Duration".into()
     }
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        // `errorMessage` and `patternErrorMessage` are yaml-language-server's keywords for a
+        // message of our own instead of `Incorrect type. Expected "string | null"`. The type
+        // is a one-element list because the server rewrites a single type's mismatch into
+        // its own wording when it merges the branches of an optional field.
         schemars::json_schema!({
-            "type": "string",
+            "type": ["string"],
             "pattern": DURATION_PATTERN,
             "description": "A duration with a unit: `500ms`, `90s`, `2m`, `1h 30m`.",
-            "examples": ["90s", "2m"]
+            "examples": ["90s", "2m"],
+            "errorMessage": NOT_TEXT_MESSAGE,
+            "patternErrorMessage": DURATION_MESSAGE
         })
     }
 }

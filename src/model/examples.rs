@@ -16,6 +16,27 @@ pub(super) fn plan_example() -> serde_json::Value {
     })
 }
 
+/// The plan an editor inserts into an empty file (yaml-language-server's
+/// `defaultSnippets`): a whole plan that `planrun validate` accepts once its placeholders
+/// are filled in, each placeholder numbered once so that tabbing visits each in turn.
+/// The language server writes the strings as they are, unquoted, so each must read the
+/// same as plain YAML.
+pub(super) fn plan_snippets() -> serde_json::Value {
+    serde_json::json!([{
+        "label": "planrun plan",
+        "description": "A plan with one server and one step; `planrun validate` checks it.",
+        "body": {
+            "version": 1,
+            "application": "${1:shop}",
+            "servers": [{ "host": "${2:10.0.0.2}", "roles": ["app"] }],
+            "rollout": {
+                "select": { "roles": ["app"] },
+                "steps": [{ "name": "${3:restart}", "run": "${4:systemctl restart shop}" }]
+            }
+        }
+    }])
+}
+
 pub(super) fn vars_example() -> BTreeMap<&'static str, &'static str> {
     BTreeMap::from([("branch", "production")])
 }

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::balancer::Balancer;
 use crate::model::examples::{
-    after_example, balancers_example, before_example, plan_example, servers_example, vars_example,
+    after_example, balancers_example, before_example, plan_example, plan_snippets, servers_example, vars_example,
 };
 use crate::model::rollout::Rollout;
 use crate::model::server::{Server, SshSettings};
@@ -17,8 +17,10 @@ use crate::model::step::{EnvValue, Step, env_example};
 /// a rolling restart or deploy. One plan per environment, checked into your repository.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-#[schemars(title = "planrun plan", example = plan_example())]
+#[schemars(title = "planrun plan", example = plan_example(), extend("defaultSnippets" = plan_snippets()))]
 pub struct Plan {
+    /// # Base plan
+    ///
     /// A base plan this plan builds on, as a path relative to this plan's folder. This plan
     /// is laid over the base: maps (`vars`, `ssh`, `balancers`, `rollout`...) merge field by
     /// field, and what this plan sets (a value, a whole list such as `servers` or `steps`)
@@ -28,20 +30,28 @@ pub struct Plan {
     #[schemars(length(min = 1), example = &"base.yaml")]
     pub extends: Option<String>,
 
+    /// # Format version
+    ///
     /// The plan format version. Always `1`.
     #[schemars(range(min = 1, max = 1), example = 1)]
     pub version: u32,
 
+    /// # Application name
+    ///
     /// The application's name, available to templates as `{{application}}`.
     #[schemars(length(min = 1), example = &"shop")]
     pub application: String,
 
+    /// # Template variables
+    ///
     /// Free-form values for templates, available as `{{vars.NAME}}`.
     /// `planrun apply --var NAME=VALUE` overrides them.
     #[serde(default)]
     #[schemars(example = vars_example())]
     pub vars: IndexMap<String, serde_json::Value>,
 
+    /// # Secret environment variables
+    ///
     /// Names of environment variables whose values are secrets: they are read at apply time
     /// and replaced by `***` in every output, log and journal. Balancer tokens
     /// (`token_env`) are secrets without being listed here.
@@ -49,10 +59,14 @@ pub struct Plan {
     #[schemars(example = vec!["DEPLOY_WEBHOOK_TOKEN"])]
     pub secret_env: Vec<String>,
 
+    /// # SSH defaults
+    ///
     /// SSH defaults for every server; a server's own `ssh` overrides them field by field.
     #[serde(default)]
     pub ssh: SshSettings,
 
+    /// # Command environment
+    ///
     /// Environment variables for every `run` and `local` command; a step's own `env`
     /// overrides them by name. Values are templates, shell-quoted when sent (servers
     /// usually refuse SSH `setenv`, so they travel in the command).
@@ -60,31 +74,43 @@ pub struct Plan {
     #[schemars(example = env_example())]
     pub env: IndexMap<String, EnvValue>,
 
+    /// # Servers
+    ///
     /// The servers of this environment, in the order the rollout visits them.
     #[schemars(length(min = 1), example = servers_example())]
     pub servers: Vec<Server>,
 
+    /// # Load balancers
+    ///
     /// Load balancers the steps can drive, by the name steps refer to in `use`.
     #[serde(default)]
     #[schemars(example = balancers_example())]
     pub balancers: IndexMap<String, Balancer>,
 
+    /// # Steps before the rollout
+    ///
     /// Steps that run once, before the rollout: `run` fans out to every selected host in
     /// parallel, `local` runs on the machine running planrun.
     #[serde(default)]
     #[schemars(example = before_example())]
     pub before: Vec<Step>,
 
+    /// # Rollout
+    ///
     /// The rolling part: which hosts, how many at a time, and the steps each host goes
     /// through while it is out of rotation.
     pub rollout: Rollout,
 
+    /// # Rollout lock
+    ///
     /// Where the rollout lock lives, so two operators cannot roll this fleet at once.
     /// Defaults to `/tmp/planrun-APPLICATION.lock` on the first server the rollout
     /// selects.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lock: Option<LockSettings>,
 
+    /// # Steps after the rollout
+    ///
     /// Steps that run once, after every host of the rollout finished.
     #[serde(default)]
     #[schemars(example = after_example())]
@@ -96,6 +122,8 @@ pub struct Plan {
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LockSettings {
+    /// # Lock host
+    ///
     /// The server holding the lock (its `name` or `host`), or `local` for the machine
     /// running planrun (only when every run starts from that one machine). Defaults to
     /// the first server the rollout selects.
@@ -103,6 +131,8 @@ pub struct LockSettings {
     #[schemars(length(min = 1), example = &"app1")]
     pub host: Option<String>,
 
+    /// # Lock path
+    ///
     /// The lock directory's path on that server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1), example = &"/var/lock/planrun-shop")]

@@ -11,9 +11,13 @@ use crate::model::step::Step;
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Rollout {
+    /// # Selected servers
+    ///
     /// Which servers the rollout visits.
     pub select: Selection,
 
+    /// # Batch size
+    ///
     /// How many hosts are out of rotation at once: a count (`1`), a percentage of the
     /// selected hosts rounded up (`"25%"`), or a ramp (`[1, 2, "50%"]`) whose last entry
     /// repeats, so a canary goes first. Defaults to `1`.
@@ -21,18 +25,24 @@ pub struct Rollout {
     #[schemars(example = 1, example = &"25%", example = batch_ramp_example())]
     pub batch_size: BatchSize,
 
+    /// # Failed hosts allowed
+    ///
     /// The rollout halts, starting no new host, as soon as more hosts than this have
     /// failed, counted over the whole run. Defaults to `0`: the first failure halts it.
     #[serde(default)]
     #[schemars(example = 0)]
     pub max_failed_hosts: u32,
 
+    /// # Fan-out width
+    ///
     /// How many hosts a `before` or `after` step runs on at once (a `run` step there
     /// fans out to every selected host). Defaults to `16`.
     #[serde(default = "default_fan_out")]
     #[schemars(range(min = 1, max = 1024), example = 16)]
     pub fan_out: u32,
 
+    /// # Single host
+    ///
     /// What to do when only one host is selected: `skip_balancer` (the default) restarts
     /// it without the balancer steps, since there is nothing to roll; `roll` runs every
     /// step anyway.
@@ -40,6 +50,8 @@ pub struct Rollout {
     #[schemars(example = &"skip_balancer")]
     pub single_host: SingleHost,
 
+    /// # Rollout steps
+    ///
     /// The steps each host goes through, in order, while it is in the rolling window.
     #[schemars(length(min = 1), example = steps_example())]
     pub steps: Vec<Step>,
@@ -58,10 +70,14 @@ fn default_fan_out() -> u32 {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Selection {
+    /// # Roles
+    ///
     /// Servers with any of these roles are selected.
     #[schemars(length(min = 1), example = vec!["app"])]
     pub roles: Vec<String>,
 
+    /// # Exclude
+    ///
     /// Servers whose options have all of these values are left out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(example = exclude_example())]
@@ -182,13 +198,20 @@ impl<'de> Deserialize<'de> for BatchSize {
     }
 }
 
+/// What editors say about a batch size that is neither a count nor a percentage.
+const BATCH_STEP_MESSAGE: &str = "a count of hosts such as `2`, or a percentage of the selected hosts such as `25%`";
+
+/// One entry: a count or a percentage, as one schema with both types rather than two
+/// branches, so that yaml-language-server reports the message below instead of
+/// `Incorrect type. Expected "integer | array"` (a type list's mismatch keeps its message).
 fn batch_step_schema() -> schemars::Schema {
     schemars::json_schema!({
-        "oneOf": [
-            { "type": "integer", "minimum": 1, "description": "A number of hosts." },
-            { "type": "string", "pattern": "^\\s*([1-9][0-9]?|100)\\s*%\\s*$",
-              "description": "A percentage of the selected hosts, rounded up." }
-        ]
+        "type": ["integer", "string"],
+        "minimum": 1,
+        "pattern": "^\\s*([1-9][0-9]?|100)\\s*%\\s*$",
+        "description": "A number of hosts, or a percentage of the selected hosts rounded up.",
+        "errorMessage": BATCH_STEP_MESSAGE,
+        "patternErrorMessage": BATCH_STEP_MESSAGE
     })
 }
 
@@ -201,9 +224,13 @@ impl JsonSchema for BatchSize {
         schemars::json_schema!({
             "description": "A count, a percentage such as \"25%\", or a ramp such as [1, 2, \"50%\"] whose last entry repeats.",
             "oneOf": [
-                step.as_value()["oneOf"][0],
-                step.as_value()["oneOf"][1],
-                { "type": "array", "minItems": 1, "items": step }
+                step,
+                {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": step,
+                    "description": "A ramp: one batch size per batch, the last one repeating."
+                }
             ]
         })
     }

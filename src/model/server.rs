@@ -13,16 +13,22 @@ use crate::model::examples::options_example;
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SshSettings {
+    /// # SSH user
+    ///
     /// The login user. Defaults to the user running planrun.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(example = &"deploy")]
     pub user: Option<String>,
 
+    /// # SSH port
+    ///
     /// The SSH port. Defaults to 22.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 65535), example = 22)]
     pub port: Option<u16>,
 
+    /// # Identity file
+    ///
     /// Private key to authenticate with; when set, the only key offered. Without it
     /// planrun offers the ssh-agent's keys, then the ssh config's `IdentityFile`s (or
     /// `~/.ssh/id_ed25519` and `~/.ssh/id_rsa`), as `ssh` does.
@@ -30,12 +36,16 @@ pub struct SshSettings {
     #[schemars(example = &"~/.ssh/id_ed25519")]
     pub identity_file: Option<String>,
 
+    /// # Known hosts file
+    ///
     /// The known_hosts file host keys are checked against. Defaults to
     /// `~/.ssh/known_hosts`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(example = &"~/.ssh/known_hosts")]
     pub known_hosts: Option<String>,
 
+    /// # Host key checking
+    ///
     /// What to do with a host key that is not in `known_hosts`: `strict` refuses (the
     /// default), `accept-new` records it, `off` accepts any key and warns on every run.
     /// A changed key is always refused unless `off`.
@@ -43,11 +53,15 @@ pub struct SshSettings {
     #[schemars(example = &"strict")]
     pub host_key_checking: Option<HostKeyChecking>,
 
+    /// # Connect timeout
+    ///
     /// How long to wait for the TCP connection and the SSH handshake. Defaults to `10s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(example = &"10s")]
     pub connect_timeout: Option<HumanDuration>,
 
+    /// # Jump hosts
+    ///
     /// Jump hosts to reach the server through, as `[user@]host[:port]`: one, or a list
     /// for a chain (the first is connected to first). Each jump host is looked up in the
     /// ssh config like a server, and its host key is checked the same way; its user and
@@ -57,6 +71,8 @@ pub struct SshSettings {
     #[schemars(example = &"deploy@bastion.example.com:22")]
     pub jump: Option<Jump>,
 
+    /// # SSH config file
+    ///
     /// An OpenSSH client config file consulted for every setting the plan does not give
     /// (`Host` aliases and patterns, `HostName`, `User`, `Port`, `IdentityFile`,
     /// `IdentitiesOnly`, `ProxyJump`, `UserKnownHostsFile`, `StrictHostKeyChecking`,
@@ -101,34 +117,46 @@ pub enum HostKeyChecking {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Server {
+    /// # Server address
+    ///
     /// The address planrun connects to: an IP address or a host name. Available to
     /// templates as `{{host.address}}`.
     #[schemars(length(min = 1), example = &"10.0.0.2")]
     pub host: String,
 
+    /// # Server name
+    ///
     /// A short name for output and `--limit`, available as `{{host.name}}`. Defaults to
     /// `host`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1), example = &"app1")]
     pub name: Option<String>,
 
+    /// # Server roles
+    ///
     /// Roles this server plays; the rollout selects servers by role.
     #[serde(default)]
     #[schemars(example = vec!["web", "app"])]
     pub roles: Vec<String>,
 
+    /// # Server options
+    ///
     /// Free-form facts about this server, available as `{{host.options.NAME}}` and matched
     /// by `rollout.select.exclude` and a step's `when`.
     #[serde(default)]
     #[schemars(example = options_example())]
     pub options: IndexMap<String, serde_json::Value>,
 
+    /// # Transport
+    ///
     /// How commands reach this server: `ssh` (the default) or `local`, which runs them
     /// on the machine running planrun (for localhost fleets and tests).
     #[serde(default)]
     #[schemars(example = &"ssh")]
     pub transport: TransportKind,
 
+    /// # Server SSH settings
+    ///
     /// SSH settings for this server only, overriding the plan's `ssh` field by field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssh: Option<SshSettings>,

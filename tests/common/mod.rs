@@ -232,6 +232,32 @@ pub fn pool_in_rotation(root: &Path, hosts: usize) {
     }
 }
 
+/// A snippet's text as inserted with every placeholder left at its default: `${1:shop}`
+/// becomes `shop`, `$2` and `${3}` nothing.
+pub fn expand_placeholders(snippet: &str) -> String {
+    let mut out = String::new();
+    let mut rest = snippet;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        if let Some(inner) = after.strip_prefix('{')
+            && let Some(end) = inner.find('}')
+        {
+            let placeholder = &inner[..end];
+            out.push_str(placeholder.split_once(':').map_or("", |(_, default)| default));
+            rest = &inner[end + 1..];
+        } else {
+            let digits = after.find(|c: char| !c.is_ascii_digit()).unwrap_or(after.len());
+            if digits == 0 {
+                out.push('$');
+            }
+            rest = &after[digits..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// A temporary directory removed on drop.
 pub struct TempDir(pub PathBuf);
 

@@ -4,14 +4,16 @@
 //! per host) consumes this one stream, so they can never disagree about what happened.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::graph::Phase;
 use crate::redact::Redactor;
-use crate::transport::{OutputLine, Stream};
+use crate::transport::{OnLine, OutputLine, Stream};
 
 /// How a step ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -159,23 +161,81 @@ impl Event {
     }
 }
 
+/// How many bytes of command output may wait for the reporter. A command printing
+/// faster than the reporter writes (a terminal, a disk) waits for it, instead of
+/// gigabytes queueing in memory: 1 GB of lines through a step peaked at 2.6 GB before.
+pub const OUTPUT_BUDGET: usize = 4 * 1024 * 1024;
+
+/// What one queued output line costs of [`OUTPUT_BUDGET`]: its text and the event's
+/// other fields, roughly.
+fn cost(line: &str) -> u32 {
+    (line.len() + 128).min(OUTPUT_BUDGET) as u32
+}
+
+/// An event on its way, with the budget its output line holds until it is received.
+struct Queued {
+    event: Event,
+    _budget: Option<OwnedSemaphorePermit>,
+}
+
+/// The stream of a run's events: one queue, so the reporter sees them in the order
+/// they happened. Output lines wait for room in the [`OUTPUT_BUDGET`]; every other
+/// event (a few per step) is queued at once and never lost, so the executor's state
+/// changes never wait on a slow terminal.
+pub fn channel() -> (EventSender, EventReceiver) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    (EventSender { tx, budget: Arc::new(Semaphore::new(OUTPUT_BUDGET)) }, EventReceiver { rx })
+}
+
+#[derive(Clone)]
+pub struct EventSender {
+    tx: UnboundedSender<Queued>,
+    budget: Arc<Semaphore>,
+}
+
+pub struct EventReceiver {
+    rx: UnboundedReceiver<Queued>,
+}
+
+impl EventReceiver {
+    /// The next event; `None` once every sender is gone. Receiving frees the budget
+    /// its line held: the reporter never waits on anything the executor does.
+    pub async fn recv(&mut self) -> Option<Event> {
+        self.rx.recv().await.map(|queued| queued.event)
+    }
+
+    /// Whether the reporter has caught up: nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.rx.is_empty()
+    }
+}
+
 /// The one way events leave the executor and the balancers: every event is redacted
 /// here, at its source, so no consumer can forget to mask a secret.
 #[derive(Clone)]
 pub struct Emitter {
-    sender: UnboundedSender<Event>,
+    sender: EventSender,
     redactor: Redactor,
 }
 
 impl Emitter {
-    pub fn new(sender: UnboundedSender<Event>, redactor: Redactor) -> Self {
+    pub fn new(sender: EventSender, redactor: Redactor) -> Self {
         Emitter { sender, redactor }
     }
 
+    /// Queues an event at once (not an output line of a command: those wait for room).
     pub fn emit(&self, mut event: Event) {
         event.redact(&self.redactor);
         // A reporter that went away must not stop a rollout halfway.
-        let _ = self.sender.send(event);
+        let _ = self.sender.tx.send(Queued { event, _budget: None });
+    }
+
+    /// Queues a command's output line, masked already, once the reporter has room for it.
+    async fn emit_output(&self, event: Event) {
+        let Event::Output { line, .. } = &event else { return self.emit(event) };
+        // The semaphore is never closed; without a permit the line is queued anyway.
+        let budget = self.sender.budget.clone().acquire_many_owned(cost(line)).await.ok();
+        let _ = self.sender.tx.send(Queued { event, _budget: budget });
     }
 
     pub fn redactor(&self) -> &Redactor {
@@ -185,6 +245,12 @@ impl Emitter {
     /// Where the output of one step goes.
     pub fn step_output(&self, host: Option<String>, step: String) -> StepOutput {
         StepOutput { emitter: self.clone(), host, step, last: VecDeque::new() }
+    }
+}
+
+impl OnLine for StepOutput {
+    async fn line(&mut self, line: OutputLine) {
+        StepOutput::line(self, line).await;
     }
 }
 
@@ -200,14 +266,34 @@ pub struct StepOutput {
 }
 
 impl StepOutput {
-    pub fn line(&mut self, mut line: OutputLine) {
+    /// A line the command printed; waits while the reporter is [`OUTPUT_BUDGET`] behind.
+    pub async fn line(&mut self, line: OutputLine) {
+        let event = self.event(line);
+        self.emitter.emit_output(event).await;
+    }
+
+    /// A line planrun itself says about the step (a failed check, a balancer answer):
+    /// one of a few, queued at once.
+    pub fn note(&mut self, text: String) {
+        let event = self.event(OutputLine::new(Stream::Stderr, text));
+        self.emitter.emit(event);
+    }
+
+    fn event(&mut self, mut line: OutputLine) -> Event {
         // Masked before it is kept: the summary's last lines do not travel as events.
-        self.emitter.redactor.redact_in_place(&mut line.line);
+        match line.cut_at {
+            // A secret cut by the cap would otherwise show its first characters.
+            Some(at) if line.line.is_char_boundary(at) && !self.emitter.redactor.is_empty() => {
+                let more = line.line.split_off(at);
+                line.line = self.emitter.redactor.redact_cut(&line.line) + &more;
+            }
+            _ => self.emitter.redactor.redact_in_place(&mut line.line),
+        }
         if self.last.len() == LAST_LINES {
             self.last.pop_front();
         }
         self.last.push_back(line.line.clone());
-        self.emitter.emit(Event::Output {
+        Event::Output {
             host: self.host.clone(),
             step: self.step.clone(),
             stream: match line.stream {
@@ -215,12 +301,7 @@ impl StepOutput {
                 Stream::Stderr => "stderr",
             },
             line: line.line,
-        });
-    }
-
-    /// A line planrun itself says about the step (a failed check, a balancer answer).
-    pub fn note(&mut self, text: String) {
-        self.line(OutputLine { stream: Stream::Stderr, line: text });
+        }
     }
 
     pub fn host(&self) -> Option<&str> {
@@ -234,5 +315,49 @@ impl StepOutput {
 
     pub fn last_lines(&self) -> Vec<String> {
         self.last.iter().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stopping(reason: &str) -> Event {
+        Event::Stopping { reason: reason.into() }
+    }
+
+    /// Issue 14: 1 GB of output through one step peaked at 2.6 GB, queued for a slower
+    /// reporter. Output now waits once the budget is queued; other events never wait
+    /// and are never lost; receiving makes room; the order is kept.
+    #[tokio::test]
+    async fn output_waits_for_a_reporter_that_is_behind_and_nothing_else_does() {
+        let (sender, mut receiver) = channel();
+        let emitter = Emitter::new(sender, Redactor::default());
+        let mut output = emitter.step_output(Some("h1".into()), "flood".into());
+        let line = "x".repeat(1000);
+        let mut queued = 0;
+        loop {
+            let send = output.line(OutputLine::new(Stream::Stdout, line.clone()));
+            match tokio::time::timeout(Duration::from_millis(50), send).await {
+                Ok(()) => queued += 1,
+                Err(_) => break,
+            }
+            assert!(queued <= OUTPUT_BUDGET / 1000, "{queued} lines queued, past the budget");
+        }
+        assert_eq!(queued, OUTPUT_BUDGET / cost(&line) as usize, "the budget fills before output waits");
+        emitter.emit(stopping("control events do not wait"));
+
+        let Some(Event::Output { .. }) = receiver.recv().await else { panic!("the first line comes first") };
+        // One line received: room for one more.
+        let send = output.line(OutputLine::new(Stream::Stdout, line.clone()));
+        tokio::time::timeout(Duration::from_secs(5), send).await.expect("room after a receive");
+        drop((output, emitter));
+        let mut rest = Vec::new();
+        while let Some(event) = receiver.recv().await {
+            rest.push(event);
+        }
+        assert_eq!(rest.len(), queued + 1);
+        assert!(matches!(&rest[queued - 1], Event::Stopping { .. }), "in the order emitted");
+        assert!(matches!(&rest[queued], Event::Output { .. }));
     }
 }

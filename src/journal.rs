@@ -65,22 +65,122 @@ pub fn path(state_dir: &Path) -> PathBuf {
 /// each file's hash, and the plan's own `vars`, so a resume can continue the same
 /// rollout and say precisely what differs when it cannot.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(into = "StoredInputs", from = "StoredInputs")]
 pub struct Inputs {
     /// `--var NAME=VALUE`, the last of a name winning.
-    #[serde(default)]
     pub vars: BTreeMap<String, String>,
     /// `--limit`.
-    #[serde(default)]
     pub limit: Option<Vec<String>>,
     /// `--batch-size`.
-    #[serde(default)]
     pub batch_size: Option<BatchSize>,
     /// The plan and every base it extends, in the order they were read.
-    #[serde(default)]
     pub files: Vec<FileHash>,
     /// The plan's `vars` after `extends`, each as JSON text.
-    #[serde(default)]
     pub plan_vars: BTreeMap<String, String>,
+    /// The `--var`s whose values carry a secret, as the journal keeps them.
+    pub sealed: BTreeMap<String, Vec<Piece>>,
+}
+
+/// A piece of a `--var` value that carries a secret: text as it is, or a secret, kept
+/// as the name of the environment variable it is read from (at every run, a resume
+/// too), never as its value or a hash of it (a short secret's hash is guessed offline).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Piece {
+    Text(String),
+    Secret(String),
+}
+
+/// [`Inputs`] as the journal holds them: a `--var` that carries a secret is masked in
+/// `vars` and kept in `sealed`. Every journal write goes through this, so no secret
+/// reaches the disk in clear.
+#[derive(Serialize, Deserialize)]
+struct StoredInputs {
+    #[serde(default)]
+    vars: BTreeMap<String, String>,
+    #[serde(default)]
+    limit: Option<Vec<String>>,
+    #[serde(default)]
+    batch_size: Option<BatchSize>,
+    #[serde(default)]
+    files: Vec<FileHash>,
+    #[serde(default)]
+    plan_vars: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    sealed: BTreeMap<String, Vec<Piece>>,
+}
+
+impl From<Inputs> for StoredInputs {
+    fn from(inputs: Inputs) -> Self {
+        let mut vars = inputs.vars;
+        for (name, pieces) in &inputs.sealed {
+            let masked = pieces
+                .iter()
+                .map(|p| match p {
+                    Piece::Text(text) => text.as_str(),
+                    Piece::Secret(_) => crate::redact::MASK,
+                })
+                .collect();
+            vars.insert(name.clone(), masked);
+        }
+        StoredInputs {
+            vars,
+            limit: inputs.limit,
+            batch_size: inputs.batch_size,
+            files: inputs.files,
+            plan_vars: inputs.plan_vars,
+            sealed: inputs.sealed,
+        }
+    }
+}
+
+impl From<StoredInputs> for Inputs {
+    fn from(stored: StoredInputs) -> Self {
+        let mut vars = stored.vars;
+        for (name, pieces) in &stored.sealed {
+            let value = pieces
+                .iter()
+                .map(|p| match p {
+                    Piece::Text(text) => text.clone(),
+                    // Unset, the run is refused for its missing secret before anything runs.
+                    Piece::Secret(env) => std::env::var(env).unwrap_or_default(),
+                })
+                .collect();
+            vars.insert(name.clone(), value);
+        }
+        Inputs {
+            vars,
+            limit: stored.limit,
+            batch_size: stored.batch_size,
+            files: stored.files,
+            plan_vars: stored.plan_vars,
+            sealed: stored.sealed,
+        }
+    }
+}
+
+/// `value` cut into text and the secrets in it (leftmost-longest), or `None` when it
+/// carries none. `secrets` are (environment variable, value) pairs.
+fn seal(value: &str, secrets: &[(String, String)]) -> Option<Vec<Piece>> {
+    use aho_corasick::{AhoCorasick, MatchKind};
+    let matcher =
+        AhoCorasick::builder().match_kind(MatchKind::LeftmostLongest).build(secrets.iter().map(|(_, v)| v)).ok()?;
+    let mut pieces = Vec::new();
+    let mut at = 0;
+    for found in matcher.find_iter(value) {
+        if found.start() > at {
+            pieces.push(Piece::Text(value[at..found.start()].to_string()));
+        }
+        pieces.push(Piece::Secret(secrets[found.pattern().as_usize()].0.clone()));
+        at = found.end();
+    }
+    if pieces.is_empty() {
+        return None;
+    }
+    if at < value.len() {
+        pieces.push(Piece::Text(value[at..].to_string()));
+    }
+    Some(pieces)
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -91,8 +191,12 @@ pub struct FileHash {
 
 impl Inputs {
     pub fn of(loaded: &LoadedPlan, options: &BuildOptions) -> Self {
+        let vars: BTreeMap<String, String> = options.vars.iter().cloned().collect();
+        let secrets = crate::redact::secret_values(&loaded.plan);
+        let sealed = vars.iter().filter_map(|(name, value)| Some((name.clone(), seal(value, &secrets)?))).collect();
         Inputs {
-            vars: options.vars.iter().cloned().collect(),
+            vars,
+            sealed,
             limit: options.limit.clone(),
             batch_size: options.batch_size.clone(),
             files: loaded.files.iter().map(|f| FileHash { path: f.display_name(), hash: text_hash(&f.text) }).collect(),
@@ -112,7 +216,9 @@ impl Inputs {
     /// The command-line arguments that give these overrides, shell-quoted.
     pub fn arguments(&self) -> String {
         let mut args = Vec::new();
-        for (name, value) in &self.vars {
+        // A var that carries a secret is left out: shown it would read `***`, and a
+        // resume reuses it from the journal and the environment anyway.
+        for (name, value) in self.vars.iter().filter(|(name, _)| !self.sealed.contains_key(*name)) {
             args.push("--var".to_string());
             args.push(format!("{name}={value}"));
         }
@@ -132,11 +238,18 @@ impl Inputs {
     /// it gives are compared.
     pub fn override_differences(&self, now: &Inputs) -> Vec<String> {
         let mut differences = Vec::new();
-        if !now.vars.is_empty() && now.vars != self.vars {
+        let given: BTreeMap<String, String> = now
+            .vars
+            .iter()
+            .filter(|(k, v)| self.vars.get(*k) != Some(*v))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if !given.is_empty() {
+            let had = self.vars.iter().filter(|(k, _)| given.contains_key(*k)).map(|(k, v)| (k.clone(), v.clone()));
             differences.push(format!(
                 "`--var`: the run had {}, this resume gives {}",
-                vars_text(&self.vars),
-                vars_text(&now.vars)
+                vars_text(&had.collect()),
+                vars_text(&given)
             ));
         }
         if now.limit.is_some() && now.limit != self.limit {
@@ -384,7 +497,11 @@ pub struct Journal {
 /// Reads every record of `plan`; lines that are not records (a line torn by a crash)
 /// are counted and skipped.
 pub fn read(state_dir: &Path, plan: &str) -> Journal {
-    let Ok(file) = File::open(path(state_dir)) else { return Journal { records: vec![], unreadable: 0 } };
+    // Not blocking, and a regular file only: a FIFO there must not hang `--resume`. A
+    // journal that is not one reads as none; writing to it then fails, refusing the run.
+    let Ok(file) = crate::bounded::open(&path(state_dir), u64::MAX) else {
+        return Journal { records: vec![], unreadable: 0 };
+    };
     let mut unreadable = 0;
     let records = BufReader::new(file)
         .lines()

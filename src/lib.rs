@@ -15,6 +15,7 @@
 pub mod redact;
 
 pub mod balancer;
+pub mod bounded;
 pub mod cli;
 pub mod diagnostic;
 pub mod discover;

@@ -249,16 +249,16 @@ pub async fn remove(transport: &Transport, place: &LockPlace, run_id: Option<&st
 async fn run(transport: &Transport, script: &str) -> Result<String, String> {
     // Standard output only: a server's login messages ("Could not chdir to home
     // directory …") come on standard error and must not be read as the lock's answer.
-    let mut out = String::new();
+    let mut lines = Vec::new();
     let exit = transport
-        .exec_lines(script, Some(std::time::Duration::from_secs(30)), |line| {
-            if line.stream == Stream::Stdout {
-                out.push_str(&line.line);
-                out.push('\n');
-            }
-        })
+        .exec_lines(script, Some(std::time::Duration::from_secs(30)), &mut lines)
         .await
         .map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    for line in lines.iter().filter(|line| line.stream == Stream::Stdout) {
+        out.push_str(&line.line);
+        out.push('\n');
+    }
     if exit.success() { Ok(out) } else { Err(format!("the lock command failed ({exit}): {}", out.trim())) }
 }
 

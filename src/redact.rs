@@ -29,6 +29,8 @@ pub const MIN_SECRET_LEN: usize = 3;
 #[derive(Debug, Clone, Default)]
 pub struct Redactor {
     matcher: Option<Arc<AhoCorasick>>,
+    /// What `matcher` matches, for [`Redactor::redact_cut`].
+    patterns: Arc<Vec<String>>,
 }
 
 /// A secret the plan names that is too short to be masked.
@@ -64,7 +66,23 @@ impl Redactor {
             return Redactor::default();
         }
         let matcher = AhoCorasick::builder().match_kind(MatchKind::LeftmostLongest).build(&patterns).ok().map(Arc::new);
-        Redactor { matcher }
+        Redactor { matcher, patterns: Arc::new(patterns) }
+    }
+
+    /// Masks `text`, the start of a line that was cut short: also the beginning of a
+    /// secret at its very end, whose rest was cut off.
+    pub fn redact_cut(&self, text: &str) -> String {
+        let mut masked = self.redact(text);
+        let cut = self
+            .patterns
+            .iter()
+            .filter_map(|p| (1..p.len()).rev().find(|&k| p.is_char_boundary(k) && masked.ends_with(&p[..k])))
+            .max();
+        if let Some(len) = cut {
+            masked.truncate(masked.len() - len);
+            masked.push_str(MASK);
+        }
+        masked
     }
 
     pub fn redact(&self, text: &str) -> String {
@@ -108,6 +126,16 @@ pub fn too_short(plan: &Plan) -> Vec<TooShort> {
         }
     }
     short
+}
+
+/// The plan's secrets that can be masked, as (environment variable, value): what a
+/// `--var` value is searched for before the journal records it.
+pub fn secret_values(plan: &Plan) -> Vec<(String, String)> {
+    plan.secret_env_names()
+        .into_iter()
+        .filter_map(|name| std::env::var(name).ok().map(|value| (name.to_string(), value)))
+        .filter(|(_, value)| value.len() >= MIN_SECRET_LEN)
+        .collect()
 }
 
 /// Every secret value installed so far, and the matcher over them all.

@@ -4,15 +4,14 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{IsTerminal, Write};
+use std::io::{BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use tokio::sync::mpsc::UnboundedReceiver;
 
-use crate::events::{Event, Outcome, RunOutcome};
+use crate::events::{Event, EventReceiver, Outcome, RunOutcome};
 use crate::execute::RunResult;
 use crate::graph::{ExecutionPlan, Phase};
 use crate::journal;
@@ -45,7 +44,9 @@ pub struct Reporter {
     color: bool,
     log_dir: PathBuf,
     dry_run: bool,
-    logs: HashMap<String, Option<File>>,
+    /// Buffered, and flushed whenever the reporter has caught up: a line per write
+    /// made 1 GB of output cost tens of millions of system calls.
+    logs: HashMap<String, Option<BufWriter<File>>>,
     journal: Option<journal::Writer>,
     /// Asked to halt the run when the journal cannot be written.
     halt: Option<crate::execute::Halt>,
@@ -105,7 +106,7 @@ impl Reporter {
         self
     }
 
-    pub async fn consume(mut self, mut events: UnboundedReceiver<Event>) -> Summary {
+    pub async fn consume(mut self, mut events: EventReceiver) -> Summary {
         let mut stdout = crate::redact::stdout();
         while let Some(event) = events.recv().await {
             let now = SystemTime::now();
@@ -146,7 +147,11 @@ impl Reporter {
                 }
             }
             self.record(&event);
+            if events.is_empty() {
+                self.flush_logs();
+            }
         }
+        self.flush_logs();
         if let Some(live) = self.live.take() {
             live.finish();
         }
@@ -242,7 +247,7 @@ impl Reporter {
         let file = self.logs.entry(host.clone()).or_insert_with(|| {
             let path = dir.join(format!("{}.log", file_name(&host)));
             match std::fs::create_dir_all(&dir).and_then(|()| File::create(&path)) {
-                Ok(f) => Some(f),
+                Ok(f) => Some(BufWriter::with_capacity(64 * 1024, f)),
                 Err(e) => {
                     failure = Some(format!("cannot write `{}`: {e}", path.display()));
                     None
@@ -260,6 +265,26 @@ impl Reporter {
         {
             self.log_warned = true;
             notice(&format!("warning: {why}; per-host logs may be incomplete (the journal is unaffected)"));
+        }
+    }
+
+    fn flush_logs(&mut self) {
+        let mut failed = None;
+        for (host, log) in &mut self.logs {
+            if let Some(f) = log
+                && let Err(e) = f.flush()
+            {
+                failed = Some((host.clone(), e));
+            }
+        }
+        if let Some((host, e)) = failed {
+            self.logs.insert(host.clone(), None);
+            if !self.log_warned {
+                self.log_warned = true;
+                eprintln!(
+                    "warning: cannot write the log of {host}: {e}; per-host logs may be incomplete (the journal is unaffected)"
+                );
+            }
         }
     }
 

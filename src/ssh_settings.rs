@@ -6,14 +6,13 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::fs::File;
-use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use ssh2_config::{HostParams, ParseRule, SshConfig};
 
+use crate::bounded;
 use crate::model::{self, Plan, Server, SshSettings, parse_hop};
 use crate::transport::{HostKeyChecking, SshTarget};
 
@@ -71,6 +70,8 @@ pub struct Resolved {
 #[derive(Default)]
 pub struct Resolver {
     configs: HashMap<PathBuf, Result<Arc<SshConfig>, String>>,
+    /// Identity and known_hosts files already checked.
+    files: HashMap<PathBuf, Result<(), String>>,
 }
 
 /// One layer of the plan's settings, most specific first.
@@ -182,6 +183,9 @@ impl Resolver {
             let files: Vec<String> = target.identity_files.iter().map(|f| format!("`{}`", f.display())).collect();
             if target.identities_only { files.join(", ") } else { format!("ssh-agent, then {}", files.join(", ")) }
         };
+        for file in &target.identity_files {
+            self.check_file(file, "identity_file", &source, bounded::MAX_IDENTITY_BYTES)?;
+        }
         settings.push(Setting { name: "identity_file", value: keys, source });
 
         let (known_hosts, source) = pick(layers, |s| s.known_hosts.clone())
@@ -193,6 +197,7 @@ impl Resolver {
                     .map(|f| (expand_home(&f), from_config()))
             })
             .unwrap_or_else(|| (target.known_hosts.clone(), Source::Default));
+        self.check_file(&known_hosts, "known_hosts", &source, bounded::MAX_KNOWN_HOSTS_BYTES)?;
         settings.push(Setting { name: "known_hosts", value: known_hosts.display().to_string(), source });
         target.known_hosts = known_hosts;
 
@@ -280,20 +285,46 @@ impl Resolver {
     }
 }
 
+impl Resolver {
+    /// A file the transport reads by path, checked now so a FIFO or `/dev/zero` is bad
+    /// input found before anything runs, not a hang or gigabytes at connect time. A
+    /// missing file is the transport's to judge (known_hosts may be created; a default
+    /// key may be absent).
+    fn check_file(&mut self, path: &Path, setting: &str, source: &Source, limit: u64) -> Result<(), String> {
+        let checked = self.files.entry(path.to_path_buf()).or_insert_with(|| match bounded::check(path, limit) {
+            Err(e) if !e.is_missing() => {
+                let from = match source {
+                    Source::SshConfig(config) => format!("from the ssh config `{}`", config.display()),
+                    Source::Default => "the default".to_string(),
+                    other => format!("from the {other}"),
+                };
+                Err(format!("cannot read the {setting} `{}` ({from}): {}", path.display(), e.reason()))
+            }
+            _ => Ok(()),
+        });
+        checked.clone()
+    }
+}
+
 /// The first layer that sets a field, and which layer that was.
 fn pick<T>(layers: &[Layer], field: impl Fn(&SshSettings) -> Option<T>) -> Option<(T, Source)> {
     layers.iter().find_map(|l| field(l.settings).map(|v| (v, l.source.clone())))
 }
 
 fn parse_config(path: &Path) -> Result<Arc<SshConfig>, String> {
-    let file = File::open(path).map_err(|e| {
-        format!("cannot read the ssh config `{}`: {e}; fix `ssh.config_file` or create the file", path.display())
+    let text = bounded::read_to_string(path, bounded::MAX_SSH_CONFIG_BYTES).map_err(|e| {
+        format!(
+            "cannot read the ssh config `{}`: {}; fix `ssh.config_file` or create the file",
+            path.display(),
+            e.reason()
+        )
     })?;
+    check_includes(path, &text, 0, &mut Vec::new())?;
     // Options planrun does not use (ControlMaster, ForwardAgent …) are allowed: the file
     // is the operator's, written for `ssh`.
     SshConfig::default()
         .home_dir(home_dir())
-        .parse(&mut BufReader::new(file), ParseRule::ALLOW_UNKNOWN_FIELDS | ParseRule::ALLOW_UNSUPPORTED_FIELDS)
+        .parse(&mut text.as_bytes(), ParseRule::ALLOW_UNKNOWN_FIELDS | ParseRule::ALLOW_UNSUPPORTED_FIELDS)
         .map(Arc::new)
         .map_err(|e| {
             format!(
@@ -303,6 +334,81 @@ fn parse_config(path: &Path) -> Result<Arc<SshConfig>, String> {
                 path.display()
             )
         })
+}
+
+/// OpenSSH's limit on nested `Include`s (`READCONF_MAX_DEPTH`).
+const MAX_INCLUDE_DEPTH: usize = 16;
+
+/// More included files than this is a generated config gone wrong: each is read twice.
+const MAX_INCLUDED_FILES: usize = 256;
+
+/// Checks every file an ssh config `Include`s, and theirs, the way the plan's config is
+/// read: ssh2-config opens them itself, blocking and unbounded, so a FIFO or
+/// `/dev/zero` among them is refused here first. `seen` holds the files checked so far,
+/// so an include cycle ends here and ssh2-config reports it.
+fn check_includes(path: &Path, text: &str, depth: usize, seen: &mut Vec<PathBuf>) -> Result<(), String> {
+    for line in text.lines() {
+        let line = without_comment(line).trim();
+        let (keyword, rest) = line.split_once(|c: char| c.is_whitespace() || c == '=').unwrap_or((line, ""));
+        if !keyword.eq_ignore_ascii_case("include") {
+            continue;
+        }
+        let rest = rest.trim().trim_start_matches('=').trim();
+        for arg in shlex::split(rest).unwrap_or_else(|| vec![rest.to_string()]) {
+            let pattern = include_pattern(&arg);
+            // A pattern glob cannot parse, or a file it cannot list, is ssh2-config's to report.
+            let Ok(matches) = glob::glob(&pattern) else { continue };
+            for included in matches.flatten() {
+                let canonical = included.canonicalize().unwrap_or_else(|_| included.clone());
+                if seen.contains(&canonical) {
+                    continue;
+                }
+                if seen.len() >= MAX_INCLUDED_FILES || depth >= MAX_INCLUDE_DEPTH {
+                    return Err(format!(
+                        "the ssh config `{}` includes more than {MAX_INCLUDED_FILES} files or nests `Include` deeper than {MAX_INCLUDE_DEPTH}; check its `Include` lines",
+                        path.display()
+                    ));
+                }
+                seen.push(canonical);
+                let text = bounded::read_to_string(&included, bounded::MAX_SSH_CONFIG_BYTES).map_err(|e| {
+                    format!(
+                        "cannot read `{}`, included by the ssh config `{}`: {}; fix the `Include` line",
+                        included.display(),
+                        path.display(),
+                        e.reason()
+                    )
+                })?;
+                check_includes(&included, &text, depth + 1, seen)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A line up to a `#` outside quotes, as ssh2-config reads it.
+fn without_comment(line: &str) -> &str {
+    let mut quoted = false;
+    for (i, c) in line.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            '#' if !quoted => return &line[..i],
+            _ => {}
+        }
+    }
+    line
+}
+
+/// Where ssh2-config (like OpenSSH) looks for an `Include` argument: absolute as
+/// written, `~/` in the home directory, any other relative path in `~/.ssh`.
+fn include_pattern(arg: &str) -> String {
+    let home = glob::Pattern::escape(&home_dir().display().to_string());
+    if arg.starts_with('/') || (arg.starts_with('~') && !arg.starts_with("~/") && arg != "~") {
+        arg.to_string()
+    } else if let Some(rest) = arg.strip_prefix('~') {
+        format!("{home}{rest}")
+    } else {
+        format!("{home}/.ssh/{arg}")
+    }
 }
 
 /// An option ssh2-config keeps as text: its first argument.

@@ -301,6 +301,38 @@ fn the_production_plan_runs_end_to_end_over_ssh_against_the_local_api() {
     assert!(!everything_printed(&dir, &out).contains(TOKEN));
 }
 
+/// Issue 14: an API error whose `reason` echoes the token — at pre-flight (a wrong
+/// token) and mid-run (a refused mode change) — never shows the token, in the human
+/// output, `--output json`, the journal or the per-host logs.
+#[test]
+fn a_reason_that_echoes_the_token_is_masked_everywhere() {
+    for json in [false, true] {
+        let extra: &[&str] = if json { &["--output", "json"] } else { &[] };
+
+        let dir = TempDir::new("linode-echo-wrong");
+        let api = Linode::start(TOKEN, "NodebalancerConfiguration", &addrs());
+        api.echo_token_in_errors(false);
+        dir.write("plan.yaml", plan(&dir, &api.url, "NodebalancerConfiguration", 80, ""));
+        let wrong = "wrong-token-7c1e0d";
+        let out = apply(&dir, wrong, extra);
+        assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+        assert!(out.stderr.contains("Invalid Token: ***"), "the reason is shown, masked: {}", out.stderr);
+        let printed = everything_printed(&dir, &out);
+        assert!(!printed.contains(wrong), "{printed}");
+
+        let dir = TempDir::new("linode-echo-run");
+        let api = Linode::start(TOKEN, "NodebalancerConfiguration", &addrs());
+        api.echo_token_in_errors(true);
+        dir.write("plan.yaml", plan(&dir, &api.url, "NodebalancerConfiguration", 80, ""));
+        let out = apply(&dir, TOKEN, extra);
+        assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+        let printed = everything_printed(&dir, &out);
+        assert!(printed.contains("Node updates are disabled for token ***"), "the reason is shown, masked: {printed}");
+        assert!(!printed.contains(TOKEN), "{printed}");
+        assert!(dir.path().join(".planrun/journal.jsonl").exists(), "the journal was written and searched");
+    }
+}
+
 /// Issue 17: `--dry-run` against an API that cannot be reached sat silent for minutes,
 /// retrying. A refused connection cannot pass on another try: it fails at once, naming
 /// where it went.

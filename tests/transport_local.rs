@@ -32,7 +32,7 @@ async fn reports_exit_codes_and_signals() {
 
 #[tokio::test]
 async fn streams_lines_while_the_command_runs() {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(planrun::transport::LINES_AHEAD);
     let start = Instant::now();
     let exec = tokio::spawn(async move { local().exec("echo first; sleep 1; echo second", None, tx).await });
     let first = rx.recv().await.expect("first line");
@@ -79,7 +79,7 @@ async fn cancelled_exec_kills_the_process_group() {
     let dir = tempfile::tempdir().expect("tempdir");
     let marker = dir.path().join("marker");
     let command = format!("sleep 1; touch {}", marker.display());
-    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let (tx, _rx) = tokio::sync::mpsc::channel(planrun::transport::LINES_AHEAD);
     let transport = local();
     let cancelled = tokio::time::timeout(Duration::from_millis(300), transport.exec(&command, None, tx)).await;
     assert!(cancelled.is_err(), "the command should still be running");

@@ -51,7 +51,7 @@ async fn streams_lines_while_the_command_runs() {
     }
     let fleet = Fleet::start(1);
     let host = connect(&fleet, 1).await;
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(planrun::transport::LINES_AHEAD);
     let start = Instant::now();
     let exec = host.exec("echo first; sleep 1; echo second", None, tx);
     let watch = async {
@@ -119,7 +119,7 @@ async fn cancelled_exec_kills_the_remote_command() {
     let dir = &fleet.host(1).dir;
     let (started, marker) = (dir.join("started"), dir.join("marker"));
     let command = format!("touch {}; sleep 1; touch {}", started.display(), marker.display());
-    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let (tx, _rx) = tokio::sync::mpsc::channel(planrun::transport::LINES_AHEAD);
     // Dropping the future is how an executor cancels a step (second Ctrl-C).
     let cancelled = tokio::time::timeout(Duration::from_millis(400), host.exec(&command, None, tx)).await;
     assert!(cancelled.is_err(), "the command should still be running");
@@ -442,4 +442,39 @@ async fn measure_latency() {
         eprintln!("connect+handshake+auth {connected:?}, +first exec {first:?}, reused exec {per_exec:?}");
         host.close().await;
     }
+}
+
+/// Takes each line slowly: a consumer that is behind (a blocked terminal).
+struct Slow(usize);
+
+impl planrun::transport::OnLine for Slow {
+    async fn line(&mut self, _: planrun::transport::OutputLine) {
+        self.0 += 1;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Issue 14: output waits for its consumer, so at a timeout the channel of a chatty
+/// command is full; the kill must still get through the connection, and quickly.
+#[tokio::test]
+#[cfg_attr(no_sshd, ignore = "needs sshd: apt-get install openssh-server")]
+async fn a_chatty_command_behind_a_slow_consumer_is_killed_at_its_timeout() {
+    if !support::require("sshd") {
+        return;
+    }
+    let fleet = Fleet::start(1);
+    let host = connect(&fleet, 1).await;
+    let marker = fleet.host(1).dir.join("marker");
+    let command = format!("(sleep 3; touch {}) & yes planrun-chatty", marker.display());
+    let start = Instant::now();
+    let mut slow = Slow(0);
+    let result = host.exec_lines(&command, Some(Duration::from_millis(500)), &mut slow).await;
+    assert!(matches!(result, Err(TransportError::Timeout { .. })), "{result:?}");
+    assert!(start.elapsed() < Duration::from_secs(3), "the kill waited: {:?}", start.elapsed());
+    assert!(slow.0 > 0, "the consumer got lines");
+    // The connection still works, and the command's group is gone.
+    let (again, _) = exec_collect(&host, "true", Some(Duration::from_secs(5))).await;
+    assert!(again.expect("the connection still works").success());
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert!(!marker.exists(), "the command's background child kept running");
 }

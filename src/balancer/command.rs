@@ -19,7 +19,7 @@ impl Command {
     }
 
     pub async fn run(&self, command: &str, timeout: Duration, output: &mut StepOutput) -> Result<(), String> {
-        let exit = self.local.exec_lines(command, Some(timeout), |line| output.line(line)).await;
+        let exit = self.local.exec_lines(command, Some(timeout), output).await;
         match exit {
             Ok(exit) if exit.success() => Ok(()),
             Ok(exit) => Err(exit.failure(command)),
@@ -29,7 +29,7 @@ impl Command {
 
     pub async fn state(&self, command: &str) -> Result<NodeState, String> {
         // The status command's output is noise; its exit status is the answer.
-        let exit = self.local.exec_lines(command, Some(STATUS_TIMEOUT), drop).await.map_err(|e| e.to_string())?;
+        let exit = self.local.exec_lines(command, Some(STATUS_TIMEOUT), &mut ()).await.map_err(|e| e.to_string())?;
         Ok(if exit.success() {
             NodeState { rotation: Rotation::In, up: Some(true), connections: None, detail: "status exits 0".into() }
         } else {

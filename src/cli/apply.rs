@@ -261,7 +261,7 @@ async fn rollout(prepared: Prepared, args: &ApplyArgs, control: Control) -> Resu
     } else {
         Mode::Plain
     };
-    let (events, rx) = tokio::sync::mpsc::unbounded_channel();
+    let (events, rx) = crate::events::channel();
     let reporter =
         Reporter::new(exec.clone(), mode, args.verbosity, args.color, log_dir.clone(), journal, args.dry_run);
     let reporting = tokio::spawn(reporter.halting_on_journal_failure(control.halt.clone()).consume(rx));

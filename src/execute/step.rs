@@ -168,7 +168,7 @@ async fn once(ctx: &Arc<Ctx>, instance: &StepInstance, remaining: Duration, outp
 
 /// Runs a command and streams its lines as events.
 async fn exec(transport: &Transport, command: &str, timeout: Duration, output: &mut StepOutput) -> Attempt {
-    match transport.exec_lines(command, Some(timeout), |line| output.line(line)).await {
+    match transport.exec_lines(command, Some(timeout), output).await {
         Ok(exit) if exit.success() => Attempt { exit_code: exit.code, result: Ok(()) },
         Ok(exit) if exit.code == Some(1) && output.last_lines_contain(SUDO_PASSWORD) => Attempt {
             exit_code: exit.code,

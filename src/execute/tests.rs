@@ -18,7 +18,7 @@ async fn run_plan(exec: ExecutionPlan, balancers: &crate::balancer::Balancers) -
         hosts.insert(i, Arc::new(Transport::Local(LocalTransport::new())));
     }
     let transports = Transports { hosts, local: Arc::new(Transport::Local(LocalTransport::new())) };
-    let (events, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let (events, _rx) = crate::events::channel();
     let settings = Settings {
         run_id: "test".into(),
         plan_name: "plan.yaml".into(),

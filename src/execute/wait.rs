@@ -83,7 +83,7 @@ async fn check_once(ctx: &Arc<Ctx>, check: &Check, host: Option<&Transport>) -> 
         Check::Command { command } => {
             let transport = host.ok_or_else(|| "no connection to this host".to_string())?;
             // The check's own output is noise while it fails; its exit status is the answer.
-            match transport.exec_lines(command, None, drop).await {
+            match transport.exec_lines(command, None, &mut ()).await {
                 Ok(exit) if exit.success() => Ok(()),
                 Ok(exit) => {
                     Err(format!("`{command}` exited with {}", exit.code.map_or("a signal".into(), |c| c.to_string())))

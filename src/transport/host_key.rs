@@ -105,6 +105,12 @@ impl HostKeyVerifier {
     }
 
     fn check(&self, key: &PublicKey) -> Result<bool, russh::keys::Error> {
+        // russh reads the file by path, blocking and unbounded: a FIFO or a device there
+        // is refused first (a missing file is an empty known_hosts, as for russh).
+        match crate::bounded::check(&self.known_hosts, crate::bounded::MAX_KNOWN_HOSTS_BYTES) {
+            Err(e) if !e.is_missing() => return Err(russh::keys::Error::IO(std::io::Error::other(e.reason()))),
+            _ => {}
+        }
         russh::keys::check_known_hosts_path(&self.host, self.port, key, &self.known_hosts)
     }
 

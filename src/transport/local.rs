@@ -6,7 +6,7 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
-use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::mpsc::Sender;
 
 use super::{Exit, LineSplitter, OutputLine, Stream, TransportError};
 
@@ -29,7 +29,7 @@ impl LocalTransport {
         &self,
         command: &str,
         timeout: Option<Duration>,
-        lines: UnboundedSender<OutputLine>,
+        lines: Sender<OutputLine>,
     ) -> Result<Exit, TransportError> {
         let mut child = Command::new("sh")
             .arg("-c")
@@ -129,7 +129,7 @@ fn signal_name(signal: i32) -> String {
     }
 }
 
-async fn forward_lines(mut reader: impl AsyncRead + Unpin, stream: Stream, lines: UnboundedSender<OutputLine>) {
+async fn forward_lines(mut reader: impl AsyncRead + Unpin, stream: Stream, lines: Sender<OutputLine>) {
     let mut splitter = LineSplitter::new(stream);
     let mut buf = vec![0u8; 8192];
     loop {
@@ -137,14 +137,15 @@ async fn forward_lines(mut reader: impl AsyncRead + Unpin, stream: Stream, lines
             Ok(0) | Err(_) => break,
             Ok(n) => {
                 for line in splitter.push(&buf[..n]) {
-                    // A dropped receiver means nobody wants the output; keep draining
-                    // so the command does not block on a full pipe.
-                    let _ = lines.send(line);
+                    // Waits while the consumer is behind: the command then waits on
+                    // its full pipe. A dropped receiver means nobody wants the output;
+                    // keep draining so the command does not block on a full pipe.
+                    let _ = lines.send(line).await;
                 }
             }
         }
     }
     if let Some(line) = splitter.finish() {
-        let _ = lines.send(line);
+        let _ = lines.send(line).await;
     }
 }

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc::{self, UnboundedSender};
+use tokio::sync::mpsc::{self, Sender};
 
 pub use host_key::{HostKeyChecking, Notices};
 pub use local::LocalTransport;
@@ -31,7 +31,38 @@ pub enum Stream {
 pub struct OutputLine {
     pub stream: Stream,
     pub line: String,
+    /// For a line longer than [`MAX_LINE`]: where its kept bytes end and the
+    /// ` … N more bytes` planrun added begins (the redactor masks a secret cut there).
+    pub cut_at: Option<usize>,
 }
+
+impl OutputLine {
+    pub fn new(stream: Stream, line: String) -> Self {
+        OutputLine { stream, line, cut_at: None }
+    }
+}
+
+/// Where [`Transport::exec_lines`] hands a command's lines, one at a time: a line is
+/// handed on once the previous one was taken.
+pub trait OnLine: Send {
+    fn line(&mut self, line: OutputLine) -> impl Future<Output = ()> + Send;
+}
+
+/// Collects every line.
+impl OnLine for Vec<OutputLine> {
+    async fn line(&mut self, line: OutputLine) {
+        self.push(line);
+    }
+}
+
+/// Discards the output: a check whose exit status is the answer.
+impl OnLine for () {
+    async fn line(&mut self, _: OutputLine) {}
+}
+
+/// How many lines a command's reader may be ahead of the one handling them; a reader
+/// that is further ahead waits, and so does the command (its pipe or SSH window full).
+pub const LINES_AHEAD: usize = 64;
 
 /// How a command ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,7 +191,7 @@ impl Transport {
         &self,
         command: &str,
         timeout: Option<Duration>,
-        lines: UnboundedSender<OutputLine>,
+        lines: Sender<OutputLine>,
     ) -> Result<Exit, TransportError> {
         match self {
             Transport::Local(local) => local.exec(command, timeout, lines).await,
@@ -169,24 +200,25 @@ impl Transport {
     }
 
     /// Runs `command` like [`Transport::exec`], handing each output line to `on_line` as
-    /// it arrives, in order.
+    /// it arrives, in order. While `on_line` waits, the command's output waits too (at
+    /// most [`LINES_AHEAD`] lines are read ahead), so a slow consumer bounds memory.
     pub async fn exec_lines(
         &self,
         command: &str,
         timeout: Option<Duration>,
-        mut on_line: impl FnMut(OutputLine),
+        on_line: &mut impl OnLine,
     ) -> Result<Exit, TransportError> {
-        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (tx, mut rx) = mpsc::channel(LINES_AHEAD);
         let run = self.exec(command, timeout, tx);
         tokio::pin!(run);
         let result = loop {
             tokio::select! {
                 r = &mut run => break r,
-                Some(line) = rx.recv() => on_line(line),
+                Some(line) = rx.recv() => on_line.line(line).await,
             }
         };
         while let Ok(line) = rx.try_recv() {
-            on_line(line);
+            on_line.line(line).await;
         }
         result
     }
@@ -285,12 +317,14 @@ impl LineSplitter {
             &self.pending[..]
         };
         let mut line = String::from_utf8_lossy(bytes).into_owned();
+        let mut cut_at = None;
         if self.dropped > 0 {
+            cut_at = Some(line.len());
             line.push_str(&format!(" … {} more bytes", self.dropped));
         }
         self.pending.clear();
         self.dropped = 0;
-        OutputLine { stream: self.stream, line }
+        OutputLine { stream: self.stream, line, cut_at }
     }
 }
 

@@ -12,7 +12,7 @@ use russh::keys::agent::client::AgentClient;
 use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKey};
 use russh::{Channel, ChannelMsg, Disconnect, MethodKind, Preferred, Sig};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::mpsc::Sender;
 
 use super::host_key::{HostKeyChecking, HostKeyVerifier, Notices, handshake_error};
 use super::{Exit, LineSplitter, OutputLine, Stream, TransportError};
@@ -257,7 +257,7 @@ impl SshSession {
         &self,
         command: &str,
         timeout: Option<Duration>,
-        lines: UnboundedSender<OutputLine>,
+        lines: Sender<OutputLine>,
     ) -> Result<Exit, TransportError> {
         let mut output = RemoteOutput::new(lines, self.handle());
         let mut channel = None;
@@ -268,13 +268,27 @@ impl SshSession {
         };
         match outcome {
             Some(result) => {
-                output.finish();
+                output.finish().await;
                 result
             }
             None => {
-                let killed = match output.pgid {
-                    Some(pgid) => kill_group(&self.handle(), pgid).await,
-                    None => false,
+                let killed = match (output.pgid, channel.as_mut()) {
+                    (Some(pgid), Some(open)) => {
+                        // What the command still prints is read and dropped meanwhile: a
+                        // channel left full (its reader was waiting for the consumer)
+                        // holds up the whole connection, the `kill` channel too.
+                        let handle = self.handle();
+                        let kill = kill_group(&handle, pgid);
+                        tokio::pin!(kill);
+                        loop {
+                            tokio::select! {
+                                killed = &mut kill => break killed,
+                                message = open.wait() => if message.is_none() { break (&mut kill).await },
+                            }
+                        }
+                    }
+                    (Some(pgid), None) => kill_group(&self.handle(), pgid).await,
+                    (None, _) => false,
                 };
                 if let (false, Some(channel)) = (killed, channel.as_ref()) {
                     // Without the process group (the marker not seen yet, or no
@@ -285,7 +299,7 @@ impl SshSession {
                 if let Some(channel) = channel {
                     let _ = channel.close().await;
                 }
-                output.finish();
+                output.finish().await;
                 Err(TransportError::Timeout { target: self.target.clone(), after: timeout.unwrap_or_default() })
             }
         }
@@ -313,8 +327,10 @@ impl SshSession {
         let mut closed = false;
         while let Some(msg) = channel.wait().await {
             match msg {
-                ChannelMsg::Data { data } => output.stdout(&data),
-                ChannelMsg::ExtendedData { data, ext: 1 } => output.stderr(&data),
+                // Awaited: while the consumer is behind, the channel is not read, and
+                // the server stops sending once the SSH window is used up.
+                ChannelMsg::Data { data } => output.stdout(&data).await,
+                ChannelMsg::ExtendedData { data, ext: 1 } => output.stderr(&data).await,
                 ChannelMsg::ExitStatus { exit_status } => code = Some(exit_status),
                 ChannelMsg::ExitSignal { signal_name, .. } => signal = Some(sig_name(&signal_name)),
                 ChannelMsg::Failure => {
@@ -604,19 +620,21 @@ async fn load_identity(path: &Path) -> Result<Arc<PrivateKey>, TransportError> {
     if let Some(key) = cache.get(path) {
         return Ok(key.clone());
     }
-    let key = match russh::keys::load_secret_key(path, None) {
+    let text = match crate::bounded::read_to_string(path, crate::bounded::MAX_IDENTITY_BYTES) {
+        Ok(text) => text,
+        Err(e) if e.is_missing() => return Err(key_error(path, "the file does not exist")),
+        Err(e) => return Err(key_error(path, &e.reason())),
+    };
+    let key = match russh::keys::decode_secret_key(&text, None) {
         Ok(key) => key,
         Err(russh::keys::Error::KeyIsEncrypted) => {
             if !std::io::stdin().is_terminal() {
                 return Err(TransportError::KeyEncrypted { path: path.to_path_buf() });
             }
             let owned = path.to_path_buf();
-            tokio::task::spawn_blocking(move || decrypt_with_prompt(&owned))
+            tokio::task::spawn_blocking(move || decrypt_with_prompt(&owned, &text))
                 .await
                 .map_err(|e| key_error(path, &e.to_string()))??
-        }
-        Err(russh::keys::Error::IO(e)) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(key_error(path, "the file does not exist"));
         }
         Err(e) => return Err(key_error(path, &e.to_string())),
     };
@@ -625,10 +643,10 @@ async fn load_identity(path: &Path) -> Result<Arc<PrivateKey>, TransportError> {
     Ok(key)
 }
 
-fn decrypt_with_prompt(path: &Path) -> Result<PrivateKey, TransportError> {
+fn decrypt_with_prompt(path: &Path, text: &str) -> Result<PrivateKey, TransportError> {
     let passphrase = rpassword::prompt_password(format!("enter passphrase for key `{}`: ", path.display()))
         .map_err(|e| key_error(path, &format!("cannot read the passphrase: {e}")))?;
-    russh::keys::load_secret_key(path, Some(&passphrase))
+    russh::keys::decode_secret_key(text, Some(&passphrase))
         .map_err(|e| key_error(path, &format!("cannot decrypt it (wrong passphrase?): {e}")))
 }
 
@@ -665,7 +683,7 @@ fn sig_name(sig: &Sig) -> String {
 /// a second Ctrl-C): russh does not close a dropped channel, and sshd would let the
 /// command run on, so dropping this before `finish` kills the remote process group.
 struct RemoteOutput {
-    lines: UnboundedSender<OutputLine>,
+    lines: Sender<OutputLine>,
     stdout: LineSplitter,
     stderr: LineSplitter,
     pgid: Option<u32>,
@@ -673,7 +691,7 @@ struct RemoteOutput {
 }
 
 impl RemoteOutput {
-    fn new(lines: UnboundedSender<OutputLine>, handle: Arc<Handle<HostKeyVerifier>>) -> Self {
+    fn new(lines: Sender<OutputLine>, handle: Arc<Handle<HostKeyVerifier>>) -> Self {
         RemoteOutput {
             lines,
             stdout: LineSplitter::new(Stream::Stdout),
@@ -683,7 +701,7 @@ impl RemoteOutput {
         }
     }
 
-    fn stdout(&mut self, data: &[u8]) {
+    async fn stdout(&mut self, data: &[u8]) {
         for line in self.stdout.push(data) {
             // Scanned for (not just the first line) because a noisy `.bashrc` may print
             // before it.
@@ -694,21 +712,21 @@ impl RemoteOutput {
                 self.pgid = Some(pid);
                 continue;
             }
-            let _ = self.lines.send(line);
+            let _ = self.lines.send(line).await;
         }
     }
 
-    fn stderr(&mut self, data: &[u8]) {
+    async fn stderr(&mut self, data: &[u8]) {
         for line in self.stderr.push(data) {
-            let _ = self.lines.send(line);
+            let _ = self.lines.send(line).await;
         }
     }
 
     /// Flushes partial lines; the command is over (or was killed), so disarms the kill.
-    fn finish(&mut self) {
+    async fn finish(&mut self) {
         self.kill_on_drop = None;
         for line in [self.stdout.finish(), self.stderr.finish()].into_iter().flatten() {
-            let _ = self.lines.send(line);
+            let _ = self.lines.send(line).await;
         }
     }
 }
@@ -730,9 +748,9 @@ impl Drop for RemoteOutput {
 mod tests {
     use super::*;
 
-    #[test]
-    fn marker_is_removed_and_pgid_kept() {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    #[tokio::test]
+    async fn marker_is_removed_and_pgid_kept() {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(crate::transport::LINES_AHEAD);
         let mut out = RemoteOutput {
             lines: tx,
             stdout: LineSplitter::new(Stream::Stdout),
@@ -740,8 +758,8 @@ mod tests {
             pgid: None,
             kill_on_drop: None,
         };
-        out.stdout(b"motd\n__planrun_pgid__ 4242\nhello\n__planrun_pgid__ 1\n");
-        out.finish();
+        out.stdout(b"motd\n__planrun_pgid__ 4242\nhello\n__planrun_pgid__ 1\n").await;
+        out.finish().await;
         assert_eq!(out.pgid, Some(4242));
         let mut got = Vec::new();
         while let Ok(line) = rx.try_recv() {

@@ -1,9 +1,9 @@
 //! Bounded reading: a plan file, or a base it extends, is read only up to a size, and
 //! parsed only up to a number of values, so a wrong or hostile file costs little.
 
-use std::io::Read;
 use std::path::Path;
 
+use crate::bounded::{self, Refusal};
 use crate::diagnostic::Problem;
 use crate::yaml::{self, Limits, Span};
 
@@ -35,62 +35,43 @@ pub(crate) fn read_bounded(path: &Path, limit: usize, at: Option<Span>) -> Resul
             Some(span) => Problem::at(span, message).label("base plan"),
             None => Problem::whole_file(message),
         };
-        Err(Box::new(problem.help(help)))
+        Box::new(problem.help(help))
     };
     let what = if at.is_some() { "base plan" } else { "plan file" };
-    let meta = match std::fs::metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let help = if at.is_some() {
-                "`extends` is relative to the folder of the plan it is written in; check the file name"
-            } else {
-                "check the path to the plan file"
-            };
-            return about(format!("the {what} `{}` does not exist", path.display()), help);
-        }
-        Err(e) => return about(format!("cannot read `{}`: {e}", path.display()), "check the file's permissions"),
-    };
-    if meta.is_dir() {
-        let help = if at.is_some() {
-            "name a base plan file, such as `extends: base.yaml`"
-        } else {
-            "name a plan file, such as `plans/production.yaml`"
+    let too_large = "a plan file holds servers and steps; check that this is the right file";
+    bounded::read(path, limit as u64).map_err(|e| {
+        let shown = path.display();
+        let (message, help) = match e.refusal {
+            Refusal::Missing => {
+                let help = if at.is_some() {
+                    "`extends` is relative to the folder of the plan it is written in; check the file name"
+                } else {
+                    "check the path to the plan file"
+                };
+                (format!("the {what} `{shown}` does not exist"), help)
+            }
+            Refusal::Directory => {
+                let help = if at.is_some() {
+                    "name a base plan file, such as `extends: base.yaml`"
+                } else {
+                    "name a plan file, such as `plans/production.yaml`"
+                };
+                (format!("`{shown}` is a directory, not a {what}"), help)
+            }
+            Refusal::NotRegular => (
+                format!("`{shown}` is not a regular file"),
+                "planrun reads plans from regular files only, not from a FIFO, a socket or a device",
+            ),
+            Refusal::TooLarge { size: Some(size) } => {
+                (format!("`{shown}` is {size} bytes, more than the {limit} a plan may have"), too_large)
+            }
+            Refusal::TooLarge { size: None } => {
+                (format!("`{shown}` is more than the {limit} bytes a plan may have"), too_large)
+            }
+            Refusal::Io(e) => (format!("cannot read `{shown}`: {e}"), "check the file's permissions"),
         };
-        return about(format!("`{}` is a directory, not a {what}", path.display()), help);
-    }
-    if meta.len() > limit as u64 {
-        return about(
-            format!("`{}` is {} bytes, more than the {} a plan may have", path.display(), meta.len(), limit),
-            "a plan file holds servers and steps; check that this is the right file",
-        );
-    }
-    if !meta.is_file() {
-        return about(
-            format!("`{}` is not a regular file", path.display()),
-            "planrun reads plans from regular files only, not from a FIFO, a socket or a device",
-        );
-    }
-    // Opened without blocking: a FIFO swapped in after the check must not hang the read.
-    let opened = {
-        use std::os::unix::fs::OpenOptionsExt;
-        std::fs::OpenOptions::new().read(true).custom_flags(nix::libc::O_NONBLOCK).open(path)
-    };
-    let file = match opened {
-        Ok(f) => f,
-        Err(e) => return about(format!("cannot read `{}`: {e}", path.display()), "check the file's permissions"),
-    };
-    // Bounded even when the metadata lies (a FIFO, /dev/zero).
-    let mut bytes = Vec::new();
-    if let Err(e) = file.take(limit as u64 + 1).read_to_end(&mut bytes) {
-        return about(format!("cannot read `{}`: {e}", path.display()), "check the file");
-    }
-    if bytes.len() > limit {
-        return about(
-            format!("`{}` is more than the {limit} bytes a plan may have", path.display()),
-            "a plan file holds servers and steps; check that this is the right file",
-        );
-    }
-    Ok(bytes)
+        about(message, help)
+    })
 }
 
 pub(crate) fn load_problem(e: &yaml::LoadError) -> Problem {

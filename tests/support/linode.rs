@@ -48,6 +48,10 @@ pub struct State {
     /// A file to append each accepted mode change to, as `mode address`, so a test can
     /// read it in order with what its hosts record in the same file.
     pub record: Option<std::path::PathBuf>,
+    /// Error reasons echo the token the request presented, as some APIs do.
+    pub echo_token: bool,
+    /// Every `PUT` is refused (400).
+    pub refuse_puts: bool,
 }
 
 pub struct Linode {
@@ -80,6 +84,8 @@ impl Linode {
             faults: VecDeque::new(),
             auth_headers: Vec::new(),
             record: None,
+            echo_token: false,
+            refuse_puts: false,
         }));
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the mock");
         let url = format!("http://{}/v4", listener.local_addr().unwrap());
@@ -109,6 +115,14 @@ impl Linode {
 
     pub fn record_to(&self, path: std::path::PathBuf) {
         self.state.lock().unwrap().record = Some(path);
+    }
+
+    /// Error reasons echo the presented token; with `refuse_puts`, every mode change
+    /// is refused with such a reason.
+    pub fn echo_token_in_errors(&self, refuse_puts: bool) {
+        let mut s = self.state.lock().unwrap();
+        s.echo_token = true;
+        s.refuse_puts = refuse_puts;
     }
 
     pub fn set_mode(&self, address: &str, mode: &str) {
@@ -191,8 +205,15 @@ fn respond(
         let reason = if status == 429 { "Too many requests" } else { "Service temporarily unavailable" };
         return (status, extra, json!({ "errors": [{ "reason": reason }] }));
     }
+    let presented = auth.as_deref().unwrap_or("").trim_start_matches("Bearer ").to_string();
     if auth.as_deref() != Some(&format!("Bearer {}", s.token)) {
-        return error(401, "Invalid Token");
+        return match s.echo_token {
+            true => error(401, &format!("Invalid Token: {presented}")),
+            false => error(401, "Invalid Token"),
+        };
+    }
+    if s.refuse_puts && method == "PUT" {
+        return error(400, &format!("Node updates are disabled for token {presented}"));
     }
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let segments: Vec<&str> = path.trim_start_matches("/v4/").split('/').collect();

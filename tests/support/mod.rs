@@ -70,12 +70,8 @@ pub async fn exec_collect(
     command: &str,
     timeout: Option<Duration>,
 ) -> (Result<Exit, TransportError>, Vec<OutputLine>) {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let result = transport.exec(command, timeout, tx).await;
     let mut lines = Vec::new();
-    while let Ok(line) = rx.try_recv() {
-        lines.push(line);
-    }
+    let result = transport.exec_lines(command, timeout, &mut lines).await;
     (result, lines)
 }
 

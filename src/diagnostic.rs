@@ -12,7 +12,7 @@ use miette::{Diagnostic, GraphicalReportHandler, GraphicalTheme, LabeledSpan, Na
 use serde::Serialize;
 
 pub use crate::text::{backticked_list, did_you_mean};
-use crate::text::{escape_unsafe, replace_unsafe_keeping_offsets};
+use crate::text::{escape_controls, mask_controls_keeping_offsets};
 use crate::yaml::Span;
 
 /// Lines longer than this are not drawn as snippets.
@@ -143,15 +143,15 @@ impl PlanErrors {
             // What a plan wrote reaches the terminal only with its control characters
             // made visible: a hostile value cannot rewrite what is shown.
             let problem = &Problem {
-                message: escape_unsafe(&problem.message).into_owned(),
-                label: problem.label.as_deref().map(|l| escape_unsafe(l).into_owned()),
-                help: problem.help.as_deref().map(|h| escape_unsafe(h).into_owned()),
-                related: problem.related.iter().map(|(s, n)| (*s, escape_unsafe(n).into_owned())).collect(),
+                message: escape_controls(&problem.message).into_owned(),
+                label: problem.label.as_deref().map(|l| escape_controls(l).into_owned()),
+                help: problem.help.as_deref().map(|h| escape_controls(h).into_owned()),
+                related: problem.related.iter().map(|(s, n)| (*s, escape_controls(n).into_owned())).collect(),
                 span: problem.span,
             };
             let file = self.file(problem.span);
             let report = ProblemReport {
-                source: NamedSource::new(file.display_name(), replace_unsafe_keeping_offsets(&file.text).into_owned()),
+                source: NamedSource::new(file.display_name(), mask_controls_keeping_offsets(&file.text).into_owned()),
                 file: problem.span.map_or(0, |s| s.file),
                 problem,
             };

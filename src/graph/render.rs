@@ -214,18 +214,9 @@ impl<'p> Builder<'p> {
     }
 
     /// A field whose every rendered value must be of `kind`. A value written without a
-    /// template is checked once, here, rather than once per host.
+    /// template was checked by validation, used or not (`values::check_plan_values`).
     fn checked_field(&mut self, pointer: String, owner: String, source: &str, kind: Option<ValueKind>) -> usize {
-        let templated = source.contains("{{") || source.contains("}}");
-        let mut invalid = None;
-        let kind = match kind {
-            Some(kind) if !templated => {
-                invalid =
-                    kind.check(source).err().map(|invalid| InvalidValue { host: None, invalid, more: 0, last: None });
-                None
-            }
-            other => other,
-        };
+        let kind = kind.filter(|_| crate::validate::values::templated(source));
         let id = match self.templates.compile(source) {
             Ok(id) => Some(id),
             Err(e) => {
@@ -238,7 +229,7 @@ impl<'p> Builder<'p> {
                 None
             }
         };
-        self.fields.push(Field { id, pointer, owner, failure: None, kind, invalid });
+        self.fields.push(Field { id, pointer, owner, failure: None, kind, invalid: None });
         self.fields.len() - 1
     }
 

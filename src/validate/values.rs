@@ -49,6 +49,12 @@ impl ValueKind {
     }
 }
 
+/// Whether `value` goes through the template engine: only then can its checks wait
+/// until it is rendered for each host.
+pub fn templated(value: &str) -> bool {
+    value.contains("{{") || value.contains("}}")
+}
+
 /// `value` as it can be shown in a message: control characters escaped, so a hostile
 /// value cannot paint the terminal, and bounded, so a huge one does not fill it.
 pub fn shown(value: &str) -> String {
@@ -59,16 +65,16 @@ pub fn shown(value: &str) -> String {
             out.push('…');
             break;
         }
-        if is_forbidden_in_label(c) { out.extend(c.escape_default()) } else { out.push(c) }
+        if is_terminal_control(c) { out.extend(c.escape_default()) } else { out.push(c) }
     }
     out
 }
 
-use crate::text::is_unsafe_char as is_forbidden_in_label;
+use crate::text::is_terminal_control;
 
 /// A name printed as a label in output: a server, role, step, balancer, node.
 pub fn label(value: &str) -> Result<(), Invalid> {
-    match value.chars().find(|&c| is_forbidden_in_label(c)) {
+    match value.chars().find(|&c| is_terminal_control(c)) {
         Some(c) => Err(invalid(
             format!("`{}` contains the control character {}", shown(value), c.escape_unicode()),
             "names are printed in the output, where a control character could rewrite what is shown: remove it",
@@ -152,8 +158,10 @@ pub fn header_value(value: &str) -> Result<(), Invalid> {
 }
 
 /// The values of a plan written as they are: the names printed as labels, header
-/// names, a Linode API URL. Templated values are checked by the graph's
-/// renderer for every host; one pass over the plan, linear in its size.
+/// names, a Linode API URL, and every URL, address, method, header value and node
+/// written without a template, whether a run would use it or not. Templated values are
+/// checked by the graph's renderer, as rendered for each host. One pass over the plan,
+/// linear in its size.
 pub(crate) fn check_plan_values(plan: &Plan, root: &Node, problems: &mut Vec<Problem>) {
     let value_at = |pointer: &str| root.span_at(pointer);
     let key_at = |pointer: &str| root.key_span(pointer).unwrap_or_else(|| root.span_at(pointer));
@@ -177,6 +185,28 @@ pub(crate) fn check_plan_values(plan: &Plan, root: &Node, problems: &mut Vec<Pro
     for (list, steps) in [("/before", &plan.before), ("/rollout/steps", &plan.rollout.steps), ("/after", &plan.after)] {
         for (i, step) in steps.iter().enumerate() {
             refuse(value_at(&format!("{list}/{i}/name")), "a step name", label(&step.name));
+            let owner = format!("step `{}`", shown(&step.name));
+            let mut written = |pointer: String, kind: ValueKind, value: &str| {
+                if !templated(value) {
+                    refuse(value_at(&pointer), &owner, kind.check(value));
+                }
+            };
+            if let Some(b) = &step.balancer {
+                written(format!("{list}/{i}/balancer/node"), ValueKind::Label, &b.node);
+            }
+            if let Some(w) = &step.wait {
+                let at = format!("{list}/{i}/wait");
+                let fields = [
+                    ("http", ValueKind::HttpUrl, &w.http),
+                    ("tcp", ValueKind::HostPort, &w.tcp),
+                    ("node", ValueKind::Label, &w.node),
+                ];
+                for (field, kind, value) in fields {
+                    if let Some(value) = value {
+                        written(format!("{at}/{field}"), kind, value);
+                    }
+                }
+            }
         }
     }
     for (name, balancer) in &plan.balancers {
@@ -199,8 +229,22 @@ pub(crate) fn check_plan_values(plan: &Plan, root: &Node, problems: &mut Vec<Pro
                     ("status", h.status.as_ref()),
                 ];
                 for (which, request) in requests {
-                    for header in request.iter().flat_map(|r| r.headers.keys()) {
-                        let pointer = format!("{at}/{which}/headers/{}", pointer_escape(header));
+                    let Some(request) = request else { continue };
+                    let at = format!("{at}/{which}");
+                    let mut written = |pointer: String, kind: ValueKind, value: &str| {
+                        if !templated(value) {
+                            refuse(value_at(&pointer), &owner, kind.check(value));
+                        }
+                    };
+                    if let Some(method) = &request.method {
+                        written(format!("{at}/method"), ValueKind::Method, method);
+                    }
+                    written(format!("{at}/url"), ValueKind::HttpUrl, &request.url);
+                    for (header, value) in &request.headers {
+                        written(format!("{at}/headers/{}", pointer_escape(header)), ValueKind::HeaderValue, value);
+                    }
+                    for header in request.headers.keys() {
+                        let pointer = format!("{at}/headers/{}", pointer_escape(header));
                         refuse(key_at(&pointer), &owner, header_name(header));
                     }
                 }
@@ -248,7 +292,7 @@ mod tests {
         assert_eq!(label("app-1.example/β"), Ok(()));
         for bad in ["a\0b", "a\u{1b}[2K", "a\nb", "a\rb", "a\u{7f}", "a\u{85}", "a\u{9b}", "a\u{202e}b", "\t"] {
             let e = label(bad).unwrap_err();
-            assert!(!e.message.chars().any(is_forbidden_in_label), "{:?}", e.message);
+            assert!(!e.message.chars().any(is_terminal_control), "{:?}", e.message);
         }
     }
 }

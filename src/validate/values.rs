@@ -165,30 +165,32 @@ pub fn header_value(value: &str) -> Result<(), Invalid> {
 pub(crate) fn check_plan_values(plan: &Plan, root: &Node, problems: &mut Vec<Problem>) {
     let value_at = |pointer: &str| root.span_at(pointer);
     let key_at = |pointer: &str| root.key_span(pointer).unwrap_or_else(|| root.span_at(pointer));
-    let mut refuse = |span: Span, what: &str, checked: Result<(), Invalid>| {
+    // The span is found only for a value that is refused: walking the tree for every
+    // server's fields would cost more than checking them.
+    let mut refuse = |span: &dyn Fn() -> Span, what: &str, checked: Result<(), Invalid>| {
         if let Err(invalid) = checked {
             problems.push(
-                Problem::at(span, format!("{what}: {}", invalid.message)).label("invalid value").help(invalid.help),
+                Problem::at(span(), format!("{what}: {}", invalid.message)).label("invalid value").help(invalid.help),
             );
         }
     };
-    refuse(value_at("/application"), "the application name", label(&plan.application));
+    refuse(&|| value_at("/application"), "the application name", label(&plan.application));
     for (i, server) in plan.servers.iter().enumerate() {
-        refuse(value_at(&format!("/servers/{i}/host")), "a server's host", label(&server.host));
+        refuse(&|| value_at(&format!("/servers/{i}/host")), "a server's host", label(&server.host));
         if let Some(name) = &server.name {
-            refuse(value_at(&format!("/servers/{i}/name")), "a server's name", label(name));
+            refuse(&|| value_at(&format!("/servers/{i}/name")), "a server's name", label(name));
         }
         for (k, role) in server.roles.iter().enumerate() {
-            refuse(value_at(&format!("/servers/{i}/roles/{k}")), "a role", label(role));
+            refuse(&|| value_at(&format!("/servers/{i}/roles/{k}")), "a role", label(role));
         }
     }
     for (list, steps) in [("/before", &plan.before), ("/rollout/steps", &plan.rollout.steps), ("/after", &plan.after)] {
         for (i, step) in steps.iter().enumerate() {
-            refuse(value_at(&format!("{list}/{i}/name")), "a step name", label(&step.name));
+            refuse(&|| value_at(&format!("{list}/{i}/name")), "a step name", label(&step.name));
             let owner = format!("step `{}`", shown(&step.name));
             let mut written = |pointer: String, kind: ValueKind, value: &str| {
                 if !templated(value) {
-                    refuse(value_at(&pointer), &owner, kind.check(value));
+                    refuse(&|| value_at(&pointer), &owner, kind.check(value));
                 }
             };
             if let Some(b) = &step.balancer {
@@ -211,14 +213,14 @@ pub(crate) fn check_plan_values(plan: &Plan, root: &Node, problems: &mut Vec<Pro
     }
     for (name, balancer) in &plan.balancers {
         let at = format!("/balancers/{}", pointer_escape(name));
-        refuse(key_at(&at), "a balancer name", label(name));
+        refuse(&|| key_at(&at), "a balancer name", label(name));
         let owner = format!("balancer `{}`", shown(name));
         match balancer {
-            Balancer::Haproxy(h) => refuse(value_at(&format!("{at}/backend")), &owner, label(&h.backend)),
+            Balancer::Haproxy(h) => refuse(&|| value_at(&format!("{at}/backend")), &owner, label(&h.backend)),
             Balancer::Linode(l) => {
-                refuse(value_at(&format!("{at}/label")), &owner, label(&l.label));
+                refuse(&|| value_at(&format!("{at}/label")), &owner, label(&l.label));
                 if let Some(url) = &l.api_url {
-                    refuse(value_at(&format!("{at}/api_url")), &owner, http_url(url));
+                    refuse(&|| value_at(&format!("{at}/api_url")), &owner, http_url(url));
                 }
             }
             Balancer::Http(h) => {
@@ -233,7 +235,7 @@ pub(crate) fn check_plan_values(plan: &Plan, root: &Node, problems: &mut Vec<Pro
                     let at = format!("{at}/{which}");
                     let mut written = |pointer: String, kind: ValueKind, value: &str| {
                         if !templated(value) {
-                            refuse(value_at(&pointer), &owner, kind.check(value));
+                            refuse(&|| value_at(&pointer), &owner, kind.check(value));
                         }
                     };
                     if let Some(method) = &request.method {
@@ -245,7 +247,7 @@ pub(crate) fn check_plan_values(plan: &Plan, root: &Node, problems: &mut Vec<Pro
                     }
                     for header in request.headers.keys() {
                         let pointer = format!("{at}/headers/{}", pointer_escape(header));
-                        refuse(key_at(&pointer), &owner, header_name(header));
+                        refuse(&|| key_at(&pointer), &owner, header_name(header));
                     }
                 }
             }

@@ -145,13 +145,19 @@ rollout:
 }
 
 #[test]
-fn a_step_name_with_a_newline_is_refused_by_the_schema() {
-    let text = plan(GOOD_URL, "    - name: \"up\\nrun finished: succeeded\"\n      run: \"true\"\n");
-    let out = validate(&text);
+fn a_step_name_the_schema_refuses_hides_no_other_problem() {
+    // A required field the schema refuses used to leave no plan for the other checks.
+    let steps = "    - name: \"up\\nrun finished: succeeded\"\n      wait: { tcp: nohostport }\n";
+    let out = validate(&plan(GOOD_URL, steps));
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert_eq!(
         error_lines(&out.stderr),
-        ["error: p.yaml:16:13: `up\\nrun finished: succeeded` is not a valid value for `rollout.steps[1].name`"]
+        [
+            "error: p.yaml:16:13: `up\\nrun finished: succeeded` is not a valid value for `rollout.steps[1].name`",
+            "error: p.yaml:17:20: step `up\\nrun finished: succeeded`: `nohostport` has no port",
+        ],
+        "{}",
+        out.stderr
     );
 }
 

@@ -12,6 +12,7 @@ use miette::{Diagnostic, GraphicalReportHandler, GraphicalTheme, LabeledSpan, Na
 use serde::Serialize;
 
 pub use crate::text::{backticked_list, did_you_mean};
+use crate::text::{escape_controls, mask_controls_keeping_offsets};
 use crate::yaml::Span;
 
 /// Lines longer than this are not drawn as snippets.
@@ -89,12 +90,16 @@ pub struct PlanErrors {
 
 impl PlanErrors {
     pub fn new(source: Arc<SourceFile>, problems: Vec<Problem>) -> Self {
-        PlanErrors { files: vec![source], problems }
+        PlanErrors::in_files(vec![source], problems)
     }
 
     /// Problems of a plan read from several files; `files[0]` is the plan itself.
-    pub fn in_files(files: Vec<Arc<SourceFile>>, problems: Vec<Problem>) -> Self {
+    /// They are shown in reading order: problems about the whole plan first, then by
+    /// file (the plan, then its bases in the order `extends` reaches them) and position
+    /// in it; problems at one position keep the order they were found in.
+    pub fn in_files(files: Vec<Arc<SourceFile>>, mut problems: Vec<Problem>) -> Self {
         debug_assert!(!files.is_empty());
+        problems.sort_by_key(|p| p.span.map(|s| (s.file, s.offset)));
         PlanErrors { files, problems }
     }
 
@@ -135,9 +140,18 @@ impl PlanErrors {
         let handler = GraphicalReportHandler::new_themed(theme).with_width(100).with_links(false);
         let mut out = String::new();
         for problem in &self.problems {
+            // What a plan wrote reaches the terminal only with its control characters
+            // made visible: a hostile value cannot rewrite what is shown.
+            let problem = &Problem {
+                message: escape_controls(&problem.message).into_owned(),
+                label: problem.label.as_deref().map(|l| escape_controls(l).into_owned()),
+                help: problem.help.as_deref().map(|h| escape_controls(h).into_owned()),
+                related: problem.related.iter().map(|(s, n)| (*s, escape_controls(n).into_owned())).collect(),
+                span: problem.span,
+            };
             let file = self.file(problem.span);
             let report = ProblemReport {
-                source: NamedSource::new(file.display_name(), file.text.clone()),
+                source: NamedSource::new(file.display_name(), mask_controls_keeping_offsets(&file.text).into_owned()),
                 file: problem.span.map_or(0, |s| s.file),
                 problem,
             };
@@ -277,8 +291,10 @@ mod tests {
         // A related place in another file cannot be drawn in this snippet: it is named.
         assert!(text.contains("  note: base.yaml:2:1: first here\n"), "{text}");
         assert!(!text.contains("note: prod.yaml"), "{text}");
+        // In reading order: the plan's file first, then its base.
+        assert!(text.find("in the plan").unwrap() < text.find("in the base").unwrap(), "{text}");
         let json = errors.to_json();
-        assert_eq!((json[0].file.as_str(), json[0].plan.as_str()), ("base.yaml", "prod.yaml"));
-        assert_eq!(json[1].file, "prod.yaml");
+        assert_eq!(json[0].file, "prod.yaml");
+        assert_eq!((json[1].file.as_str(), json[1].plan.as_str()), ("base.yaml", "prod.yaml"));
     }
 }

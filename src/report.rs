@@ -47,6 +47,8 @@ pub struct Reporter {
     /// Buffered, and flushed whenever the reporter has caught up: a line per write
     /// made 1 GB of output cost tens of millions of system calls.
     logs: HashMap<String, Option<BufWriter<File>>>,
+    /// Host → its log's file name, one per host (see `log_file_names`).
+    log_names: HashMap<String, String>,
     journal: Option<journal::Writer>,
     /// Asked to halt the run when the journal cannot be written.
     halt: Option<crate::execute::Halt>,
@@ -83,6 +85,7 @@ impl Reporter {
     ) -> Self {
         let live = (mode == Mode::Live).then(|| Live::new(&exec));
         let summary = Summary::of(&exec, dry_run);
+        let log_names = log_file_names(exec.hosts.iter().map(|h| h.name.as_str()));
         Reporter {
             exec,
             mode,
@@ -91,6 +94,7 @@ impl Reporter {
             log_dir,
             dry_run,
             logs: HashMap::new(),
+            log_names,
             journal,
             halt: None,
             log_warned: false,
@@ -244,8 +248,9 @@ impl Reporter {
         let Some(line) = self.line(event) else { return };
         let dir = self.log_dir.clone();
         let mut failure = None;
+        let name = self.log_names.get(&host).cloned().unwrap_or_else(|| file_name(&host));
         let file = self.logs.entry(host.clone()).or_insert_with(|| {
-            let path = dir.join(format!("{}.log", file_name(&host)));
+            let path = dir.join(format!("{name}.log"));
             match std::fs::create_dir_all(&dir).and_then(|()| File::create(&path)) {
                 Ok(f) => Some(BufWriter::with_capacity(64 * 1024, f)),
                 Err(e) => {
@@ -653,6 +658,45 @@ fn clock(at: SystemTime) -> String {
 }
 
 /// Host names come from plans; keep log file names to safe characters.
+/// A log file name for each host, no two alike (nor alike but for case, for the file
+/// systems that ignore it): `app/1`, `app_1` and `app:1` would all be `app_1`. A name
+/// that is already a safe file name keeps it; the others (and any still taken) get a
+/// short hash of the host's name, stable from run to run: `app_1-5d41402a`.
+fn log_file_names<'a>(hosts: impl Iterator<Item = &'a str>) -> HashMap<String, String> {
+    use sha2::{Digest, Sha256};
+    // Far below the 255 bytes a file name may have, with room for the hash and `.log`.
+    const MAX_STEM: usize = 200;
+    let hosts: Vec<&str> = hosts.collect();
+    let mut taken = std::collections::HashSet::new();
+    let mut names = HashMap::with_capacity(hosts.len());
+    let mut renamed = Vec::new();
+    for host in &hosts {
+        let safe = file_name(host);
+        if safe == *host && safe.len() <= MAX_STEM && taken.insert(safe.to_lowercase()) {
+            names.insert(host.to_string(), safe);
+        } else {
+            renamed.push(*host);
+        }
+    }
+    for host in renamed {
+        let mut stem = file_name(host);
+        let mut cut = stem.len().min(MAX_STEM);
+        while !stem.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        stem.truncate(cut);
+        let hash = Sha256::digest(host.as_bytes());
+        let mut name = format!("{stem}-{:02x}{:02x}{:02x}{:02x}", hash[0], hash[1], hash[2], hash[3]);
+        let mut n = 2;
+        while !taken.insert(name.to_lowercase()) {
+            name = format!("{stem}-{:02x}{:02x}{:02x}{:02x}-{n}", hash[0], hash[1], hash[2], hash[3]);
+            n += 1;
+        }
+        names.insert(host.to_string(), name);
+    }
+    names
+}
+
 fn file_name(host: &str) -> String {
     host.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') { c } else { '_' }).collect()
 }

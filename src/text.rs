@@ -73,6 +73,53 @@ pub fn few(names: &[&str]) -> String {
     }
 }
 
+/// Characters that must not reach a terminal from a plan: control characters (C0, DEL,
+/// C1) move the cursor, recolour or erase a line, and bidirectional overrides reorder
+/// what is shown, so either could forge a line such as "run finished: succeeded".
+pub fn is_terminal_control(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// `s` with its terminal controls escaped (`\u{1b}`), for a message; newlines and tabs
+/// too, so one problem stays one line.
+pub fn escape_controls(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(is_terminal_control) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if is_terminal_control(c) { out.extend(c.escape_default()) } else { out.push(c) }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// `text` with its terminal controls replaced by as many bytes of a visible one, so
+/// that byte offsets into it stay true (a snippet of a hostile file). Line breaks and
+/// tabs are kept; a carriage return, which a terminal obeys by going back over the
+/// line, is a space before a newline and a newline alone (as YAML counts it).
+pub fn mask_controls_keeping_offsets(text: &str) -> std::borrow::Cow<'_, str> {
+    let control_here = |c: char| is_terminal_control(c) && !matches!(c, '\n' | '\t');
+    if !text.chars().any(control_here) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\r' {
+            out.push(if chars.peek() == Some(&'\n') { ' ' } else { '\n' });
+        } else if control_here(c) {
+            out.push(match c.len_utf8() {
+                1 => '?',
+                2 => '\u{bf}',
+                _ => '\u{fffd}',
+            });
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -82,7 +82,8 @@ fn a_problem_in_a_base_points_into_the_base() {
     let out = planrun_in(dir.path(), &["validate", "prod.yaml"]);
     assert_eq!(
         refused(&out),
-        ["error: base.yaml:4:22: unknown field `prot` in `ssh`", "error: prod.yaml:5:21: no server has the role `ap`",]
+        // The plan's own problems first, then its base's: the files in `extends` order.
+        ["error: prod.yaml:5:21: no server has the role `ap`", "error: base.yaml:4:22: unknown field `prot` in `ssh`"]
     );
     // The snippet is drawn from the base's text, not the plan's.
     assert!(out.stderr.contains("╭─[base.yaml:4:22]"), "{}", out.stderr);
@@ -92,9 +93,9 @@ fn a_problem_in_a_base_points_into_the_base() {
     // The same through `--format json`: each problem names its own file.
     let out = planrun_in(dir.path(), &["validate", "--format", "json", "prod.yaml"]);
     let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("json");
-    assert_eq!(v["problems"][0]["file"], "base.yaml");
-    assert_eq!((v["problems"][0]["line"].as_u64(), v["problems"][0]["column"].as_u64()), (Some(4), Some(22)));
-    assert_eq!(v["problems"][1]["file"], "prod.yaml");
+    assert_eq!(v["problems"][0]["file"], "prod.yaml");
+    assert_eq!(v["problems"][1]["file"], "base.yaml");
+    assert_eq!((v["problems"][1]["line"].as_u64(), v["problems"][1]["column"].as_u64()), (Some(4), Some(22)));
 }
 
 #[test]

@@ -223,7 +223,9 @@ fn every_broken_template_is_reported_at_once() {
         restart < err.find("step `wait`").unwrap()
             && err.find("step `wait`").unwrap() < err.find("step `notify`").unwrap()
     );
-    assert!(err.contains("3 problems found; nothing was executed"), "{err}");
+    // Every variable of a template that does not resolve, not only the first.
+    assert!(err.contains(":28:31: step `notify`: `{{vars.branch}}` does not resolve\n"), "{err}");
+    assert!(err.contains("4 problems found; nothing was executed"), "{err}");
 }
 
 #[test]

@@ -381,25 +381,15 @@ rollout:
   steps:
     - { name: pause, wait: { sleep: 1s }, sudo: true }
 ";
+    // Every problem at once, in the order of the lines.
     let out = validate_text("reach.yaml", plan);
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert_eq!(
         error_lines(&out.stderr),
         [
+            "error: reach.yaml:3:8: plan `env`: `1BAD` is not a valid environment variable name",
             "error: reach.yaml:4:28: jump host `gate:ssh`: `ssh` is not a port (1 to 65535)",
             "error: reach.yaml:6:50: jump host `@inner`: the user before `@` is empty",
-        ],
-        "{}",
-        out.stderr
-    );
-
-    // With the jump hosts fixed, the steps' problems come next.
-    let out = validate_text("reach.yaml", &plan.replace("gate:ssh", "gate:22").replace("@inner", "inner"));
-    assert_eq!(out.code, 2, "{}", out.stderr);
-    assert_eq!(
-        error_lines(&out.stderr),
-        [
-            "error: reach.yaml:3:8: plan `env`: `1BAD` is not a valid environment variable name",
             "error: reach.yaml:10:49: step `pause`: `sudo` applies to `run` steps only",
         ],
         "{}",

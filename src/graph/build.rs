@@ -34,19 +34,10 @@ pub fn build(loaded: &LoadedPlan, options: &BuildOptions) -> Result<ExecutionPla
     let fail = |problems| PlanErrors::in_files(loaded.files.clone(), problems);
 
     let servers = limit(plan, &loaded.selection.hosts, options.limit.as_deref()).map_err(|p| fail(vec![*p]))?;
-    let hosts: Vec<HostRef> = servers
-        .iter()
-        .map(|&i| {
-            let s = &plan.servers[i];
-            HostRef { server: i, name: server_name(s).to_string(), address: s.host.clone() }
-        })
-        .collect();
+    let hosts = host_refs(plan, &servers);
     let sizes = batch_sizes(options.batch_size.as_ref().unwrap_or(&plan.rollout.batch_size), hosts.len());
 
-    let mut vars = serde_json::Map::new();
-    for (k, v) in &plan.vars {
-        vars.insert(k.clone(), v.clone());
-    }
+    let mut vars = plan_vars(plan);
     let unknown: Vec<Problem> = options
         .vars
         .iter()
@@ -71,43 +62,90 @@ pub fn build(loaded: &LoadedPlan, options: &BuildOptions) -> Result<ExecutionPla
         vars.insert(k.clone(), Value::String(v.clone()));
     }
 
-    let mut b = Builder::new(plan, &loaded.root, &loaded.files, vars, hosts.len());
-    let skip_balancer = skips_balancer(loaded);
+    let rendered = render(plan, &loaded.root, &loaded.files, vars, &hosts, sizes, skips_balancer(loaded));
+    let (before, batches, after) = rendered.map_err(fail)?;
+    let mut execution =
+        ExecutionPlan {
+            application: plan.application.clone(),
+            hosts,
+            before,
+            batches,
+            after,
+            fan_out: plan.rollout.fan_out as usize,
+            graph: DiGraph::new(),
+        };
+    execution.graph = dag(&execution);
+    Ok(execution)
+}
+
+/// The template problems of a plan that has other problems too, so that all of them
+/// are shown at once: its templates rendered with the plan's own `vars` for `servers`
+/// (the ones its selection matches, as far as that is sound).
+pub(crate) fn template_problems(
+    plan: &Plan,
+    root: &crate::yaml::Node,
+    files: &[std::sync::Arc<crate::diagnostic::SourceFile>],
+    servers: &[usize],
+) -> Vec<Problem> {
+    let hosts = host_refs(plan, servers);
+    let sizes = batch_sizes(&plan.rollout.batch_size, hosts.len());
+    let skip_balancer = plan.rollout.single_host == SingleHost::SkipBalancer && servers.len() == 1;
+    render(plan, root, files, plan_vars(plan), &hosts, sizes, skip_balancer).err().unwrap_or_default()
+}
+
+fn host_refs(plan: &Plan, servers: &[usize]) -> Vec<HostRef> {
+    servers
+        .iter()
+        .map(|&i| {
+            let s = &plan.servers[i];
+            HostRef { server: i, name: server_name(s).to_string(), address: s.host.clone() }
+        })
+        .collect()
+}
+
+fn plan_vars(plan: &Plan) -> serde_json::Map<String, Value> {
+    plan.vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+type Rendered = (Vec<crate::graph::types::StepInstance>, Vec<Batch>, Vec<crate::graph::types::StepInstance>);
+
+/// Every step of the plan for every host, its templates rendered: `before`, the
+/// batches of `sizes`, `after`; or every problem the rendering found.
+fn render(
+    plan: &Plan,
+    root: &crate::yaml::Node,
+    files: &[std::sync::Arc<crate::diagnostic::SourceFile>],
+    vars: serde_json::Map<String, Value>,
+    hosts: &[HostRef],
+    sizes: Vec<usize>,
+    skip_balancer: bool,
+) -> Result<Rendered, Vec<Problem>> {
+    let mut b = Builder::new(plan, root, files, vars, hosts.len());
     let before = b.compile_list(Phase::Before, "/before", &plan.before, false);
     let rollout = b.compile_list(Phase::Rollout, "/rollout/steps", &plan.rollout.steps, skip_balancer);
     let after = b.compile_list(Phase::After, "/after", &plan.after, false);
 
-    let before = b.fan_out(&before, &hosts);
+    let before = b.fan_out(&before, hosts);
     let mut batches = Vec::with_capacity(sizes.len());
     let mut next = 0;
     for (k, size) in sizes.into_iter().enumerate() {
         b.set_batch(Some(k));
         let mut batch = Batch { index: k, hosts: Vec::with_capacity(size) };
         for h in next..next + size {
-            let steps = b.host_steps(&rollout, h, &hosts);
+            let steps = b.host_steps(&rollout, h, hosts);
             batch.hosts.push(HostSteps { host: h, steps });
         }
         next += size;
         batches.push(batch);
     }
     b.set_batch(None);
-    let after = b.fan_out(&after, &hosts);
+    let after = b.fan_out(&after, hosts);
 
     let problems = b.finish();
     if !problems.is_empty() {
-        return Err(fail(problems));
+        return Err(problems);
     }
-    let mut execution = ExecutionPlan {
-        application: plan.application.clone(),
-        hosts,
-        before,
-        batches,
-        after,
-        fan_out: plan.rollout.fan_out as usize,
-        graph: DiGraph::new(),
-    };
-    execution.graph = dag(&execution);
-    Ok(execution)
+    Ok((before, batches, after))
 }
 
 /// The selected servers that `--limit` keeps, in rollout order.

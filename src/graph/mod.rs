@@ -18,6 +18,7 @@ pub mod template;
 mod types;
 
 pub use crate::model::select::server_name;
+pub(crate) use build::template_problems;
 pub use build::{balancer_skipped, batch_sizes, build, skips_balancer};
 pub use shell::wrap_command;
 pub use types::*;

@@ -18,6 +18,7 @@ use crate::graph::types::{
 use crate::model::select::applies;
 use crate::model::{Balancer, BalancerAction, HttpRequest, Plan, Step, Sudo};
 use crate::text::{backticked_list, did_you_mean, few, pointer_escape};
+use crate::validate::values::{Invalid, ValueKind};
 use crate::yaml::{self, Node};
 
 /// An `http` balancer's request from its rendered fields, in `compile_balancer`'s order:
@@ -48,13 +49,28 @@ struct Field {
     /// What to call the field's owner in messages: "step `restart`".
     owner: String,
     failure: Option<Failure>,
+    /// What every rendered value must be, checked for every host.
+    kind: Option<ValueKind>,
+    /// The first host whose rendered value `kind` refuses.
+    invalid: Option<InvalidValue>,
+}
+
+/// A value that rendered but that the run could not use, for the first host it was
+/// refused for, and how many more.
+struct InvalidValue {
+    host: Option<String>,
+    invalid: Invalid,
+    more: usize,
+    last: Option<String>,
 }
 
 /// The first host a template failed for, and how many others it failed for.
 struct Failure {
     host: Option<String>,
-    failure: RenderFailure,
-    help: String,
+    /// Every variable of the template that does not resolve for that host (the first
+    /// as Handlebars stops at it, the others found by rendering on past it), each with
+    /// its help; or the one failure that is not a variable.
+    failures: Vec<(RenderFailure, String)>,
     more: usize,
     /// The host of the latest failure: a balancer's `status` template renders once per
     /// balancer step of a host, and a host counts once.
@@ -194,6 +210,13 @@ impl<'p> Builder<'p> {
     }
 
     fn field(&mut self, pointer: String, owner: String, source: &str) -> usize {
+        self.checked_field(pointer, owner, source, None)
+    }
+
+    /// A field whose every rendered value must be of `kind`. A value written without a
+    /// template was checked by validation, used or not (`values::check_plan_values`).
+    fn checked_field(&mut self, pointer: String, owner: String, source: &str, kind: Option<ValueKind>) -> usize {
+        let kind = kind.filter(|_| crate::validate::values::templated(source));
         let id = match self.templates.compile(source) {
             Ok(id) => Some(id),
             Err(e) => {
@@ -206,7 +229,7 @@ impl<'p> Builder<'p> {
                 None
             }
         };
-        self.fields.push(Field { id, pointer, owner, failure: None });
+        self.fields.push(Field { id, pointer, owner, failure: None, kind, invalid: None });
         self.fields.len() - 1
     }
 
@@ -230,7 +253,7 @@ impl<'p> Builder<'p> {
             } else if let Some(command) = &step.local {
                 (Compiled::Local(self.command(&at, owner, step, command, "local")), step_timeout)
             } else if let Some(b) = &step.balancer {
-                let node = self.field(format!("{at}/balancer/node"), owner, &b.node);
+                let node = self.checked_field(format!("{at}/balancer/node"), owner, &b.node, Some(ValueKind::Label));
                 let wait_up = b.action == BalancerAction::Accept && b.wait_up.unwrap_or(true);
                 (Compiled::Balancer { balancer: b.balancer.clone(), action: b.action, node, wait_up }, step_timeout)
             } else if let Some(w) = &step.wait {
@@ -238,13 +261,20 @@ impl<'p> Builder<'p> {
                 let check = if let Some(d) = w.sleep {
                     CompiledCheck::Sleep(d.get())
                 } else if let Some(url) = &w.http {
-                    CompiledCheck::Http(self.field(format!("{w_at}/http"), owner, url), w.status.unwrap_or(200))
+                    let field = self.checked_field(format!("{w_at}/http"), owner, url, Some(ValueKind::HttpUrl));
+                    CompiledCheck::Http(field, w.status.unwrap_or(200))
                 } else if let Some(address) = &w.tcp {
-                    CompiledCheck::Tcp(self.field(format!("{w_at}/tcp"), owner, address))
+                    CompiledCheck::Tcp(self.checked_field(
+                        format!("{w_at}/tcp"),
+                        owner,
+                        address,
+                        Some(ValueKind::HostPort),
+                    ))
                 } else if let Some(command) = &w.command {
                     CompiledCheck::Command(self.field(format!("{w_at}/command"), owner, command))
                 } else if let (Some(balancer), Some(node)) = (&w.balancer_up, &w.node) {
-                    CompiledCheck::BalancerUp(balancer.clone(), self.field(format!("{w_at}/node"), owner, node))
+                    let field = self.checked_field(format!("{w_at}/node"), owner, node, Some(ValueKind::Label));
+                    CompiledCheck::BalancerUp(balancer.clone(), field)
                 } else {
                     // Validation refuses a wait that checks nothing; nothing to build.
                     continue;
@@ -305,7 +335,12 @@ impl<'p> Builder<'p> {
         let f = &mut self.fields[field];
         let Some(id) = f.id else { return String::new() };
         match self.templates.render(id, &self.ctx) {
-            Ok(text) => text,
+            Ok(text) => {
+                if let Some(kind) = f.kind {
+                    record_invalid(&mut f.invalid, kind, &text, host);
+                }
+                text
+            }
             Err(failure) => {
                 match &mut f.failure {
                     Some(first) => {
@@ -315,15 +350,23 @@ impl<'p> Builder<'p> {
                         }
                     }
                     None => {
-                        let help = failure
-                            .variable
-                            .as_deref()
-                            .map(|v| missing_help(v, self.ctx.data(), host))
-                            .unwrap_or_else(|| "check the helper's arguments".into());
+                        let data = self.ctx.data();
+                        let failures = self
+                            .templates
+                            .every_failure(id, failure, &self.ctx)
+                            .into_iter()
+                            .map(|failure| {
+                                let help = failure
+                                    .variable
+                                    .as_deref()
+                                    .map(|v| missing_help(v, data, host))
+                                    .unwrap_or_else(|| "check the helper's arguments".into());
+                                (failure, help)
+                            })
+                            .collect();
                         f.failure = Some(Failure {
                             host: host.map(str::to_string),
-                            failure,
-                            help,
+                            failures,
                             more: 0,
                             last: host.map(str::to_string),
                         });
@@ -458,12 +501,17 @@ impl<'p> Builder<'p> {
                 let Some(req) = req else { return fields };
                 let at = format!("{at}/{which}");
                 if let Some(method) = &req.method {
-                    fields.push(self.field(format!("{at}/method"), owner.clone(), method));
+                    fields.push(self.checked_field(
+                        format!("{at}/method"),
+                        owner.clone(),
+                        method,
+                        Some(ValueKind::Method),
+                    ));
                 }
-                fields.push(self.field(format!("{at}/url"), owner.clone(), &req.url));
+                fields.push(self.checked_field(format!("{at}/url"), owner.clone(), &req.url, Some(ValueKind::HttpUrl)));
                 for (header, value) in &req.headers {
                     let pointer = format!("{at}/headers/{}", pointer_escape(header));
-                    fields.push(self.field(pointer, owner.clone(), value));
+                    fields.push(self.checked_field(pointer, owner.clone(), value, Some(ValueKind::HeaderValue)));
                 }
                 if let Some(body) = &req.body {
                     fields.push(self.field(format!("{at}/body"), owner.clone(), body));
@@ -485,33 +533,77 @@ impl<'p> Builder<'p> {
         fields
     }
 
-    /// One problem per broken template, at its first failure.
+    /// One problem per broken template, at its first failure; one per value the run
+    /// could not use, for the first host it was refused for.
     fn report_failures(&mut self) {
         for f in &mut self.fields {
+            if let Some(bad) = f.invalid.take() {
+                let whom = match &bad.host {
+                    Some(h) => {
+                        format!(", rendered for host `{}`{}", crate::validate::values::shown(h), more_hosts(bad.more))
+                    }
+                    None => String::new(),
+                };
+                self.problems.push(
+                    Problem::at(self.root.span_at(&f.pointer), format!("{}{whom}: {}", f.owner, bad.invalid.message))
+                        .label("invalid value")
+                        .help(bad.invalid.help),
+                );
+            }
             let Some(first) = f.failure.take() else { continue };
             let source = f.id.map_or("", |id| self.templates.source(id));
-            let expression = expression_at(source, first.failure.offset, first.failure.variable.as_deref());
             let whom = match &first.host {
-                Some(h) => format!(" for host `{h}`"),
+                Some(h) => format!(" for host `{}`", crate::validate::values::shown(h)),
                 None => String::new(),
             };
-            let more = match first.more {
-                0 => String::new(),
-                1 => " and 1 more host".into(),
-                n => format!(" and {n} more hosts"),
-            };
-            let message = match &first.failure.variable {
-                Some(_) => format!("{}: `{expression}` does not resolve{whom}{more}", f.owner),
-                None => format!("{}: `{expression}` fails{whom}{more}: {}", f.owner, first.failure.message),
-            };
-            let span = narrow(self.root, self.files, &f.pointer, first.failure.offset, source);
-            let label = if first.failure.variable.is_some() { "unknown variable" } else { "fails here" };
-            self.problems.push(Problem::at(span, message).label(label).help(first.help));
+            for (k, (failure, help)) in first.failures.into_iter().enumerate() {
+                let expression = expression_at(source, failure.offset, failure.variable.as_deref());
+                // The hosts counted are those where the template failed at all: said once.
+                let more = if k == 0 { more_hosts(first.more) } else { String::new() };
+                let message = match &failure.variable {
+                    Some(_) => format!("{}: `{expression}` does not resolve{whom}{more}", f.owner),
+                    None => format!("{}: `{expression}` fails{whom}{more}: {}", f.owner, failure.message),
+                };
+                let span = narrow(self.root, self.files, &f.pointer, failure.offset, source);
+                let label = if failure.variable.is_some() { "unknown variable" } else { "fails here" };
+                self.problems.push(Problem::at(span, message).label(label).help(help));
+            }
         }
     }
 
     fn narrow(&self, pointer: &str, offset: Option<usize>, source: &str) -> yaml::Span {
         narrow(self.root, self.files, pointer, offset, source)
+    }
+}
+
+/// Records that `text`, rendered for `host`, is not of `kind`: the first host in full,
+/// the others counted once each.
+fn record_invalid(slot: &mut Option<InvalidValue>, kind: ValueKind, text: &str, host: Option<&str>) {
+    match slot {
+        Some(first) => {
+            if first.last.as_deref() != host && kind.check(text).is_err() {
+                first.more += 1;
+                first.last = host.map(str::to_string);
+            }
+        }
+        None => {
+            if let Err(invalid) = kind.check(text) {
+                *slot = Some(InvalidValue {
+                    host: host.map(str::to_string),
+                    invalid,
+                    more: 0,
+                    last: host.map(str::to_string),
+                });
+            }
+        }
+    }
+}
+
+fn more_hosts(more: usize) -> String {
+    match more {
+        0 => String::new(),
+        1 => " and 1 more host".into(),
+        n => format!(" and {n} more hosts"),
     }
 }
 

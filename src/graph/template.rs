@@ -135,6 +135,31 @@ impl Templates {
     }
 }
 
+impl Templates {
+    /// `first` (how the template failed with `context`) and every other variable it
+    /// names that does not resolve: Handlebars stops at the first, so each missing
+    /// variable is given an empty value in a copy of the context and the template
+    /// rendered again, until it renders or stops making progress. Only a template that
+    /// failed pays for this, once.
+    pub fn every_failure(&self, id: TemplateId, first: RenderFailure, context: &TemplateContext) -> Vec<RenderFailure> {
+        const MAX_REPORTED: usize = 32;
+        let mut context = context.clone();
+        let mut found = vec![first];
+        while found.len() < MAX_REPORTED {
+            let Some(variable) = found.last().and_then(|f| f.variable.clone()) else { break };
+            if !context.fill(&variable) {
+                break;
+            }
+            match self.render(id, &context) {
+                Ok(_) => break,
+                Err(next) if found.iter().any(|f| f.variable == next.variable && f.offset == next.offset) => break,
+                Err(next) => found.push(next),
+            }
+        }
+        found
+    }
+}
+
 /// The offset of the first `{{` with no `}}` after it: the most common template mistake,
 /// which Handlebars reports at the end of the string rather than where it begins.
 fn unclosed(source: &str) -> Option<usize> {
@@ -225,6 +250,29 @@ impl TemplateContext {
 
     pub fn data(&self) -> &Value {
         self.0.data()
+    }
+
+    /// Gives the missing `variable` (`host.options.port`) an empty value, making the
+    /// maps on its way; false when it cannot be placed (a path relative to a block, an
+    /// index, a field of a value that is not a map).
+    fn fill(&mut self, variable: &str) -> bool {
+        if variable.starts_with("../") || variable.starts_with('@') {
+            return false;
+        }
+        let path = variable.trim_start_matches("this.").trim_start_matches("./");
+        let segments: Vec<&str> = path.split(['.', '/']).collect();
+        let mut here = self.0.data_mut();
+        for (i, segment) in segments.iter().enumerate() {
+            let Value::Object(map) = here else { return false };
+            if segment.is_empty() || segment.starts_with('[') {
+                return false;
+            }
+            if i + 1 == segments.len() {
+                return map.insert((*segment).to_string(), Value::String(String::new())).is_none();
+            }
+            here = map.entry((*segment).to_string()).or_insert_with(|| Value::Object(Map::new()));
+        }
+        false
     }
 }
 

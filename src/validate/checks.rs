@@ -12,8 +12,10 @@ use crate::model::{BalancerAction, Plan, SingleHost, Step};
 use crate::text::{backticked_list, did_you_mean, pointer_escape};
 use crate::yaml::{self, Node};
 
-/// The checks a schema cannot express: references between parts of the plan.
-pub(crate) fn check_semantics(plan: &Plan, root: &Node) -> (SelectedHosts, Vec<Problem>) {
+/// The checks a schema cannot express: references between parts of the plan. `refused`
+/// are the paths the schema refused and that were left out of `plan`: a step that does
+/// nothing because its misspelt `rnu` was left out is that one problem, not two.
+pub(crate) fn check_semantics(plan: &Plan, root: &Node, refused: &[String]) -> (SelectedHosts, Vec<Problem>) {
     let mut problems = Vec::new();
     let span = |pointer: &str| root.span_at(pointer);
 
@@ -86,9 +88,10 @@ pub(crate) fn check_semantics(plan: &Plan, root: &Node) -> (SelectedHosts, Vec<P
     }
 
     for (list, steps) in [("/before", &plan.before), ("/rollout/steps", &plan.rollout.steps), ("/after", &plan.after)] {
-        check_steps(plan, list, steps, root, &mut problems);
+        check_steps(plan, list, steps, root, refused, &mut problems);
     }
     check_durations(plan, root, &mut problems);
+    crate::validate::values::check_plan_values(plan, root, &mut problems);
 
     // Jump specs are checked here, at their position, rather than at connect time.
     let ssh_settings = std::iter::once(("/ssh".to_string(), Some(&plan.ssh)))
@@ -195,7 +198,7 @@ fn refuse_wrapping(root: &Node, at: &str, owner: &str, step: &Step, problems: &m
     }
 }
 
-fn check_steps(plan: &Plan, list: &str, steps: &[Step], root: &Node, problems: &mut Vec<Problem>) {
+fn check_steps(plan: &Plan, list: &str, steps: &[Step], root: &Node, refused: &[String], problems: &mut Vec<Problem>) {
     let span = |pointer: &str| root.span_at(pointer);
     let in_rollout = list == "/rollout/steps";
     let mut names: HashMap<&str, usize> = HashMap::new();
@@ -214,7 +217,9 @@ fn check_steps(plan: &Plan, list: &str, steps: &[Step], root: &Node, problems: &
         }
 
         let kinds = step.kinds();
-        if kinds.len() != 1 {
+        let lost_a_part =
+            |at: &str| refused.iter().any(|p| p.strip_prefix(at).is_some_and(|rest| rest.starts_with('/')));
+        if kinds.len() != 1 && !(kinds.is_empty() && lost_a_part(&at)) {
             let message = if kinds.is_empty() {
                 format!("step `{}` does nothing", step.name)
             } else {
@@ -323,7 +328,7 @@ fn check_steps(plan: &Plan, list: &str, steps: &[Step], root: &Node, problems: &
         if let Some(wait) = &step.wait {
             let wait_at = format!("{at}/wait");
             let kinds = wait.kinds();
-            if kinds.len() != 1 {
+            if kinds.len() != 1 && !(kinds.is_empty() && lost_a_part(&wait_at)) {
                 let message = if kinds.is_empty() {
                     format!("the wait of step `{}` checks nothing", step.name)
                 } else {

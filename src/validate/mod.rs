@@ -20,6 +20,7 @@ mod checks;
 mod extends;
 mod read;
 pub mod schema;
+pub mod values;
 
 pub use read::{MAX_EXTENDS, MAX_PLAN_BYTES, MAX_PLAN_VALUES, limits};
 
@@ -72,6 +73,7 @@ pub fn load_plan_bytes(path: &Path, bytes: &[u8]) -> Result<LoadedPlan, PlanErro
     let doc = root.to_json();
 
     let mut problems = schema::check(&doc, &root);
+    let refused = if problems.is_empty() { Vec::new() } else { schema::refused_paths(&doc) };
     let plan = if problems.is_empty() {
         serde_json::from_value::<Plan>(doc).map_err(|e| {
             // The schema accepted what the types refuse: a planrun bug, reported rather
@@ -92,12 +94,17 @@ pub fn load_plan_bytes(path: &Path, bytes: &[u8]) -> Result<LoadedPlan, PlanErro
         }
     };
 
-    let (selection, mut semantic) = check_semantics(&plan, &root);
+    let (selection, mut semantic) = check_semantics(&plan, &root, &refused);
     problems.append(&mut semantic);
-    if problems.is_empty() {
-        problems = check_wrapping(&plan, &root, &selection);
-    }
+    problems.append(&mut check_wrapping(&plan, &root, &selection));
     if !problems.is_empty() {
+        // A plan with problems is not built into a graph, so its templates are checked
+        // here, on the parts that loaded, to show every problem at once. A selection
+        // that matches nothing (an unknown role) still has its templates checked, on
+        // every server.
+        let servers: Vec<usize> =
+            if selection.hosts.is_empty() { (0..plan.servers.len()).collect() } else { selection.hosts.clone() };
+        problems.extend(crate::graph::template_problems(&plan, &root, &files, &servers));
         return fail(problems);
     }
     Ok(LoadedPlan { files, root, plan, selection })

@@ -413,6 +413,13 @@ pub fn check(doc: &Value, root: &Node) -> Vec<Problem> {
 /// JSON pointers of the instances the schema refused, for pruning them before a lenient
 /// deserialization.
 pub fn refused_paths(doc: &Value) -> Vec<String> {
+    refused(doc).into_iter().map(|(path, _)| path).collect()
+}
+
+/// The paths the schema refuses, each with whether it is a string the plan's types
+/// still accept as it is (a name that breaks its pattern): such a value can be kept for
+/// the other checks, where leaving out a required field would leave no plan at all.
+fn refused(doc: &Value) -> Vec<(String, bool)> {
     let compiled = compiled();
     compiled
         .validator
@@ -423,9 +430,16 @@ pub fn refused_paths(doc: &Value) -> Vec<String> {
             match e.kind() {
                 ValidationErrorKind::AdditionalProperties { unexpected }
                 | ValidationErrorKind::UnevaluatedProperties { unexpected } => {
-                    unexpected.iter().map(|u| format!("{path}/{}", pointer_escape(u))).collect()
+                    unexpected.iter().map(|u| (format!("{path}/{}", pointer_escape(u)), false)).collect()
                 }
-                _ => vec![path],
+                ValidationErrorKind::Pattern { .. }
+                | ValidationErrorKind::MinLength { .. }
+                | ValidationErrorKind::MaxLength { .. }
+                    if e.instance().is_string() =>
+                {
+                    vec![(path, true)]
+                }
+                _ => vec![(path, false)],
             }
         })
         .collect()
@@ -879,10 +893,18 @@ pub fn describe_path(pointer: &str) -> String {
 }
 
 /// Drops what the schema refused and deserializes the rest, so semantic checks still
-/// run and an operator sees every problem of the plan at once. `None` when what is left
-/// is not a plan (a required field itself was wrong).
-pub(crate) fn lenient(mut doc: Value) -> Option<Plan> {
-    let mut refused = refused_paths(&doc);
+/// run and an operator sees every problem of the plan at once. When that leaves no plan
+/// (a required field was refused), strings the types accept as written are kept (a step
+/// `name` that breaks its pattern). `None` when neither is a plan.
+pub(crate) fn lenient(doc: Value) -> Option<Plan> {
+    let refused = refused(&doc);
+    let all: Vec<&str> = refused.iter().map(|(p, _)| p.as_str()).collect();
+    let structural: Vec<&str> = refused.iter().filter(|(_, kept)| !kept).map(|(p, _)| p.as_str()).collect();
+    let retry = structural.len() < all.len();
+    without(doc.clone(), all).or_else(|| if retry { without(doc, structural) } else { None })
+}
+
+fn without(mut doc: Value, mut refused: Vec<&str>) -> Option<Plan> {
     // Deepest first, so removing a key never shifts a path still to be removed.
     refused.sort_by_key(|p| std::cmp::Reverse(p.matches('/').count()));
     for path in refused {

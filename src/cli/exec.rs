@@ -298,24 +298,31 @@ fn summary(hosts: &[HostRef], results: &[Option<HostResult>], width: Option<u16>
         }
     }
     table.set_header(["host", "result", "time"]);
-    let mut failed = Vec::new();
+    let (mut failed, mut not_started) = (Vec::new(), Vec::new());
     for (host, result) in hosts.iter().zip(results) {
         let (cell, time) = match result {
             Some(r) => (r.ended.describe(), format!("{:.1}s", r.took.as_secs_f64())),
             None => ("not started".to_string(), String::new()),
         };
-        if !result.as_ref().is_some_and(|r| r.ended.success()) {
-            failed.push(host.name.as_str());
+        match result {
+            None => not_started.push(host.name.as_str()),
+            Some(r) if !r.ended.success() => failed.push(host.name.as_str()),
+            Some(_) => {}
         }
         table.add_row([host.name.clone(), cell, time]);
     }
     let mut text = table.to_string();
     text.push('\n');
     let hosts_text = crate::text::plural(hosts.len(), "host", "hosts");
-    if failed.is_empty() {
+    if failed.is_empty() && not_started.is_empty() {
         text.push_str(&format!("exec: ok on {hosts_text}\n"));
     } else {
-        text.push_str(&format!("exec FAILED on {} of {hosts_text}: {}\n", failed.len(), failed.join(", ")));
+        text.push_str(&format!("exec FAILED on {} of {hosts_text}: {}", failed.len(), failed.join(", ")));
+        if !not_started.is_empty() {
+            // A batch failed: the batches after it did not start.
+            text.push_str(&format!("; not started: {}", not_started.join(", ")));
+        }
+        text.push('\n');
     }
     text
 }

@@ -36,31 +36,35 @@ struct Entry<'a> {
 /// The characters that make an entry a glob rather than a name.
 const GLOB_CHARS: &[char] = &['*', '?', '['];
 
-fn parse(text: &str) -> Result<Entry<'_>, Problem> {
+fn parse(text: &str) -> Result<Entry<'_>, Box<Problem>> {
     let (exclude, body) = match text.strip_prefix('!') {
         Some(rest) => (true, rest.trim()),
         None => (false, text),
     };
     if body.is_empty() {
         let what = if text.is_empty() { "an empty entry".to_string() } else { format!("`{text}`, an empty entry") };
-        return Err(Problem::whole_file(format!("`--limit` has {what}")).help(
+        return Err(Box::new(Problem::whole_file(format!("`--limit` has {what}")).help(
             "write names, addresses, globs (`web*`) or roles (`role:app`) separated by single commas; `!` before one leaves it out",
-        ));
+        )));
     }
     let matcher = if let Some(role) = body.strip_prefix("role:") {
         if role.trim().is_empty() {
-            return Err(Problem::whole_file(format!("`--limit` entry `{text}` names no role"))
-                .help("write the role after the colon, such as `role:app`"));
+            return Err(Box::new(
+                Problem::whole_file(format!("`--limit` entry `{text}` names no role"))
+                    .help("write the role after the colon, such as `role:app`"),
+            ));
         }
         Matcher::Role(role.trim().to_string())
     } else if body.contains(GLOB_CHARS) {
         let pattern = glob::Pattern::new(body).map_err(|e| {
-            Problem::whole_file(format!(
-                "`--limit` entry `{text}` is not a glob: {} (at character {})",
-                e.msg,
-                e.pos + 1
-            ))
-            .help("a glob has `*` (any characters), `?` (one character) and `[1-3]` or `[!x]` (one of a set)")
+            Box::new(
+                Problem::whole_file(format!(
+                    "`--limit` entry `{text}` is not a glob: {} (at character {})",
+                    e.msg,
+                    e.pos + 1
+                ))
+                .help("a glob has `*` (any characters), `?` (one character) and `[1-3]` or `[!x]` (one of a set)"),
+            )
         })?;
         Matcher::Glob(pattern)
     } else {
@@ -78,7 +82,7 @@ pub(super) fn limit(plan: &Plan, selected: &[usize], limit: Option<&[String]>) -
     for text in limit.iter().map(|w| w.trim()) {
         match parse(text) {
             Ok(entry) => entries.push(entry),
-            Err(problem) => problems.push(problem),
+            Err(problem) => problems.push(*problem),
         }
     }
     for entry in &entries {

@@ -322,3 +322,27 @@ servers:
     assert!(h4[1].starts_with("error: cannot connect to `") && h4[1].contains("connection refused"), "{}", out.dump());
     out.stdout_has("exec FAILED on 1 of 4 hosts: h4\n");
 }
+
+/// Ctrl-C kills the commands still running (their process groups) and exits 130.
+#[test]
+fn ctrl_c_kills_the_running_commands_and_exits_130() {
+    let dir = TempDir::new("exec-ctrl-c");
+    dir.write("plan.yaml", plan(2));
+    let pids = dir.path().join("pids");
+    let command = format!("echo $$ >> {}; exec sleep 60", pids.display());
+    let mut child = Planrun::in_dir(&dir).args(&["exec", "plan.yaml", "--", &command]).spawn();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while common::lines(&pids).len() < 2 {
+        assert!(Instant::now() < deadline, "the commands did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let planrun = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(planrun, nix::sys::signal::Signal::SIGINT).unwrap();
+    let out = common::Output::from(child.wait_with_output().unwrap());
+    out.code(130);
+    out.stdout_has("FAILED: interrupted");
+    for pid in common::lines(&pids) {
+        let pid = nix::unistd::Pid::from_raw(pid.parse().unwrap());
+        assert!(nix::sys::signal::kill(pid, None).is_err(), "the command {pid} outlived planrun\n{}", out.dump());
+    }
+}

@@ -60,7 +60,7 @@ pub fn exec(command: ExecCommand, color: bool) -> i32 {
         Ok(rt) => rt,
         Err(e) => return print::apply_error(&ApplyError::Runtime(e), args.color),
     };
-    let results = runtime.block_on(run(&prepared, &args));
+    let (results, interrupted) = runtime.block_on(run(&prepared, &args));
     let mut out = crate::redact::Redacting::new(std::io::stdout().lock());
     // Blocks end with a blank line; streamed lines do not.
     if args.verbose {
@@ -68,7 +68,9 @@ pub fn exec(command: ExecCommand, color: bool) -> i32 {
     }
     let _ = out.write_all(summary(&prepared.hosts, &results, crate::report::output_width(false)).as_bytes());
     let _ = out.flush();
-    if results.iter().all(|r| r.as_ref().is_some_and(|r| r.ended.success())) {
+    if interrupted {
+        exit::INTERRUPTED
+    } else if results.iter().all(|r| r.as_ref().is_some_and(|r| r.ended.success())) {
         exit::SUCCESS
     } else {
         exit::ROLLOUT_FAILED
@@ -159,9 +161,9 @@ struct HostResult {
     took: Duration,
 }
 
-/// Runs the waves in order; a wave with a failed host stops the run. `None`: the host's
-/// wave never started.
-async fn run(prepared: &Prepared, args: &ExecArgs) -> Vec<Option<HostResult>> {
+/// Runs the waves in order; a wave with a failed host stops the run, and so does Ctrl-C
+/// (`true`). `None`: the host's wave never started.
+async fn run(prepared: &Prepared, args: &ExecArgs) -> (Vec<Option<HostResult>>, bool) {
     let connector = Arc::new(Connector::with_notices(print::notices()));
     let out = Arc::new(Mutex::new(()));
     let mut results: Vec<Option<HostResult>> = prepared.hosts.iter().map(|_| None).collect();
@@ -182,20 +184,43 @@ async fn run(prepared: &Prepared, args: &ExecArgs) -> Vec<Option<HostResult>> {
                 (h, result)
             });
         }
-        while let Some(done) = tasks.join_next().await {
-            match done {
-                Ok((h, result)) => results[h] = Some(result),
-                // A task that panicked left its host without a result: it counts as failed
-                // (not started), never as a success.
-                Err(e) => eprintln!("error: a host's task ended unexpectedly: {e}"),
+        let interrupted = tokio::select! {
+            () = collect(&mut tasks, &mut results) => false,
+            _ = tokio::signal::ctrl_c() => true,
+        };
+        if interrupted {
+            // Dropping a command's future kills it (local: its process group; ssh: a
+            // `kill` over the connection) from a background task: give those a moment.
+            tasks.abort_all();
+            while tasks.join_next().await.is_some() {}
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            for &h in wave {
+                if results[h].is_none() {
+                    let why = "Ctrl-C: the command was killed".to_string();
+                    results[h] =
+                        Some(HostResult { ended: Ended::Failed { short: "interrupted", why }, took: Duration::ZERO });
+                }
             }
+            return (results, true);
         }
         let failed = wave.iter().any(|&h| !results[h].as_ref().is_some_and(|r| r.ended.success()));
         if failed {
             break;
         }
     }
-    results
+    (results, false)
+}
+
+/// Each finished host's result, into its place.
+async fn collect(tasks: &mut tokio::task::JoinSet<(usize, HostResult)>, results: &mut [Option<HostResult>]) {
+    while let Some(done) = tasks.join_next().await {
+        match done {
+            Ok((h, result)) => results[h] = Some(result),
+            // A task that panicked left its host without a result: it counts as failed
+            // (not started), never as a success.
+            Err(e) => eprintln!("error: a host's task ended unexpectedly: {e}"),
+        }
+    }
 }
 
 /// Connects to one host, runs the command and prints its block (or, with `-v`, its

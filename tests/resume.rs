@@ -110,6 +110,28 @@ fn a_resume_keeps_the_limit_of_the_run_it_resumes() {
     assert_eq!(record(dir.path()), ["restart h1 1", "restart h2 1"], "h3 and h4 are not part of that run");
 }
 
+/// A limit of patterns and exclusions is recorded as written: the resume command repeats
+/// it, a resume giving the same text is accepted, and the resume rolls the same hosts.
+#[test]
+fn a_resume_accepts_the_same_limit_of_patterns_and_exclusions() {
+    let dir = TempDir::new("resume-limit-patterns");
+    dir.write("v.yaml", plan(dir.path(), 4));
+    fail_on(dir.path(), "h3");
+    let first = apply(dir.path(), "v.yaml", &["--limit", "h[1-3],!h2"]);
+    first.code(1);
+    first.stdout_has("planrun apply v.yaml --resume --limit 'h[1-3],!h2'");
+    assert_eq!(record(dir.path()), ["restart h1 1"], "h2 is left out and h3 fails");
+    fix(dir.path());
+
+    let other = apply(dir.path(), "v.yaml", &["--resume", "--limit", "role:app,!h2"]);
+    other.code(2);
+    other.stderr_has("`--limit`: the run had `h[1-3],!h2`, this resume gives `role:app,!h2`");
+
+    let out = apply(dir.path(), "v.yaml", &["--resume", "--limit", "h[1-3],!h2"]);
+    out.code(0);
+    assert_eq!(record(dir.path()), ["restart h1 1", "restart h3 1"], "h3 is rolled, h2 and h4 are not");
+}
+
 #[test]
 fn the_resume_command_quotes_a_plan_path_with_spaces_and_semicolons() {
     let dir = TempDir::new("resume-quote");

@@ -1,6 +1,7 @@
 //! The human output users read whole, pinned as insta snapshots: the rendered errors of a
 //! plan with five mistakes, `planrun plan`, the summary of a failed run and
-//! `planrun status` after it. Local transport and a `command` balancer: no sshd needed.
+//! `planrun status` after it, `planrun exec`'s blocks and summary. Local transport and a
+//! `command` balancer: no sshd needed.
 //!
 //! After an intended change of wording: `cargo insta review` (or `INSTA_UPDATE=always
 //! cargo test --test snapshots`), then read the `.snap` diff before committing it.
@@ -184,4 +185,29 @@ fn status_after_a_halted_run() {
     let out = Planrun::in_dir(&dir).args(&["status", "plan.yaml"]).run();
     out.code(0);
     settings(dir.path()).bind(|| insta::assert_snapshot!("status_halted", shown(&out)));
+}
+
+/// `planrun exec`: a block per host, then the summary of exit codes. Batches of one keep
+/// the blocks in plan order.
+#[test]
+fn exec_blocks_and_summary() {
+    let plan = format!(
+        "version: 1
+application: shop
+env:
+  HOST: \"{{{{host.name}}}}\"
+servers:
+{}rollout:
+  select: {{ roles: [app] }}
+  steps:
+    - {{ name: restart, run: echo restart }}
+",
+        local_servers(3)
+    );
+    let out = Planrun::new()
+        .plan(plan)
+        .args(&["exec", "plan.yaml", "--batch-size", "1", "--", "echo active $HOST; test $HOST != h3 || exit 3"])
+        .run();
+    out.code(1);
+    settings(out.path()).bind(|| insta::assert_snapshot!("exec_blocks_and_summary", shown(&out)));
 }

@@ -125,7 +125,7 @@ fn prepare(args: &ApplyArgs) -> Result<Option<Prepared>, ApplyError> {
 
     // Before confirmation: a broken ssh config or jump spec is bad input, found while
     // nothing has run, not a host that cannot be reached.
-    let targets = resolve_targets(&loaded.plan, &exec)
+    let targets = resolve_targets(&loaded.plan, &exec.hosts)
         .map_err(|failures| ApplyError::Unresolved { failures, hosts: exec.hosts.len() })?;
 
     // Without a terminal nobody can answer: refused now, before any connection. The
@@ -515,12 +515,15 @@ async fn watch_interrupts(control: Control, first: Arc<AtomicI32>) {
     control.cancel.cancel();
 }
 
-/// How to reach each selected host, in `exec.hosts` order: `None` for a local one.
-fn resolve_targets(plan: &Plan, exec: &ExecutionPlan) -> Result<Vec<Option<SshTarget>>, Vec<(String, String)>> {
+/// How to reach each of `hosts`, in their order: `None` for a local one.
+pub(super) fn resolve_targets(
+    plan: &Plan,
+    hosts: &[graph::HostRef],
+) -> Result<Vec<Option<SshTarget>>, Vec<(String, String)>> {
     let mut resolver = Resolver::new();
-    let mut targets = Vec::with_capacity(exec.hosts.len());
+    let mut targets = Vec::with_capacity(hosts.len());
     let mut failures = Vec::new();
-    for host in &exec.hosts {
+    for host in hosts {
         let server = &plan.servers[host.server];
         match server.transport {
             TransportKind::Local => targets.push(None),
@@ -577,7 +580,7 @@ async fn connect_all(
 
 /// Secrets the plan names must be set before anything runs: a rollout that stops at its
 /// first balancer step for want of a token has already taken a host out.
-fn check_secrets(plan: &Plan) -> Result<(), ApplyError> {
+pub(super) fn check_secrets(plan: &Plan) -> Result<(), ApplyError> {
     let missing: Vec<String> = plan
         .secret_env_names()
         .into_iter()

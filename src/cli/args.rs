@@ -76,7 +76,9 @@ pub struct GraphArgs {
     #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]
     pub vars: Vec<(String, String)>,
 
-    /// Only these selected hosts, by name or address, comma-separated.
+    /// Only these of the selected hosts: names or addresses, globs (`web*`, `app[1-3]`)
+    /// and roles (`role:app`), comma-separated; `!` leaves hosts out (`role:app,!web3`).
+    /// An entry that matches no selected host is refused.
     #[arg(long, value_name = "HOSTS", value_delimiter = ',')]
     pub limit: Option<Vec<String>>,
 }
@@ -87,7 +89,7 @@ impl GraphArgs {
     }
 }
 
-fn parse_batch_size(text: &str) -> Result<BatchSize, String> {
+pub(super) fn parse_batch_size(text: &str) -> Result<BatchSize, String> {
     let steps = text.split(',').map(str::parse::<BatchStep>).collect::<Result<Vec<_>, _>>()?;
     Ok(match <[BatchStep; 1]>::try_from(steps) {
         Ok([one]) => BatchSize::One(one),
@@ -111,6 +113,43 @@ fn parse_var(text: &str) -> Result<(String, String), String> {
         ));
     }
     Ok((name.to_string(), value.to_string()))
+}
+
+/// `planrun exec`'s command line.
+#[derive(Debug, Clone, Args)]
+pub struct ExecCommand {
+    /// The plan file.
+    #[arg(value_name = "PLAN")]
+    pub plan: PathBuf,
+    /// Only these of the selected hosts: names or addresses, globs (`web*`, `app[1-3]`)
+    /// and roles (`role:app`), comma-separated; `!` leaves hosts out (`role:app,!web3`).
+    #[arg(long, value_name = "HOSTS", value_delimiter = ',')]
+    pub limit: Option<Vec<String>>,
+    /// Overrides the plan variable NAME, for templates in the plan's `env`.
+    #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]
+    pub vars: Vec<(String, String)>,
+    /// Hosts the command runs on at once. Defaults to the plan's `rollout.fan_out` (16
+    /// unless set).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub fan_out: Option<u32>,
+    /// Run in batches instead, one after another, each batch's hosts at once: a count
+    /// (`2`), a percentage (`25%`) or a ramp (`1,50%`). A batch with a failed host
+    /// stops the run: later batches do not start.
+    #[arg(long, value_name = "N|P%|RAMP", value_parser = parse_batch_size, conflicts_with = "fan_out")]
+    pub batch_size: Option<BatchSize>,
+    /// Run the command through `sudo -n` (never prompting), as root.
+    #[arg(long)]
+    pub sudo: bool,
+    /// How long the command may run on a host before it is killed and the host fails.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5m")]
+    pub timeout: std::time::Duration,
+    /// Stream every line as it arrives, prefixed with its host (`h1 | line`), instead
+    /// of a block per host.
+    #[arg(long, short)]
+    pub verbose: bool,
+    /// The command, after `--`.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -216,9 +255,23 @@ pub enum Command {
         /// came from (server, plan, ssh config or default). Text format only.
         #[arg(long, short)]
         verbose: bool,
+        /// Print only the selected hosts (after `--limit`), one name a line.
+        #[arg(long, conflicts_with_all = ["format", "verbose"])]
+        list_hosts: bool,
         #[command(flatten)]
         graph: GraphArgs,
     },
+    /// Run one command on the selected hosts, over the plan's transports; no balancer
+    /// is touched, nothing is journaled, no lock is taken.
+    ///
+    /// For read-mostly, ad-hoc commands (look at a file, a service's status). Each
+    /// host's output is printed as one block when it finishes, then a summary of exit
+    /// codes; exit 1 if any host failed. One word after `--` is a shell command line,
+    /// sent as written; several words are quoted and joined, so they arrive as typed.
+    #[command(
+        after_help = "Examples:\n  planrun exec plans/production.yaml -- uptime\n  planrun exec plans/production.yaml --limit 'role:app,!web3' -- systemctl is-active shop\n  planrun exec plans/production.yaml --limit 'web*' -v -- 'tail -n 20 /var/log/shop.log'\n  planrun exec plans/production.yaml --batch-size 1 --sudo -- systemctl reload nginx"
+    )]
+    Exec(ExecCommand),
     /// Print the plan JSON schema (the one checked in at schemas/plan.schema.json).
     #[command(after_help = "Example:\n  planrun schema --output schemas/plan.schema.json")]
     Schema {

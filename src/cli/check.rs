@@ -187,3 +187,38 @@ pub fn show_plans(args: &[PathBuf], format: PlanFormat, verbose: bool, graph_arg
         }
     }
 }
+
+/// `plan --list-hosts`: the hosts each plan selects after `--limit`, one name a line and
+/// nothing else, for scripts.
+pub fn list_hosts(args: &[PathBuf], graph_args: &GraphArgs, color: bool) -> i32 {
+    let all = check_all(args, &graph_args.build_options());
+    let mut code = exit::SUCCESS;
+    for errors in &all.unusable {
+        report(errors, color);
+        code = exit::INVALID_INPUT;
+    }
+    let mut out = BufWriter::new(crate::redact::Redacting::new(std::io::stdout().lock()));
+    for checked in &all.plans {
+        match &checked.result {
+            Ok((_, plan)) => {
+                for host in &plan.hosts {
+                    if writeln!(out, "{}", host.name).is_err() {
+                        return code;
+                    }
+                }
+            }
+            Err(errors) => {
+                report(errors, color);
+                code = exit::INVALID_INPUT;
+            }
+        }
+    }
+    match out.flush() {
+        Ok(()) => code,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => code,
+        Err(e) => {
+            eprintln!("error: cannot write the hosts: {e}");
+            exit::INVALID_INPUT
+        }
+    }
+}

@@ -5,6 +5,7 @@
 mod apply;
 mod args;
 mod check;
+mod exec;
 mod files;
 mod print;
 mod status;
@@ -46,7 +47,11 @@ pub fn run(cli: Cli) -> i32 {
     }
     match cli.command {
         Command::Validate { plans, format } => check::validate_plans(&plans, format, color),
-        Command::Plan { plans, format, verbose, graph } => check::show_plans(&plans, format, verbose, &graph, color),
+        Command::Plan { plans, list_hosts: true, graph, .. } => check::list_hosts(&plans, &graph, color),
+        Command::Plan { plans, format, verbose, list_hosts: false, graph } => {
+            check::show_plans(&plans, format, verbose, &graph, color)
+        }
+        Command::Exec(command) => exec::exec(command, color),
         Command::Schema { output } => files::write_schema(output),
         Command::Init { dir } => files::init_dir(&dir),
         Command::Completions { shell } => files::completions(shell),

@@ -1,18 +1,17 @@
 //! Building the execution plan: `--limit`, the batch sizes, and the order in which the
 //! renderer visits the plan's lists for each host.
 
-use std::collections::HashMap;
-
 use petgraph::graph::DiGraph;
 use serde_json::Value;
 
 use crate::diagnostic::{PlanErrors, Problem};
 use crate::graph::dag::dag;
+use crate::graph::limit::limit;
 use crate::graph::render::Builder;
 use crate::graph::types::{Batch, BuildOptions, ExecutionPlan, HostRef, HostSteps, Phase};
 use crate::model::select::server_name;
-use crate::model::{BatchSize, Plan, SingleHost};
-use crate::text::{did_you_mean, few};
+use crate::model::{BatchSize, Plan, SingleHost, Sudo};
+use crate::text::did_you_mean;
 use crate::validate::LoadedPlan;
 
 /// Whether `single_host: skip_balancer` applies: one host selected by the plan. A
@@ -33,10 +32,75 @@ pub fn build(loaded: &LoadedPlan, options: &BuildOptions) -> Result<ExecutionPla
     let plan = &loaded.plan;
     let fail = |problems| PlanErrors::in_files(loaded.files.clone(), problems);
 
-    let servers = limit(plan, &loaded.selection.hosts, options.limit.as_deref()).map_err(|p| fail(vec![*p]))?;
+    let servers = limit(plan, &loaded.selection.hosts, options.limit.as_deref()).map_err(fail)?;
     let hosts = host_refs(plan, &servers);
     let sizes = batch_sizes(options.batch_size.as_ref().unwrap_or(&plan.rollout.batch_size), hosts.len());
+    let vars = template_vars(plan, options).map_err(fail)?;
 
+    let rendered = render(plan, &loaded.root, &loaded.files, vars, &hosts, sizes, skips_balancer(loaded));
+    let (before, batches, after) = rendered.map_err(fail)?;
+    let mut execution = ExecutionPlan {
+        application: plan.application.clone(),
+        hosts,
+        before,
+        batches,
+        after,
+        fan_out: plan.rollout.fan_out as usize,
+        graph: DiGraph::new(),
+    };
+    execution.graph = dag(&execution);
+    Ok(execution)
+}
+
+/// The template problems of a plan that has other problems too, so that all of them
+/// are shown at once: its templates rendered with the plan's own `vars` for `servers`
+/// (the ones its selection matches, as far as that is sound).
+pub(crate) fn template_problems(
+    plan: &Plan,
+    root: &crate::yaml::Node,
+    files: &[std::sync::Arc<crate::diagnostic::SourceFile>],
+    servers: &[usize],
+) -> Vec<Problem> {
+    let hosts = host_refs(plan, servers);
+    let sizes = batch_sizes(&plan.rollout.batch_size, hosts.len());
+    let skip_balancer = plan.rollout.single_host == SingleHost::SkipBalancer && servers.len() == 1;
+    render(plan, root, files, plan_vars(plan), &hosts, sizes, skip_balancer).err().unwrap_or_default()
+}
+
+/// What `planrun exec` runs: the hosts `--limit` keeps, in rollout order, and the
+/// command as sent to each.
+#[derive(Debug, Clone)]
+pub struct AdHoc {
+    pub hosts: Vec<HostRef>,
+    /// One per host, in `hosts` order.
+    pub commands: Vec<String>,
+}
+
+/// The ad-hoc `command` for every host `--limit` keeps: the plan's `env` (with
+/// `--var`) rendered for each host, and `sudo -n` when asked. The command itself is
+/// sent as written.
+pub fn ad_hoc(
+    loaded: &LoadedPlan,
+    options: &BuildOptions,
+    command: &str,
+    sudo: Option<&Sudo>,
+) -> Result<AdHoc, PlanErrors> {
+    let plan = &loaded.plan;
+    let fail = |problems| PlanErrors::in_files(loaded.files.clone(), problems);
+    let hosts = host_refs(plan, &limit(plan, &loaded.selection.hosts, options.limit.as_deref()).map_err(fail)?);
+    let vars = template_vars(plan, options).map_err(fail)?;
+    let mut b = Builder::new(plan, &loaded.root, &loaded.files, vars, hosts.len());
+    let commands = (0..hosts.len()).map(|h| b.ad_hoc_command(command, sudo, h, &hosts)).collect();
+    let problems = b.finish();
+    if !problems.is_empty() {
+        return Err(fail(problems));
+    }
+    Ok(AdHoc { hosts, commands })
+}
+
+/// The variables templates see: the plan's `vars`, with `--var` over them. A `--var`
+/// the plan does not have is a problem (a typo would otherwise go unnoticed).
+fn template_vars(plan: &Plan, options: &BuildOptions) -> Result<serde_json::Map<String, Value>, Vec<Problem>> {
     let mut vars = plan_vars(plan);
     let unknown: Vec<Problem> = options
         .vars
@@ -56,41 +120,12 @@ pub fn build(loaded: &LoadedPlan, options: &BuildOptions) -> Result<ExecutionPla
         })
         .collect();
     if !unknown.is_empty() {
-        return Err(fail(unknown));
+        return Err(unknown);
     }
     for (k, v) in &options.vars {
         vars.insert(k.clone(), Value::String(v.clone()));
     }
-
-    let rendered = render(plan, &loaded.root, &loaded.files, vars, &hosts, sizes, skips_balancer(loaded));
-    let (before, batches, after) = rendered.map_err(fail)?;
-    let mut execution =
-        ExecutionPlan {
-            application: plan.application.clone(),
-            hosts,
-            before,
-            batches,
-            after,
-            fan_out: plan.rollout.fan_out as usize,
-            graph: DiGraph::new(),
-        };
-    execution.graph = dag(&execution);
-    Ok(execution)
-}
-
-/// The template problems of a plan that has other problems too, so that all of them
-/// are shown at once: its templates rendered with the plan's own `vars` for `servers`
-/// (the ones its selection matches, as far as that is sound).
-pub(crate) fn template_problems(
-    plan: &Plan,
-    root: &crate::yaml::Node,
-    files: &[std::sync::Arc<crate::diagnostic::SourceFile>],
-    servers: &[usize],
-) -> Vec<Problem> {
-    let hosts = host_refs(plan, servers);
-    let sizes = batch_sizes(&plan.rollout.batch_size, hosts.len());
-    let skip_balancer = plan.rollout.single_host == SingleHost::SkipBalancer && servers.len() == 1;
-    render(plan, root, files, plan_vars(plan), &hosts, sizes, skip_balancer).err().unwrap_or_default()
+    Ok(vars)
 }
 
 fn host_refs(plan: &Plan, servers: &[usize]) -> Vec<HostRef> {
@@ -146,50 +181,6 @@ fn render(
         return Err(problems);
     }
     Ok((before, batches, after))
-}
-
-/// The selected servers that `--limit` keeps, in rollout order.
-fn limit(plan: &Plan, selected: &[usize], limit: Option<&[String]>) -> Result<Vec<usize>, Box<Problem>> {
-    let Some(limit) = limit else { return Ok(selected.to_vec()) };
-    let mut is_selected = vec![false; plan.servers.len()];
-    for &i in selected {
-        is_selected[i] = true;
-    }
-    let mut by_name: HashMap<&str, usize> = HashMap::with_capacity(plan.servers.len() * 2);
-    for (i, s) in plan.servers.iter().enumerate() {
-        by_name.entry(&s.host).or_insert(i);
-        by_name.entry(server_name(s)).or_insert(i);
-    }
-    let selected_names = || -> Vec<&str> { selected.iter().map(|&i| server_name(&plan.servers[i])).collect() };
-    let mut keep = vec![false; plan.servers.len()];
-    for wanted in limit.iter().map(|w| w.trim()) {
-        match by_name.get(wanted) {
-            Some(&i) if is_selected[i] => keep[i] = true,
-            Some(_) => {
-                let problem = Problem::whole_file(format!(
-                    "`--limit` names `{wanted}`, which the rollout does not select"
-                ))
-                .help(format!(
-                    "`rollout.select` leaves it out (by role or `exclude`); the selected hosts are {}",
-                    few(&selected_names())
-                ));
-                return Err(Box::new(problem));
-            }
-            None => {
-                let names = selected_names();
-                let help = match did_you_mean(wanted, names.iter().copied()) {
-                    Some(best) => format!("did you mean `{best}`?"),
-                    None => format!("the selected hosts are {}", few(&names)),
-                };
-                let what = if wanted.is_empty() { "an empty name".to_string() } else { format!("`{wanted}`") };
-                let problem =
-                    Problem::whole_file(format!("`--limit` names {what}, which is not a server of this plan"))
-                        .help(help);
-                return Err(Box::new(problem));
-            }
-        }
-    }
-    Ok(selected.iter().copied().filter(|&i| keep[i]).collect())
 }
 
 /// The size of each batch for `hosts` hosts: a ramp's last entry repeats.

@@ -12,6 +12,7 @@
 mod build;
 mod dag;
 pub mod describe;
+mod limit;
 mod render;
 pub mod shell;
 pub mod template;
@@ -19,7 +20,7 @@ mod types;
 
 pub use crate::model::select::server_name;
 pub(crate) use build::template_problems;
-pub use build::{balancer_skipped, batch_sizes, build, skips_balancer};
+pub use build::{AdHoc, ad_hoc, balancer_skipped, batch_sizes, build, skips_balancer};
 pub use shell::wrap_command;
 pub use types::*;
 

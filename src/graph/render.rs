@@ -167,6 +167,16 @@ impl<'p> Builder<'p> {
             .collect()
     }
 
+    /// An ad-hoc command on host `h`, wrapped like a `run` step's: the plan's `env`
+    /// rendered for the host, then sudo. The command is not a template.
+    pub(crate) fn ad_hoc_command(&mut self, command: &str, sudo: Option<&Sudo>, h: usize, hosts: &[HostRef]) -> String {
+        self.set_host(hosts, Some(h));
+        let fields = self.plan_env.clone();
+        let env: Vec<(String, String)> =
+            fields.iter().map(|(name, field)| (name.clone(), self.render(*field, Some(&hosts[h].name)))).collect();
+        wrap_command(command, &env, sudo)
+    }
+
     /// Every problem found, each broken template once.
     pub(crate) fn finish(mut self) -> Vec<Problem> {
         self.report_failures();

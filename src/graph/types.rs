@@ -229,7 +229,8 @@ pub struct BuildOptions {
     pub batch_size: Option<crate::model::BatchSize>,
     /// `--var NAME=VALUE`, overriding `vars`.
     pub vars: Vec<(String, String)>,
-    /// `--limit NAME,...`: only these selected hosts (by name or address).
+    /// `--limit`: only the selected hosts these entries choose (names, addresses, globs,
+    /// `role:NAME`, `!` to leave out), as given, comma-split.
     pub limit: Option<Vec<String>>,
 }
 

@@ -39,6 +39,8 @@ pub enum RunOutcome {
     /// Some hosts failed, no more than `max_failed_hosts`.
     CompletedWithFailures,
     Interrupted,
+    /// Stopped at a `pause_after` batch, every node back in rotation: `--resume` goes on.
+    Paused,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -105,6 +107,11 @@ pub enum Event {
         /// The last lines the failing step printed.
         last_lines: Vec<String>,
     },
+    /// The run stopped at a pause after batch `after_batch` (1-based) of `batches`.
+    Paused {
+        after_batch: usize,
+        batches: usize,
+    },
     /// First Ctrl-C: nothing new starts.
     Stopping {
         reason: String,
@@ -133,7 +140,7 @@ impl Event {
         }
         let texts: Vec<&mut String> = match self {
             Event::RunStarted { plan, application, .. } => vec![plan, application],
-            Event::PhaseStarted { .. } | Event::RunFinished { .. } => vec![],
+            Event::PhaseStarted { .. } | Event::Paused { .. } | Event::RunFinished { .. } => vec![],
             Event::BatchStarted { hosts, .. } => hosts.iter_mut().collect(),
             Event::StepStarted { description, .. } => vec![description],
             Event::Output { line, .. } => vec![line],

@@ -6,6 +6,7 @@
 //! - `run_started`: run id, plan hash, the run it resumes, who and where.
 //! - `preflight`: the balancers' view of the rollout's nodes before anything changed.
 //! - `step`: run id, phase, step name and index, host, start, end, outcome, exit code.
+//! - `paused`: run id, the batch the run paused after and the run's batches.
 //! - `run_finished`: run id, outcome.
 //!
 //! Events are redacted before they reach the journal, so it never holds a secret.
@@ -371,6 +372,16 @@ pub enum Record {
         outcome: Outcome,
         exit_code: Option<u32>,
     },
+    /// The run stopped at a pause between batches, every node back in rotation.
+    Paused {
+        v: u32,
+        run_id: String,
+        plan: String,
+        /// 1-based.
+        after_batch: usize,
+        batches: usize,
+        at: String,
+    },
     RunFinished {
         v: u32,
         run_id: String,
@@ -456,6 +467,17 @@ impl Writer {
                 };
                 self.write(&record)
             }
+            Event::Paused { after_batch, batches } => {
+                let record = Record::Paused {
+                    v: JOURNAL_VERSION,
+                    run_id: self.run_id.clone(),
+                    plan: self.plan.clone(),
+                    after_batch: *after_batch,
+                    batches: *batches,
+                    at: stamp(at),
+                };
+                self.write(&record)
+            }
             Event::RunFinished { outcome, .. } => {
                 let record = Record::RunFinished {
                     v: JOURNAL_VERSION,
@@ -516,6 +538,7 @@ pub fn read(state_dir: &Path, plan: &str) -> Journal {
             Record::RunStarted { plan: p, .. }
             | Record::Preflight { plan: p, .. }
             | Record::Step { plan: p, .. }
+            | Record::Paused { plan: p, .. }
             | Record::RunFinished { plan: p, .. } => p == plan,
         })
         .collect();
@@ -533,6 +556,8 @@ pub struct Campaign {
     pub inputs: Inputs,
     /// `None` when the run never finished: killed, or the machine went down.
     pub last_outcome: Option<RunOutcome>,
+    /// Where the latest run paused: after batch `.0` of `.1` (1-based).
+    pub paused_after: Option<(usize, usize)>,
     /// Step instances that completed (ok or failed with `continue_on_error`), as
     /// (phase, step index, host).
     pub done: HashSet<(Phase, usize, Option<String>)>,
@@ -564,6 +589,7 @@ pub fn campaign(records: &[Record]) -> Option<Campaign> {
                 c.last_run = run_id.clone();
                 c.last_started = at.clone();
                 c.last_outcome = None;
+                c.paused_after = None;
                 c.runs += usize::from(continues);
                 current = Some(c);
             }
@@ -576,6 +602,13 @@ pub fn campaign(records: &[Record]) -> Option<Campaign> {
                 }
             }
             Record::Preflight { .. } => {}
+            Record::Paused { run_id, after_batch, batches, .. } => {
+                if let Some(c) = &mut current
+                    && &c.last_run == run_id
+                {
+                    c.paused_after = Some((*after_batch, *batches));
+                }
+            }
             Record::RunFinished { run_id, outcome, .. } => {
                 if let Some(c) = &mut current
                     && &c.last_run == run_id
@@ -595,6 +628,7 @@ fn empty(run_id: &str, plan_hash: &str, at: &str, inputs: &Inputs) -> Campaign {
         plan_hash: plan_hash.into(),
         inputs: inputs.clone(),
         last_outcome: None,
+        paused_after: None,
         done: HashSet::new(),
         runs: 1,
     }

@@ -225,6 +225,9 @@ impl Reporter {
             },
             Event::HostFailed { host, step, .. } => format!("{host}: failed at `{step}`; left as it is"),
             Event::Stopping { reason } => format!("stopping: {reason}"),
+            Event::Paused { after_batch, batches } => {
+                format!("paused after batch {after_batch} of {batches}: every node is in rotation")
+            }
             Event::RunFinished { outcome, duration, .. } => {
                 format!("run finished: {} in {}", outcome_name(*outcome), secs(*duration))
             }
@@ -331,6 +334,40 @@ pub fn notice_after_keypress(text: &str) {
         notice(text);
     } else {
         notice(&format!("\n{text}"));
+    }
+}
+
+/// Asks the operator on the terminal and reads a line (`None`: no answer could be read).
+/// The live view's bars are taken off the screen and the terminal's echo is on while
+/// the question waits, so the answer is seen where it is typed; the bars come back after.
+pub fn ask(question: &str) -> Option<String> {
+    use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
+    let live = ON_SCREEN.lock().ok().and_then(|multi| multi.clone());
+    if let Some(multi) = &live {
+        let _ = multi.clear();
+        multi.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    let stdin = std::io::stdin();
+    let saved = tcgetattr(&stdin).ok();
+    if let Some(saved) = &saved {
+        let mut echo = saved.clone();
+        echo.local_flags.insert(LocalFlags::ECHO);
+        let _ = tcsetattr(&stdin, SetArg::TCSANOW, &echo);
+    }
+    let mut stderr = crate::redact::stderr();
+    let _ = write!(stderr, "{question}");
+    let _ = stderr.flush();
+    let mut answer = String::new();
+    let read = std::io::BufRead::read_line(&mut stdin.lock(), &mut answer);
+    if let Some(saved) = &saved {
+        let _ = tcsetattr(&stdin, SetArg::TCSANOW, saved);
+    }
+    if let Some(multi) = &live {
+        multi.set_draw_target(ProgressDrawTarget::stdout());
+    }
+    match read {
+        Ok(n) if n > 0 => Some(answer),
+        _ => None,
     }
 }
 
@@ -558,6 +595,10 @@ impl Summary {
             }
             RunOutcome::Halted => format!("rollout HALTED: {} failed", plural(failed, "host", "hosts")),
             RunOutcome::Interrupted => "rollout INTERRUPTED: nothing new was started after the interrupt".to_string(),
+            RunOutcome::Paused => match result.paused_after {
+                Some((after, of)) => format!("rollout PAUSED after batch {after} of {of}: every node is in rotation"),
+                None => "rollout PAUSED: every node is in rotation".to_string(),
+            },
         };
         text.push_str(&format!("{verdict} in {}\n", secs(result.duration)));
         if let Some(reason) = &result.halt_reason {
@@ -583,7 +624,9 @@ impl Summary {
         if !self.dry_run && result.outcome != RunOutcome::Succeeded {
             text.push_str(&format!("  logs: {}\n", log_dir.display()));
             if let Some(hint) = resume_hint {
-                text.push_str(&format!("  to continue where it stopped: {hint}\n"));
+                let what =
+                    if result.outcome == RunOutcome::Paused { "to promote it" } else { "to continue where it stopped" };
+                text.push_str(&format!("  {what}: {hint}\n"));
             }
         }
         for line in wrap(text.trim_end_matches('\n'), width) {
@@ -644,6 +687,7 @@ fn outcome_name(outcome: RunOutcome) -> &'static str {
         RunOutcome::Halted => "halted",
         RunOutcome::CompletedWithFailures => "completed with failures",
         RunOutcome::Interrupted => "interrupted",
+        RunOutcome::Paused => "paused",
     }
 }
 

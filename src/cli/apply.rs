@@ -3,7 +3,7 @@
 //! Ctrl-C. The stages run in order and each either hands the next what it needs or
 //! stops the run with an [`ApplyError`], which `print` shows with its exit code.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -36,6 +36,10 @@ pub struct ApplyArgs {
     pub force: bool,
     /// `--resume-changed`: resume although the plan's files changed since the run.
     pub resume_changed: bool,
+    /// `--pause-after`: replaces the plan's `rollout.pause_after`.
+    pub pause_after: Vec<std::num::NonZeroU32>,
+    /// `--no-pause`: no pause at all.
+    pub no_pause: bool,
     /// `--lock-wait`: how long to wait for a lock another apply holds.
     pub lock_wait: Option<std::time::Duration>,
     /// `--message`: why this run holds the lock, for `lock status` and refused applies.
@@ -63,6 +67,8 @@ struct Prepared {
     resume_of: Option<String>,
     /// What this run rolls, beyond the plan's text: the journal's header records it.
     inputs: journal::Inputs,
+    /// The batch numbers (1-based) to pause after.
+    pause_after: BTreeSet<usize>,
 }
 
 /// The lock this run holds, and the connection to its host.
@@ -103,6 +109,7 @@ fn prepare(args: &ApplyArgs) -> Result<Option<Prepared>, ApplyError> {
         Some(_) => graph::build(&loaded, &BuildOptions { limit: None, ..build.clone() }).map_err(ApplyError::Plan)?,
         None => exec.clone(),
     };
+    let pause_after = pause_points(args, &loaded.plan, exec.batches.len())?;
     let balancers = Balancers::new(&loaded.plan.balancers, Some(print::notices())).map_err(ApplyError::Balancer)?;
     check_secrets(&loaded.plan)?;
     let redactor = Redactor::from_plan(&loaded.plan);
@@ -143,7 +150,27 @@ fn prepare(args: &ApplyArgs) -> Result<Option<Prepared>, ApplyError> {
         redactor,
         resume_of,
         inputs,
+        pause_after,
     }))
+}
+
+/// The batches to pause after: `--pause-after`'s, else the plan's; none with
+/// `--no-pause`. A number past the run's batches is refused before anything runs: the
+/// batch count is known only once `--limit` and the batch sizes are applied.
+fn pause_points(args: &ApplyArgs, plan: &Plan, batches: usize) -> Result<BTreeSet<usize>, ApplyError> {
+    if args.no_pause || args.dry_run {
+        return Ok(BTreeSet::new());
+    }
+    let (from, numbers) = if args.pause_after.is_empty() {
+        ("`rollout.pause_after`", &plan.rollout.pause_after)
+    } else {
+        ("`--pause-after`", &args.pause_after)
+    };
+    let beyond: Vec<u32> = numbers.iter().map(|n| n.get()).filter(|n| *n as usize > batches).collect();
+    if !beyond.is_empty() {
+        return Err(ApplyError::PauseBeyondBatches { from, pauses: beyond, batches });
+    }
+    Ok(numbers.iter().map(|n| n.get() as usize).collect())
 }
 
 /// The runs a `--resume` continues, checked: there is one that did not succeed, the
@@ -209,7 +236,7 @@ async fn run(prepared: Prepared, args: &ApplyArgs) -> i32 {
 /// Connects, locks, checks the balancers, runs the plan and reports; the exit code of a
 /// run that started.
 async fn rollout(prepared: Prepared, args: &ApplyArgs, control: Control) -> Result<i32, ApplyError> {
-    let Prepared { loaded, exec, whole, targets, balancers, redactor, resume_of, inputs } = prepared;
+    let Prepared { loaded, exec, whole, targets, balancers, redactor, resume_of, inputs, pause_after } = prepared;
     let run_id = journal::new_run_id();
     let plan_name = args.plan.display().to_string();
 
@@ -276,9 +303,19 @@ async fn rollout(prepared: Prepared, args: &ApplyArgs, control: Control) -> Resu
         batch_size: batch_size.clone(),
         force: args.force,
         whole,
+        pause_after,
     };
     let emitter = Emitter::new(events, redactor);
+    let mut control = control;
+    let asking = (!settings.pause_after.is_empty() && std::io::stdin().is_terminal()).then(|| {
+        let (asker, questions) = tokio::sync::mpsc::unbounded_channel();
+        control.pause = Some(asker);
+        tokio::spawn(answer_pauses(questions))
+    });
     let result = execute::run(exec.clone(), transports, balancers.clone(), emitter, control, settings).await;
+    if let Some(asking) = asking {
+        asking.abort();
+    }
     if !result.cancelled_hosts.is_empty() {
         // Cancelled commands are killed by background tasks (remote: a `kill` over the
         // host's connection); leaving now would end the runtime before they ran.
@@ -354,6 +391,7 @@ fn exit_code(result: &RunResult) -> i32 {
     match result.outcome {
         RunOutcome::Succeeded => exit::SUCCESS,
         RunOutcome::Interrupted => exit::INTERRUPTED,
+        RunOutcome::Paused => exit::PAUSED,
         _ => exit::ROLLOUT_FAILED,
     }
 }
@@ -622,4 +660,25 @@ async fn confirm(question: String, control: &Control) -> Result<(), ApplyError> 
         () = control.stop.cancelled() => return Err(ApplyError::Declined),
     };
     if matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes") { Ok(()) } else { Err(ApplyError::Declined) }
+}
+
+/// Answers the executor's pauses on the terminal: the batch's outcome, then the question;
+/// anything but yes (or a closed input) stops the run, paused.
+async fn answer_pauses(mut questions: tokio::sync::mpsc::UnboundedReceiver<execute::PauseQuestion>) {
+    while let Some(q) = questions.recv().await {
+        let outcome = if q.failed.is_empty() {
+            format!("batch {} of {} done: {} ok", q.after_batch, q.batches, q.hosts.join(", "))
+        } else {
+            format!(
+                "batch {} of {} done: {} FAILED ({})",
+                q.after_batch,
+                q.batches,
+                q.failed.join(", "),
+                q.hosts.join(", ")
+            )
+        };
+        let question = format!("{outcome}\ncontinue with batch {} of {}? [y/N] ", q.after_batch + 1, q.batches);
+        let yes = tokio::task::spawn_blocking(move || crate::report::ask(&question)).await.ok().flatten();
+        let _ = q.answer.send(yes.is_some_and(|a| matches!(a.trim(), "y" | "Y" | "yes" | "YES" | "Yes")));
+    }
 }

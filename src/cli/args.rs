@@ -200,6 +200,14 @@ pub enum Command {
         /// the run it continues (a mixed fleet is then your decision).
         #[arg(long, requires = "resume")]
         resume_changed: bool,
+        /// Pause after these batches (1-based; repeat it or give a comma list), instead of
+        /// the plan's `rollout.pause_after`: on a terminal planrun asks whether to go on,
+        /// without one it stops (exit 3) and `--resume` promotes. `--yes` does not skip it.
+        #[arg(long, value_name = "N", value_delimiter = ',', conflicts_with = "no_pause")]
+        pause_after: Vec<std::num::NonZeroU32>,
+        /// Run through every pause, the plan's and `--pause-after`'s.
+        #[arg(long)]
+        no_pause: bool,
         /// Wait this long for a lock another apply holds (`10m`, `30s`), showing who
         /// holds it, instead of refusing at once.
         #[arg(long, value_name = "DURATION", value_parser = parse_duration)]

@@ -66,6 +66,12 @@ pub enum ApplyError {
         }
     )]
     PreflightRefused { unreadable: bool },
+    #[error(
+        "error: {from} pauses after batch {}, but this run has {}; nothing was executed\n  help: give batch numbers from 1 to {batches}, or pass `--no-pause`",
+        pauses.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+        crate::text::plural(*batches, "batch", "batches")
+    )]
+    PauseBeyondBatches { from: &'static str, pauses: Vec<u32>, batches: usize },
 }
 
 /// Why `--resume` cannot continue.
@@ -105,6 +111,7 @@ impl ApplyError {
             | ApplyError::Unresolved { .. }
             | ApplyError::NoTerminal
             | ApplyError::Answer(_)
+            | ApplyError::PauseBeyondBatches { .. }
             | ApplyError::Declined => exit::INVALID_INPUT,
             ApplyError::Runtime(_)
             | ApplyError::Unreachable { .. }

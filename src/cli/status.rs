@@ -35,7 +35,9 @@ pub fn status(plan: &Path, color: bool) -> i32 {
     let ago = journal::age(&campaign.last_started)
         .map(|d| format!(" ({} ago)", humantime::format_duration(std::time::Duration::from_secs(d.as_secs()))))
         .unwrap_or_default();
+    let paused = campaign.paused_after.map(|(after, of)| format!("paused after batch {after} of {of}"));
     let outcome = match campaign.last_outcome {
+        Some(RunOutcome::Paused) => paused.as_deref().unwrap_or("paused"),
         Some(RunOutcome::Succeeded) => "succeeded",
         Some(RunOutcome::Halted) => "halted",
         Some(RunOutcome::CompletedWithFailures) => "completed with failed hosts",

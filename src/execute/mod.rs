@@ -37,6 +37,23 @@ pub struct Control {
     /// Halt before the next batch, for a reason that is not a host's: the journal
     /// cannot be written.
     pub halt: Halt,
+    /// Asked at each `pause_after` batch whether to go on; without it a pause stops the
+    /// run. A channel, so the executor need not know who answers (a terminal, a test).
+    pub pause: Option<tokio::sync::mpsc::UnboundedSender<PauseQuestion>>,
+}
+
+/// A pause between batches: the batch just finished, and where to send yes or no.
+#[derive(Debug)]
+pub struct PauseQuestion {
+    /// The batch just finished, 1-based.
+    pub after_batch: usize,
+    /// The batches of the whole run.
+    pub batches: usize,
+    /// The hosts of the batch just finished, and those of them that failed.
+    pub hosts: Vec<String>,
+    pub failed: Vec<String>,
+    /// `true`: go on with the next batch.
+    pub answer: tokio::sync::oneshot::Sender<bool>,
 }
 
 /// A request to halt before the next batch, with its reason; the first one wins.
@@ -75,6 +92,8 @@ pub struct Settings {
     pub force: bool,
     /// The plan before `--limit` and a resume trimmed it, for the budget's pool.
     pub whole: Arc<ExecutionPlan>,
+    /// Batch numbers (1-based) to pause after; empty with `--no-pause`.
+    pub pause_after: BTreeSet<usize>,
 }
 
 /// A host that failed, and where.
@@ -96,6 +115,8 @@ pub struct RunResult {
     pub halt_reason: Option<String>,
     /// Hosts whose step was cancelled by a second Ctrl-C: they may be between states.
     pub cancelled_hosts: Vec<String>,
+    /// The batch the run paused after, and the run's batches (both 1-based counts).
+    pub paused_after: Option<(usize, usize)>,
     pub duration: Duration,
 }
 
@@ -111,6 +132,7 @@ pub(crate) struct Ctx {
     failures: Mutex<Vec<HostFailure>>,
     cancelled_hosts: Mutex<Vec<String>>,
     halt_reason: Mutex<Option<String>>,
+    paused_after: Mutex<Option<(usize, usize)>>,
 }
 
 impl Ctx {
@@ -157,6 +179,7 @@ pub async fn run(
         failures: Mutex::new(Vec::new()),
         cancelled_hosts: Mutex::new(Vec::new()),
         halt_reason: Mutex::new(None),
+        paused_after: Mutex::new(None),
     });
     ctx.emitter.emit(Event::RunStarted {
         run_id: ctx.settings.run_id.clone(),
@@ -173,13 +196,14 @@ pub async fn run(
     let failures = ctx.failures.lock().map(|f| f.clone()).unwrap_or_default();
     let cancelled_hosts = ctx.cancelled_hosts.lock().map(|c| c.clone()).unwrap_or_default();
     let halt_reason = ctx.halt_reason.lock().ok().and_then(|r| r.clone());
+    let paused_after = ctx.paused_after.lock().ok().and_then(|p| *p);
     let duration = started.elapsed();
     ctx.emitter.emit(Event::RunFinished {
         outcome,
         duration,
         failed_hosts: failures.iter().map(|f| f.host.clone()).collect(),
     });
-    RunResult { outcome, failures, halt_reason, cancelled_hosts, duration }
+    RunResult { outcome, failures, halt_reason, cancelled_hosts, paused_after, duration }
 }
 
 async fn run_phases(ctx: &Arc<Ctx>) -> RunOutcome {
@@ -227,6 +251,9 @@ async fn run_phases(ctx: &Arc<Ctx>) -> RunOutcome {
                 fail_host_without_outcome(ctx, host, &step, &e);
             }
         }
+        if !pass_pause(ctx, batch).await {
+            return RunOutcome::Paused;
+        }
     }
     if ctx.control.stop.is_cancelled() {
         return RunOutcome::Interrupted;
@@ -252,6 +279,49 @@ async fn batch_refused(ctx: &Ctx, index: usize) -> Option<String> {
     }
     let view = crate::preflight::read(&ctx.exec, &ctx.settings.whole, &ctx.balancers).await;
     crate::preflight::judge_batch(&view, &ctx.exec, &ctx.settings.batch_size, index)
+}
+
+/// Between batches, every host's window closed: at a `pause_after` batch with a batch
+/// still to come, asks whether to go on. False: the run stops here, paused.
+async fn pass_pause(ctx: &Ctx, batch: &crate::graph::Batch) -> bool {
+    let number = batch.index + 1;
+    let last = ctx.exec.batches.last().map_or(0, |b| b.index + 1);
+    // A stop, a halt or a failure over budget ends the run on its own terms next.
+    if !ctx.settings.pause_after.contains(&number)
+        || number >= last
+        || ctx.control.stop.is_cancelled()
+        || ctx.over_budget()
+        || ctx.control.halt.reason().is_some()
+    {
+        return true;
+    }
+    let hosts: Vec<String> = batch.hosts.iter().map(|h| ctx.exec.hosts[h.host].name.clone()).collect();
+    let failed: Vec<String> = ctx
+        .failures
+        .lock()
+        .map(|f| f.iter().filter(|f| hosts.contains(&f.host)).map(|f| f.host.clone()).collect())
+        .unwrap_or_default();
+    let go_on = match &ctx.control.pause {
+        Some(asker) => {
+            let (answer, reply) = tokio::sync::oneshot::channel();
+            let question = PauseQuestion { after_batch: number, batches: last, hosts, failed, answer };
+            // A stop while the question waits is answered like "no": nothing new starts.
+            asker.send(question).is_ok()
+                && tokio::select! {
+                    yes = reply => yes.unwrap_or(false),
+                    () = ctx.control.stop.cancelled() => false,
+                }
+        }
+        None => false,
+    };
+    if go_on || ctx.control.stop.is_cancelled() {
+        return true;
+    }
+    if let Ok(mut p) = ctx.paused_after.lock() {
+        *p = Some((number, last));
+    }
+    ctx.emitter.emit(Event::Paused { after_batch: number, batches: last });
+    false
 }
 
 fn stopped_or(ctx: &Ctx, otherwise: RunOutcome) -> RunOutcome {

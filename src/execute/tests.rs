@@ -29,6 +29,7 @@ async fn run_plan(exec: ExecutionPlan, balancers: &crate::balancer::Balancers) -
         batch_size: crate::model::BatchSize::One("1".parse().unwrap()),
         force: false,
         whole: exec.clone(),
+        pause_after: Default::default(),
     };
     run(exec, transports, balancers.clone(), Emitter::new(events, Redactor::default()), Control::default(), settings)
         .await

@@ -33,6 +33,15 @@ pub struct Rollout {
     #[schemars(example = 0)]
     pub max_failed_hosts: u32,
 
+    /// # Pause after batches
+    ///
+    /// Batch numbers (1-based) after which the rollout pauses: on a terminal it asks
+    /// whether to go on; without one it stops with every node back in rotation, exits 3,
+    /// and `planrun apply PLAN --resume` promotes it. `--no-pause` runs through.
+    #[serde(default)]
+    #[schemars(example = vec![1])]
+    pub pause_after: Vec<std::num::NonZeroU32>,
+
     /// # Fan-out width
     ///
     /// How many hosts a `before` or `after` step runs on at once (a `run` step there

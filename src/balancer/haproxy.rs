@@ -51,8 +51,11 @@ pub struct Haproxy {
     backend: String,
     /// The last `show stat` of the backend and when it was read; held while reading, so
     /// callers that arrive meanwhile share the answer.
-    listing: tokio::sync::Mutex<Option<(Instant, Vec<(String, NodeState)>)>>,
+    listing: tokio::sync::Mutex<Option<(Instant, Pool)>>,
 }
+
+/// Each server of the backend and its state, in `show stat` order.
+type Pool = Vec<(String, NodeState)>;
 
 impl Haproxy {
     pub fn new(name: &str, settings: &HaproxyBalancer) -> Result<Self, String> {
@@ -187,7 +190,7 @@ impl Haproxy {
     pub async fn state(&self, node: &str) -> Result<NodeState, String> {
         check_name("node", node)?;
         let mut listing = self.listing.lock().await;
-        if !listing.as_ref().is_some_and(|(at, _)| at.elapsed() < LISTING_FRESH) {
+        if listing.as_ref().is_none_or(|(at, _)| at.elapsed() >= LISTING_FRESH) {
             *listing = Some((Instant::now(), self.pool().await?));
         }
         let pool = listing.as_ref().map(|(_, pool)| pool.as_slice()).unwrap_or_default();

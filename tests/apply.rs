@@ -344,7 +344,7 @@ fn the_quick_start_example_runs_twice_from_a_fresh_checkout() {
         for node in ["web1", "web2", "web3"] {
             out.stderr_has(&format!("pool: {node}: in rotation"));
         }
-        out.stdout_has("example release '2' rolled on 3 hosts").stdout_has("rollout succeeded");
+        out.stdout_has("example release 2 rolled on 3 hosts").stdout_has("rollout succeeded");
     }
     // What the example wrote is in the directory it ran in, every node back in rotation,
     // and its lock released.

@@ -36,7 +36,7 @@ after:
 #[test]
 fn the_dag_orders_phases_with_linear_edges() {
     let plan = build(&load(PLAN), &BuildOptions::default()).unwrap();
-    let g = &plan.graph;
+    let g = &plan.graph();
     // start, 4 fetch + announce + 4 migrate, before done, 2 batches of 2 hosts × 2
     // steps, 2 batch barriers, notify, end.
     assert_eq!(g.node_count(), 1 + 9 + 1 + 8 + 2 + 1 + 1);

@@ -31,10 +31,14 @@ pub struct ExecutionPlan {
     pub after: Vec<StepInstance>,
     /// How many hosts a `before`/`after` step runs on at once (`rollout.fan_out`).
     pub fan_out: usize,
-    /// The same instances as a DAG; not serialized (the JSON shape is `before`, `batches`,
-    /// `after`).
-    #[serde(skip)]
-    pub graph: DiGraph<GraphNode, ()>,
+}
+
+impl ExecutionPlan {
+    /// The same instances as a DAG, for `plan --format dot|mermaid`. Built on demand:
+    /// nothing else needs it, and at 100,000 hosts it is 400,000 nodes.
+    pub fn graph(&self) -> DiGraph<GraphNode, ()> {
+        crate::graph::dag::dag(self)
+    }
 }
 
 /// A selected host.

@@ -24,6 +24,7 @@ pub mod execute;
 pub mod exit;
 pub mod graph;
 pub mod init;
+pub mod inventory;
 pub mod journal;
 pub mod lock;
 pub mod model;

@@ -7,6 +7,7 @@ mod args;
 mod check;
 mod exec;
 mod files;
+mod inventory;
 mod print;
 mod status;
 
@@ -52,6 +53,7 @@ pub fn run(cli: Cli) -> i32 {
             check::show_plans(&plans, format, verbose, &graph, color)
         }
         Command::Exec(command) => exec::exec(command, color),
+        Command::Inventory(command) => inventory::inventory(command),
         Command::Schema { output } => files::write_schema(output),
         Command::Init { dir } => files::init_dir(&dir),
         Command::Completions { shell } => files::completions(shell),

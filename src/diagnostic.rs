@@ -35,7 +35,10 @@ pub enum Origin {
     Base,
     /// `servers_hash` is `sha256:…` of the servers it listed (as JSON), what a resume and
     /// a saved plan compare: an inventory that prints a timestamp has not changed its fleet.
-    Inventory { command: Option<String>, servers_hash: String },
+    Inventory {
+        command: Option<String>,
+        servers_hash: String,
+    },
 }
 
 impl SourceFile {
@@ -287,8 +290,16 @@ mod tests {
 
     #[test]
     fn each_problem_is_drawn_from_its_own_file() {
-        let plan = Arc::new(SourceFile { path: "prod.yaml".into(), text: "extends: base.yaml\nname: b\n".into(), origin: Origin::Plan });
-        let base = Arc::new(SourceFile { path: "base.yaml".into(), text: "version: 1\nname: a\n".into(), origin: Origin::Base });
+        let plan = Arc::new(SourceFile {
+            path: "prod.yaml".into(),
+            text: "extends: base.yaml\nname: b\n".into(),
+            origin: Origin::Plan,
+        });
+        let base = Arc::new(SourceFile {
+            path: "base.yaml".into(),
+            text: "version: 1\nname: a\n".into(),
+            origin: Origin::Base,
+        });
         let in_base = Span { file: 1, offset: 11, len: 4, line: 2, column: 1 };
         let in_plan = Span { file: 0, offset: 19, len: 4, line: 2, column: 1 };
         let errors = PlanErrors::in_files(

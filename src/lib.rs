@@ -31,6 +31,7 @@ pub mod model;
 pub mod preflight;
 pub mod preview;
 pub mod report;
+pub mod saved;
 pub mod ssh_settings;
 pub mod text;
 pub mod transport;

@@ -44,11 +44,8 @@ const INVENTORY: &str = "# servers of the shop
 fn list_hosts(dir: &TempDir, json: &str) {
     dir.write("hosts.json", json);
     dir.write("list-hosts", "#!/bin/sh\ncat hosts.json\n");
-    std::fs::set_permissions(
-        dir.path().join("list-hosts"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    std::fs::set_permissions(dir.path().join("list-hosts"), std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .unwrap();
 }
 
 const HOSTS_JSON: &str = r#"[
@@ -105,9 +102,8 @@ fn an_inventory_is_checked_like_the_plans_servers_with_positions_into_it() {
     // Output that is not a list of servers.
     list_hosts(&dir, "{\"host\": \"127.0.0.1\"}\n");
     let out = Planrun::in_dir(&dir).args(&["validate", "plan.yaml"]).run();
-    out.code(2).stderr_has(
-        "error: output of `./list-hosts`:1:1: the inventory command's output is not a list of servers\n",
-    );
+    out.code(2)
+        .stderr_has("error: output of `./list-hosts`:1:1: the inventory command's output is not a list of servers\n");
     // A file that is missing is named where it is written.
     dir.write("plan.yaml", plan(&dir, "  - file: missing.yaml\n"));
     let out = Planrun::in_dir(&dir).args(&["validate", "plan.yaml"]).run();
@@ -127,7 +123,10 @@ fn a_failing_or_hanging_command_stops_planrun_before_anything_runs() {
     // A command that outlives its timeout is killed with whatever it started.
     dir.write(
         "plan.yaml",
-        plan(&dir, &format!("  - {{ command: \"sleep 60 & echo $! > {}/pid; wait\", timeout: 1s }}\n", dir.path().display())),
+        plan(
+            &dir,
+            &format!("  - {{ command: \"sleep 60 & echo $! > {}/pid; wait\", timeout: 1s }}\n", dir.path().display()),
+        ),
     );
     let out = Planrun::in_dir(&dir).args(&["exec", "plan.yaml", "--", "true"]).run();
     out.code(2).stderr_has("the inventory command did not finish within 1s and was killed\n");
@@ -194,7 +193,11 @@ fn inventory_linode_lists_the_tagged_instances_over_every_page() {
     let pages: Vec<&String> = state.requests.iter().filter(|r| r.contains("/linode/instances")).collect();
     assert_eq!(pages.len(), 2, "{pages:?}");
     assert!(pages[1].contains("page=2"), "{pages:?}");
-    assert!(state.filters.iter().all(|f| f.ends_with(r#" {"tags":"shop"}"#)) && state.filters.len() == 2, "{:?}", state.filters);
+    assert!(
+        state.filters.iter().all(|f| f.ends_with(r#" {"tags":"shop"}"#)) && state.filters.len() == 2,
+        "{:?}",
+        state.filters
+    );
     drop(state);
 
     // `--address private` connects over the private network; `--role` names the roles.
@@ -212,11 +215,8 @@ fn inventory_linode_lists_the_tagged_instances_over_every_page() {
 fn inventory_linode_as_a_plans_command_and_its_failures() {
     let api = linode();
     let dir = TempDir::new("inventory-linode-plan");
-    let command = format!(
-        "{} inventory linode --tag shop --api-url {} --role app",
-        env!("CARGO_BIN_EXE_planrun"),
-        api.url
-    );
+    let command =
+        format!("{} inventory linode --tag shop --api-url {} --role app", env!("CARGO_BIN_EXE_planrun"), api.url);
     dir.write(
         "plan.yaml",
         format!(

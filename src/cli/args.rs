@@ -214,7 +214,7 @@ pub enum Command {
         after_help = "Examples:\n  planrun apply plans/production.yaml\n  planrun apply examples/localhost.yaml --yes\n  planrun apply plans/production.yaml --dry-run --limit app1\n  planrun apply plans/production.yaml --yes --force"
     )]
     Apply {
-        /// The plan file.
+        /// The plan file, or a plan saved by `planrun plan PLAN --out FILE`.
         #[arg(value_name = "PLAN")]
         plan: PathBuf,
         /// Do not ask for confirmation (required without a terminal).
@@ -304,6 +304,10 @@ pub enum Command {
         /// Print only the selected hosts (after `--limit`), one name a line.
         #[arg(long, conflicts_with_all = ["format", "verbose"])]
         list_hosts: bool,
+        /// Save the execution plan, with the hash of every input and the balancers' view,
+        /// to FILE (JSON); `planrun apply FILE` then runs exactly that, or refuses.
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["format", "verbose", "list_hosts"])]
+        out: Option<PathBuf>,
         #[command(flatten)]
         graph: GraphArgs,
     },

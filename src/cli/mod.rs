@@ -9,6 +9,7 @@ mod exec;
 mod files;
 mod inventory;
 mod print;
+mod saved;
 mod status;
 
 use std::io::IsTerminal;
@@ -48,8 +49,9 @@ pub fn run(cli: Cli) -> i32 {
     }
     match cli.command {
         Command::Validate { plans, format } => check::validate_plans(&plans, format, color),
+        Command::Plan { plans, out: Some(out), graph, .. } => saved::save(&plans, &graph, &out, color),
         Command::Plan { plans, list_hosts: true, graph, .. } => check::list_hosts(&plans, &graph, color),
-        Command::Plan { plans, format, verbose, list_hosts: false, graph } => {
+        Command::Plan { plans, format, verbose, list_hosts: false, graph, out: None } => {
             check::show_plans(&plans, format, verbose, &graph, color)
         }
         Command::Exec(command) => exec::exec(command, color),
@@ -74,6 +76,12 @@ pub fn run(cli: Cli) -> i32 {
             verbose,
             graph,
         } => {
+            // A saved plan runs with the inputs it was saved with, once checked unchanged.
+            let (plan, build) = match saved::resolve(&plan, resume, &graph, color) {
+                Ok(Some((plan, build))) => (plan, build),
+                Ok(None) => (plan, graph.build_options()),
+                Err(code) => return code,
+            };
             let verbosity = match (quiet, verbose) {
                 (true, _) => Verbosity::Quiet,
                 (_, true) => Verbosity::Verbose,
@@ -90,7 +98,7 @@ pub fn run(cli: Cli) -> i32 {
                 no_pause,
                 lock_wait,
                 message: message.unwrap_or_default(),
-                build: graph.build_options(),
+                build,
                 color,
                 json: output == OutputFormat::Json,
                 verbosity,

@@ -47,9 +47,10 @@ pub async fn servers(query: &Query, notices: Option<&Notices>) -> Result<Vec<Val
     loop {
         let path = format!("/linode/instances?page={page}&page_size={PAGE_SIZE}");
         let url = format!("{base}{path}");
-        let answer = retry::with_retries("linode", notices, || attempt(&http, &url, &path, &query.token, &filter, base))
-            .await
-            .map_err(|e| format!("linode: {e}"))?;
+        let answer =
+            retry::with_retries("linode", notices, || attempt(&http, &url, &path, &query.token, &filter, base))
+                .await
+                .map_err(|e| format!("linode: {e}"))?;
         if let Some(data) = answer.get("data").and_then(Value::as_array) {
             instances.extend(data.iter().cloned());
         }
@@ -103,9 +104,9 @@ pub async fn servers(query: &Query, notices: Option<&Notices>) -> Result<Vec<Val
 }
 
 fn strings(value: Option<&Value>) -> Vec<String> {
-    value.and_then(Value::as_array).map_or_else(Vec::new, |items| {
-        items.iter().filter_map(Value::as_str).map(String::from).collect()
-    })
+    value
+        .and_then(Value::as_array)
+        .map_or_else(Vec::new, |items| items.iter().filter_map(Value::as_str).map(String::from).collect())
 }
 
 async fn attempt(

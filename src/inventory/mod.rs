@@ -27,10 +27,18 @@ const STDERR_TAIL: usize = 4096;
 pub enum Failure {
     Spawn(std::io::Error),
     /// Exited non-zero, or was killed by a signal.
-    Exit { status: ExitStatus, stderr: String },
-    TimedOut { timeout: Duration, stderr: String },
+    Exit {
+        status: ExitStatus,
+        stderr: String,
+    },
+    TimedOut {
+        timeout: Duration,
+        stderr: String,
+    },
     /// Printed more than `limit` bytes; it was killed.
-    TooLarge { limit: usize },
+    TooLarge {
+        limit: usize,
+    },
 }
 
 /// Runs `command` with `sh -c` in `dir`, standard input closed, and returns what it

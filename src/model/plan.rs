@@ -6,10 +6,11 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::model::balancer::Balancer;
-use crate::model::inventory::ServerSource;
 use crate::model::examples::{
-    after_example, balancers_example, before_example, plan_example, servers_from_example, plan_snippets, servers_example, vars_example,
+    after_example, balancers_example, before_example, plan_example, plan_snippets, servers_example,
+    servers_from_example, vars_example,
 };
+use crate::model::inventory::ServerSource;
 use crate::model::rollout::Rollout;
 use crate::model::server::{Server, SshSettings};
 use crate::model::step::{EnvValue, Step, env_example};

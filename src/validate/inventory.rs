@@ -128,11 +128,8 @@ pub(crate) fn merge(root: &mut Node, files: &mut Vec<Arc<SourceFile>>) -> Vec<Pr
         values += list.count();
         let digest = Sha256::digest(list.to_json().to_string().as_bytes());
         let hash = format!("sha256:{}", digest.iter().map(|b| format!("{b:02x}")).collect::<String>());
-        files[id as usize] = Arc::new(SourceFile {
-            path,
-            text,
-            origin: Origin::Inventory { command, servers_hash: hash },
-        });
+        files[id as usize] =
+            Arc::new(SourceFile { path, text, origin: Origin::Inventory { command, servers_hash: hash } });
         added.extend(servers.iter().cloned());
     }
     append_servers(root, added, list_span);
@@ -158,7 +155,9 @@ fn read_file(path: &Path, at: Span) -> Result<Vec<u8>, Box<Problem>> {
                 format!("the inventory file `{shown}` does not exist"),
                 "`file` is relative to the folder of the plan it is written in; check the file name",
             ),
-            _ => (format!("cannot read the inventory file `{shown}`: {}", e.reason()), "name a regular file of servers"),
+            _ => {
+                (format!("cannot read the inventory file `{shown}`: {}", e.reason()), "name a regular file of servers")
+            }
         };
         Box::new(Problem::at(at, message).label("inventory file").help(help))
     })

@@ -73,11 +73,8 @@ pub fn load_plan_bytes(path: &Path, bytes: &[u8]) -> Result<LoadedPlan, PlanErro
     };
     // Only a plan with `servers_from` runs a command or reads an inventory.
     let mut root = root;
-    let mut problems = if root.pointer("/servers_from").is_some() {
-        inventory::merge(&mut root, &mut files)
-    } else {
-        Vec::new()
-    };
+    let mut problems =
+        if root.pointer("/servers_from").is_some() { inventory::merge(&mut root, &mut files) } else { Vec::new() };
     let root = root;
     let fail = |problems: Vec<Problem>| Err(PlanErrors::in_files(files.clone(), problems));
     let doc = root.to_json();

@@ -289,7 +289,7 @@ pub enum Command {
     /// Several plans, or a folder of plans (its bases skipped, as for `validate`), are shown
     /// one after another; `--format json` prints one document per line.
     #[command(
-        after_help = "Examples:\n  planrun plan plans/production.yaml\n  planrun plan plans/\n  planrun plan plans/production.yaml --batch-size 1,50% --var branch=hotfix\n  planrun plan plans/production.yaml --format dot | dot -Tsvg > plan.svg"
+        after_help = "Examples:\n  planrun plan plans/production.yaml\n  planrun plan plans/\n  planrun plan plans/production.yaml --batch-size 1,50% --var branch=hotfix\n  planrun plan plans/production.yaml --format dot | dot -Tsvg > plan.svg\n  planrun plan plans/production.yaml --out run.plan && planrun apply run.plan"
     )]
     Plan {
         /// Plan files, or folders of plans.
@@ -323,7 +323,10 @@ pub enum Command {
     )]
     Exec(ExecCommand),
     /// Print a list of servers from elsewhere, for a plan's `servers_from` commands.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Example:\n  planrun inventory linode --tag shop-production\n\nIn a plan:\n  servers_from:\n    - command: planrun inventory linode --tag shop-production"
+    )]
     Inventory(InventoryCommand),
     /// Print the plan JSON schema (the one checked in at schemas/plan.schema.json).
     #[command(after_help = "Example:\n  planrun schema --output schemas/plan.schema.json")]

@@ -33,6 +33,9 @@ pub struct SavedPlan {
     /// The balancers' view of the rollout's nodes when it was saved; `None` when they
     /// could not all be read then (the apply's own pre-flight still runs).
     pub balancers: Option<Vec<NodeRotation>>,
+    /// The saved plan's own file, as named to `apply`.
+    #[serde(skip)]
+    pub file: PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,10 +102,28 @@ pub fn read(path: &Path) -> Option<Result<SavedPlan, String>> {
             path.display()
         )));
     }
-    Some(serde_json::from_value(value).map_err(|e| format!("`{}` is not a valid saved plan: {e}", path.display())))
+    Some(
+        serde_json::from_value::<SavedPlan>(value)
+            .map(|saved| SavedPlan { file: path.to_path_buf(), ..saved })
+            .map_err(|e| format!("`{}` is not a valid saved plan: {e}", path.display())),
+    )
 }
 
 impl SavedPlan {
+    /// The refusal of `apply FILE` when the plan is not exactly the one saved.
+    pub fn check(&self, loaded: &LoadedPlan, exec: &ExecutionPlan) -> Result<(), String> {
+        let differences = self.differences(loaded, exec);
+        if differences.is_empty() {
+            return Ok(());
+        }
+        Err(format!(
+            "error: `{}` is no longer the plan it saved: {}; nothing was executed\n  help: look at `planrun plan {}` and save it again with `--out`",
+            self.file.display(),
+            differences.join("; "),
+            crate::journal::quote(&self.named)
+        ))
+    }
+
     /// What differs between this saved plan and the plan as it loads now: inputs (files,
     /// inventories' servers, the plan's `vars`, secrets-free `--var`s), the rendered
     /// execution plan, and nodes that were in rotation and are not any more. Empty when

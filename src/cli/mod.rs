@@ -77,9 +77,9 @@ pub fn run(cli: Cli) -> i32 {
             graph,
         } => {
             // A saved plan runs with the inputs it was saved with, once checked unchanged.
-            let (plan, build) = match saved::resolve(&plan, resume, &graph, color) {
-                Ok(Some((plan, build))) => (plan, build),
-                Ok(None) => (plan, graph.build_options()),
+            let (plan, build, saved) = match saved::resolve(&plan, resume, &graph) {
+                Ok(Some((plan, build, saved))) => (plan, build, Some(std::sync::Arc::new(saved))),
+                Ok(None) => (plan, graph.build_options(), None),
                 Err(code) => return code,
             };
             let verbosity = match (quiet, verbose) {
@@ -99,6 +99,7 @@ pub fn run(cli: Cli) -> i32 {
                 lock_wait,
                 message: message.unwrap_or_default(),
                 build,
+                saved,
                 color,
                 json: output == OutputFormat::Json,
                 verbosity,

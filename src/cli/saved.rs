@@ -45,6 +45,7 @@ pub fn save(plans: &[PathBuf], graph_args: &GraphArgs, out: &Path, color: bool) 
         inputs: Inputs::of(&loaded, &build),
         execution: saved::execution_json(&loaded, &exec, build.batch_size.as_ref()),
         balancers,
+        file: out.to_path_buf(),
     };
     let text = match serde_json::to_string_pretty(&doc) {
         Ok(text) => text + "\n",
@@ -75,15 +76,15 @@ pub fn save(plans: &[PathBuf], graph_args: &GraphArgs, out: &Path, color: bool) 
     exit::SUCCESS
 }
 
-/// For `apply PATH`: `Ok(None)` when PATH is a plan file; the plan and build options to
-/// run when it is a saved plan that still matches; the exit code (2, with the reason
-/// printed) when it does not, or when the command line also gives inputs.
+/// For `apply PATH`: `Ok(None)` when PATH is a plan file; the plan, the build options
+/// and the saved plan (which `apply` checks once it loaded the plan) when it is a saved
+/// plan; the exit code (2, with the reason printed) when it cannot be one, or when the
+/// command line also gives inputs.
 pub fn resolve(
     path: &Path,
     resume: bool,
     graph_args: &GraphArgs,
-    color: bool,
-) -> Result<Option<(PathBuf, BuildOptions)>, i32> {
+) -> Result<Option<(PathBuf, BuildOptions, SavedPlan)>, i32> {
     let saved = match saved::read(path) {
         None => return Ok(None),
         Some(Ok(saved)) => saved,
@@ -92,38 +93,13 @@ pub fn resolve(
             return Err(exit::INVALID_INPUT);
         }
     };
-    let shown = path.display();
     if resume || graph_args.limit.is_some() || graph_args.batch_size.is_some() || !graph_args.vars.is_empty() {
         eprintln!(
-            "error: `{shown}` is a saved plan: it runs with the `--var`, `--limit` and `--batch-size` it was saved with, and takes none (nor `--resume`); nothing was executed\n  help: save another with `planrun plan {} --out FILE` and those options, or resume the plan file itself",
+            "error: `{}` is a saved plan: it runs with the `--var`, `--limit` and `--batch-size` it was saved with, and takes none (nor `--resume`); nothing was executed\n  help: save another with `planrun plan {} --out FILE` and those options, or resume the plan file itself",
+            path.display(),
             crate::journal::quote(&saved.named)
         );
         return Err(exit::INVALID_INPUT);
     }
-    let loaded = match validate::load_plan(&saved.plan) {
-        Ok(loaded) => loaded,
-        Err(errors) => {
-            report(&errors, color);
-            return Err(exit::INVALID_INPUT);
-        }
-    };
-    crate::redact::install_plan(&loaded.plan);
-    let build = saved.inputs.build_options();
-    let exec = match graph::build(&loaded, &build) {
-        Ok(exec) => exec,
-        Err(errors) => {
-            report(&errors, color);
-            return Err(exit::INVALID_INPUT);
-        }
-    };
-    let differences = saved.differences(&loaded, &exec);
-    if !differences.is_empty() {
-        eprintln!(
-            "error: `{shown}` is no longer the plan it saved: {}; nothing was executed\n  help: look at `planrun plan {}` and save it again with `--out`",
-            differences.join("; "),
-            crate::journal::quote(&saved.named)
-        );
-        return Err(exit::INVALID_INPUT);
-    }
-    Ok(Some((saved.plan, build)))
+    Ok(Some((saved.plan.clone(), saved.inputs.build_options(), saved)))
 }

@@ -142,3 +142,40 @@ impl Failure {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(command: &str, timeout: Duration, limit: usize) -> Result<Vec<u8>, Failure> {
+        run_command(command, Path::new("."), timeout, limit)
+    }
+
+    #[test]
+    fn output_past_the_limit_kills_the_command() {
+        // `yes` never ends on its own: only the limit stops it.
+        let failure = run("yes", Duration::from_secs(60), 1000).unwrap_err();
+        assert!(matches!(failure, Failure::TooLarge { limit: 1000 }), "{failure:?}");
+        assert_eq!(failure.reason(), "printed more than 1000 bytes and was killed");
+    }
+
+    #[test]
+    fn a_failure_keeps_the_end_of_standard_error() {
+        let failure = run(
+            "i=0; while [ $i -lt 2000 ]; do echo line $i >&2; i=$((i+1)); done; exit 4",
+            Duration::from_secs(60),
+            1000,
+        )
+        .unwrap_err();
+        assert_eq!(failure.reason(), "exited with status 4");
+        let stderr = failure.stderr().unwrap();
+        assert!(stderr.len() <= STDERR_TAIL && stderr.ends_with("line 1999"), "{stderr}");
+    }
+
+    #[test]
+    fn a_background_child_holding_the_output_counts_against_the_timeout() {
+        let failure = run("sleep 30 & echo started", Duration::from_millis(500), 1000).unwrap_err();
+        assert!(matches!(failure, Failure::TimedOut { .. }), "{failure:?}");
+        assert_eq!(run("echo '[]'", Duration::from_secs(60), 1000).unwrap(), b"[]\n");
+    }
+}

@@ -287,3 +287,15 @@ rollout:
     }
     out.stdout_has("exec: ok on 3 hosts\n");
 }
+
+/// A failing command's standard error is shown masked: the plan's secrets are not yet
+/// installed when its inventory fails, and a token is what such a command prints.
+#[test]
+fn a_failing_commands_standard_error_is_shown_with_the_plans_secrets_masked() {
+    let dir = TempDir::new("inventory-secret");
+    let text = plan(&dir, "  - command: echo \"token $INVENTORY_TOKEN refused\" >&2; exit 1\n")
+        .replace("vars:\n", "secret_env: [INVENTORY_TOKEN]\nvars:\n");
+    dir.write("plan.yaml", text);
+    let out = Planrun::in_dir(&dir).env("INVENTORY_TOKEN", "tok-8c1e29f0aa").args(&["validate", "plan.yaml"]).run();
+    out.code(2).stderr_has("help: its standard error ends with: token *** refused\n").stderr_lacks("tok-8c1e29f0aa");
+}

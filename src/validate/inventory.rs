@@ -79,6 +79,9 @@ pub(crate) fn merge(root: &mut Node, files: &mut Vec<Arc<SourceFile>>) -> Vec<Pr
                                 let lines: Vec<&str> =
                                     stderr.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
                                 let tail = lines[lines.len().saturating_sub(3)..].join(" / ");
+                                // The plan's secrets are not installed yet (it did not load),
+                                // and a failing command may well print its token.
+                                let tail = crate::redact::Redactor::new(secret_values(root)).redact(&tail);
                                 problem.help(format!("its standard error ends with: {tail}"))
                             }
                             None => problem.help(
@@ -134,6 +137,26 @@ pub(crate) fn merge(root: &mut Node, files: &mut Vec<Arc<SourceFile>>) -> Vec<Pr
     }
     append_servers(root, added, list_span);
     problems
+}
+
+/// The values of the environment variables the plan names as secrets (`secret_env`, a
+/// balancer's `token_env`), read from the tree: the plan is not deserialized yet.
+fn secret_values(root: &Node) -> Vec<String> {
+    let mut names: Vec<&str> = Vec::new();
+    if let Some(Node { value: Value::Seq(items), .. }) = root.pointer("/secret_env") {
+        names.extend(items.iter().filter_map(|n| match &n.value {
+            Value::String(s) => Some(s.as_str()),
+            _ => None,
+        }));
+    }
+    if let Some(Node { value: Value::Map(balancers), .. }) = root.pointer("/balancers") {
+        for (_, balancer) in balancers {
+            if let Some(Node { value: Value::String(name), .. }) = balancer.pointer("/token_env") {
+                names.push(name);
+            }
+        }
+    }
+    names.iter().filter_map(|n| std::env::var(n).ok()).filter(|v| !v.is_empty()).collect()
 }
 
 /// Appends `added` to the plan's `servers`, creating it (at `servers_from`) when the plan

@@ -24,11 +24,29 @@ pub struct SourceFile {
     /// The path as the user gave it, so messages point where they looked.
     pub path: PathBuf,
     pub text: String,
+    pub origin: Origin,
+}
+
+/// Why planrun read a file: the plan asked for, a base it `extends`, or an inventory of
+/// `servers_from` (a file, or a command's output).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    Plan,
+    Base,
+    /// `servers_hash` is `sha256:…` of the servers it listed (as JSON), what a resume and
+    /// a saved plan compare: an inventory that prints a timestamp has not changed its fleet.
+    Inventory {
+        command: Option<String>,
+        servers_hash: String,
+    },
 }
 
 impl SourceFile {
     pub fn display_name(&self) -> String {
-        self.path.display().to_string()
+        match &self.origin {
+            Origin::Inventory { command: Some(command), .. } => format!("output of `{command}`"),
+            _ => self.path.display().to_string(),
+        }
     }
 }
 
@@ -105,7 +123,7 @@ impl PlanErrors {
 
     /// For errors before there is any text to point into (missing file, directory).
     pub fn about_path(path: &Path, problem: Problem) -> Self {
-        let source = Arc::new(SourceFile { path: path.to_path_buf(), text: String::new() });
+        let source = Arc::new(SourceFile { path: path.to_path_buf(), text: String::new(), origin: Origin::Plan });
         PlanErrors { files: vec![source], problems: vec![problem] }
     }
 
@@ -272,8 +290,16 @@ mod tests {
 
     #[test]
     fn each_problem_is_drawn_from_its_own_file() {
-        let plan = Arc::new(SourceFile { path: "prod.yaml".into(), text: "extends: base.yaml\nname: b\n".into() });
-        let base = Arc::new(SourceFile { path: "base.yaml".into(), text: "version: 1\nname: a\n".into() });
+        let plan = Arc::new(SourceFile {
+            path: "prod.yaml".into(),
+            text: "extends: base.yaml\nname: b\n".into(),
+            origin: Origin::Plan,
+        });
+        let base = Arc::new(SourceFile {
+            path: "base.yaml".into(),
+            text: "version: 1\nname: a\n".into(),
+            origin: Origin::Base,
+        });
         let in_base = Span { file: 1, offset: 11, len: 4, line: 2, column: 1 };
         let in_plan = Span { file: 0, offset: 19, len: 4, line: 2, column: 1 };
         let errors = PlanErrors::in_files(

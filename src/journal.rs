@@ -20,6 +20,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::diagnostic::{Origin, SourceFile};
 use crate::events::{Event, Outcome, RunOutcome};
 use crate::graph::{BuildOptions, Phase, StepInstance};
 use crate::model::BatchSize;
@@ -33,8 +34,12 @@ pub fn plan_hash(loaded: &LoadedPlan) -> String {
     let mut hasher = Sha256::new();
     for file in &loaded.files {
         // Length-prefixed, so moving text from one file to the next changes the hash.
-        hasher.update((file.text.len() as u64).to_le_bytes());
-        hasher.update(file.text.as_bytes());
+        let text = match &file.origin {
+            Origin::Inventory { servers_hash, .. } => servers_hash,
+            _ => &file.text,
+        };
+        hasher.update((text.len() as u64).to_le_bytes());
+        hasher.update(text.as_bytes());
     }
     let digest = hasher.finalize();
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
@@ -200,7 +205,7 @@ impl Inputs {
             sealed,
             limit: options.limit.clone(),
             batch_size: options.batch_size.clone(),
-            files: loaded.files.iter().map(|f| FileHash { path: f.display_name(), hash: text_hash(&f.text) }).collect(),
+            files: loaded.files.iter().map(|f| FileHash { path: f.display_name(), hash: input_hash(f) }).collect(),
             plan_vars: loaded.plan.vars.iter().map(|(k, v)| (k.clone(), v.to_string())).collect(),
         }
     }
@@ -325,6 +330,14 @@ pub fn resume_command(plan: &Path, inputs: &Inputs) -> String {
         format!("planrun apply {plan} --resume")
     } else {
         format!("planrun apply {plan} --resume {args}")
+    }
+}
+
+/// A file's hash as a run records it: an inventory's is that of the servers it listed.
+pub fn input_hash(file: &SourceFile) -> String {
+    match &file.origin {
+        Origin::Inventory { servers_hash, .. } => servers_hash.clone(),
+        _ => text_hash(&file.text),
     }
 }
 

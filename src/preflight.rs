@@ -360,6 +360,22 @@ pub async fn touched_states(balancers: &Balancers) -> String {
     out
 }
 
+impl View {
+    /// Every node the view read, as `(balancer, node, in rotation)`: in rotation only when
+    /// the balancer said so. A node that could not be read is left out.
+    pub fn rotations(&self) -> Vec<(String, String, bool)> {
+        let mut out = Vec::new();
+        for balancer in &self.balancers {
+            for ((node, _), state) in balancer.nodes.iter().zip(&balancer.states) {
+                if let Some(Ok(state)) = state {
+                    out.push((balancer.name.clone(), node.clone(), state.rotation == Rotation::In));
+                }
+            }
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -284,6 +284,50 @@ fn pre_flight_refuses_when_a_backend_is_already_in_maintenance() {
     assert!(dry.stderr.contains("because h2 is already out"), "{}", dry.stderr);
 }
 
+/// A saved plan holds HAProxy's view when it was saved: a node in rotation then and in
+/// maintenance now refuses `apply FILE` (exit 2), naming it, before anything changes.
+#[test]
+#[cfg_attr(any(no_haproxy, no_python3), ignore = "needs haproxy and python3: apt-get install haproxy python3")]
+fn a_saved_plan_is_refused_when_haproxy_took_a_node_out_since() {
+    if !require("haproxy") {
+        return;
+    }
+    let dir = TempDir::new("haproxy-saved");
+    let addrs = local_addrs(3);
+    let dirs: Vec<PathBuf> = (1..=3).map(|i| dir.path().join(format!("host-{i}"))).collect();
+    let apps = Apps::start(dirs.clone(), addrs.clone(), APP_PORT, dir.path().join("record"));
+    let haproxy = Haproxy::start(&backends(&addrs));
+    haproxy.wait_all_up(Duration::from_secs(10));
+    dir.write("plan.yaml", plan(&local_servers(&addrs, &dirs), "", &haproxy.socket(), BALANCED_STEPS));
+    let out = planrun_in(dir.path(), &["plan", "plan.yaml", "--out", "run.plan"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("run.plan")).unwrap()).unwrap();
+    assert_eq!(
+        saved["balancers"][1],
+        serde_json::json!({ "balancer": "edge", "node": "h2", "in_rotation": true }),
+        "{saved:#}"
+    );
+
+    haproxy.command("set server app/h2 state maint");
+    let out = planrun_in(dir.path(), &["apply", "run.plan", "--yes"]);
+    assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains(
+            "error: `run.plan` is no longer the plan it saved: balancer `edge`: node `h2` was in rotation when the plan was saved and is out now; nothing was executed"
+        ),
+        "{}",
+        out.stderr
+    );
+    let states = haproxy.states();
+    assert_eq!(
+        states,
+        [("h1".into(), "UP".into()), ("h2".into(), "MAINT".into()), ("h3".into(), "UP".into())],
+        "{states:?}"
+    );
+    assert!(apps.record().is_empty(), "{:?}", apps.record());
+}
+
 #[test]
 #[cfg_attr(any(no_haproxy, no_python3), ignore = "needs haproxy and python3: apt-get install haproxy python3")]
 fn a_failing_restart_halts_and_the_summary_shows_the_node_still_out() {

@@ -211,3 +211,35 @@ servers:
     out.code(1);
     settings(out.path()).bind(|| insta::assert_snapshot!("exec_blocks_and_summary", shown(&out)));
 }
+
+/// A plan whose servers come from a file and a command, with mistakes in both: each
+/// problem at its position in the file or in the command's output, named as such.
+#[test]
+fn validate_renders_mistakes_in_inventories() {
+    let out = Planrun::new()
+        .plan(
+            "version: 1
+application: shop
+servers:
+  - { host: 10.0.0.1, name: app1, roles: [app] }
+servers_from:
+  - file: inventory.yaml
+  - command: cat hosts.json
+  - command: echo 'no token in LINODE_TOKEN' >&2; exit 3
+rollout:
+  select: { roles: [app] }
+  steps:
+    - { name: restart, run: systemctl restart shop }
+",
+        )
+        .file("inventory.yaml", "- { host: 10.0.0.2, name: app2, roles: [app], port: 22 }\n")
+        .file(
+            "hosts.json",
+            "[\n  {\"host\": \"10.0.0.3\", \"name\": \"app1\", \"roles\": [\"app\"]},\n  {\"host\": \"\", \"name\": \"app4\", \"roles\": [\"app\"]}\n]\n",
+        )
+        .args(&["validate", "plan.yaml"])
+        .env("COLUMNS", "80")
+        .run();
+    out.code(2);
+    settings(out.path()).bind(|| insta::assert_snapshot!("validate_inventory_mistakes", shown(&out)));
+}

@@ -319,7 +319,7 @@ fn node_state(node: &Value) -> NodeState {
 }
 
 /// Linode's error shape: `{"errors": [{"reason": "…", "field": "…"}]}`.
-fn reasons(body: Option<Value>) -> String {
+pub(crate) fn reasons(body: Option<Value>) -> String {
     let Some(errors) = body.as_ref().and_then(|b| b.get("errors")).and_then(Value::as_array) else {
         return String::new();
     };

@@ -7,8 +7,8 @@
 mod command;
 mod haproxy;
 mod http;
-mod linode;
-mod retry;
+pub(crate) mod linode;
+pub(crate) mod retry;
 
 pub use retry::Notices;
 

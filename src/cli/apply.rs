@@ -45,6 +45,8 @@ pub struct ApplyArgs {
     /// `--message`: why this run holds the lock, for `lock status` and refused applies.
     pub message: String,
     pub build: BuildOptions,
+    /// `apply FILE` of a saved plan: the plan must still render to exactly that.
+    pub saved: Option<Arc<crate::saved::SavedPlan>>,
     pub color: bool,
     pub json: bool,
     pub verbosity: Verbosity,
@@ -109,6 +111,9 @@ fn prepare(args: &ApplyArgs) -> Result<Option<Prepared>, ApplyError> {
         Some(_) => graph::build(&loaded, &BuildOptions { limit: None, ..build.clone() }).map_err(ApplyError::Plan)?,
         None => exec.clone(),
     };
+    if let Some(saved) = &args.saved {
+        saved.check(&loaded, &exec).map_err(ApplyError::SavedPlan)?;
+    }
     let pause_after = pause_points(args, &loaded.plan, exec.batches.len())?;
     let balancers = Balancers::new(&loaded.plan.balancers, Some(print::notices())).map_err(ApplyError::Balancer)?;
     check_secrets(&loaded.plan)?;

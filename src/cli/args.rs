@@ -152,6 +152,44 @@ pub struct ExecCommand {
     pub command: Vec<String>,
 }
 
+/// `planrun inventory`'s sources.
+#[derive(Debug, Clone, Subcommand)]
+pub enum InventoryCommand {
+    /// The Linode instances carrying a tag (API v4), as a JSON list of servers: the label
+    /// as `name`, the public IPv4 address as `host` (`--address private` for the private
+    /// one), the tags as `roles`, and `options.private_ip`, `options.linode_id`,
+    /// `options.region`.
+    #[command(
+        after_help = "Examples:\n  planrun inventory linode --tag shop-production\n  planrun inventory linode --tag shop-production --address private --role app\n\nIn a plan:\n  servers_from:\n    - command: planrun inventory linode --tag shop-production"
+    )]
+    Linode(LinodeInventory),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LinodeInventory {
+    /// The tag the instances carry.
+    #[arg(long, value_name = "TAG")]
+    pub tag: String,
+    /// The environment variable holding the API token (read-only access to Linodes is enough).
+    #[arg(long, value_name = "NAME", default_value = "LINODE_TOKEN")]
+    pub token_env: String,
+    /// The API's base URL.
+    #[arg(long, value_name = "URL", default_value = crate::inventory::linode::DEFAULT_API)]
+    pub api_url: String,
+    /// Which IPv4 address becomes the server's `host`.
+    #[arg(long, value_enum, default_value_t = AddressChoice::Public)]
+    pub address: AddressChoice,
+    /// A role for every server (repeat for several); without it, an instance's tags are its roles.
+    #[arg(long = "role", value_name = "ROLE")]
+    pub roles: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AddressChoice {
+    Public,
+    Private,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Check plans against the schema and each other; nothing is executed.
@@ -176,7 +214,7 @@ pub enum Command {
         after_help = "Examples:\n  planrun apply plans/production.yaml\n  planrun apply examples/localhost.yaml --yes\n  planrun apply plans/production.yaml --dry-run --limit app1\n  planrun apply plans/production.yaml --yes --force"
     )]
     Apply {
-        /// The plan file.
+        /// The plan file, or a plan saved by `planrun plan PLAN --out FILE`.
         #[arg(value_name = "PLAN")]
         plan: PathBuf,
         /// Do not ask for confirmation (required without a terminal).
@@ -251,7 +289,7 @@ pub enum Command {
     /// Several plans, or a folder of plans (its bases skipped, as for `validate`), are shown
     /// one after another; `--format json` prints one document per line.
     #[command(
-        after_help = "Examples:\n  planrun plan plans/production.yaml\n  planrun plan plans/\n  planrun plan plans/production.yaml --batch-size 1,50% --var branch=hotfix\n  planrun plan plans/production.yaml --format dot | dot -Tsvg > plan.svg"
+        after_help = "Examples:\n  planrun plan plans/production.yaml\n  planrun plan plans/\n  planrun plan plans/production.yaml --batch-size 1,50% --var branch=hotfix\n  planrun plan plans/production.yaml --format dot | dot -Tsvg > plan.svg\n  planrun plan plans/production.yaml --out run.plan && planrun apply run.plan"
     )]
     Plan {
         /// Plan files, or folders of plans.
@@ -266,6 +304,10 @@ pub enum Command {
         /// Print only the selected hosts (after `--limit`), one name a line.
         #[arg(long, conflicts_with_all = ["format", "verbose"])]
         list_hosts: bool,
+        /// Save the execution plan, with the hash of every input and the balancers' view,
+        /// to FILE (JSON); `planrun apply FILE` then runs exactly that, or refuses.
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["format", "verbose", "list_hosts"])]
+        out: Option<PathBuf>,
         #[command(flatten)]
         graph: GraphArgs,
     },
@@ -280,6 +322,12 @@ pub enum Command {
         after_help = "Examples:\n  planrun exec plans/production.yaml -- uptime\n  planrun exec plans/production.yaml --limit 'role:app,!web3' -- systemctl is-active shop\n  planrun exec plans/production.yaml --limit 'web*' -v -- 'tail -n 20 /var/log/shop.log'\n  planrun exec plans/production.yaml --batch-size 1 --sudo -- systemctl reload nginx"
     )]
     Exec(ExecCommand),
+    /// Print a list of servers from elsewhere, for a plan's `servers_from` commands.
+    #[command(
+        subcommand,
+        after_help = "Example:\n  planrun inventory linode --tag shop-production\n\nIn a plan:\n  servers_from:\n    - command: planrun inventory linode --tag shop-production"
+    )]
+    Inventory(InventoryCommand),
     /// Print the plan JSON schema (the one checked in at schemas/plan.schema.json).
     #[command(after_help = "Example:\n  planrun schema --output schemas/plan.schema.json")]
     Schema {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use super::args::{GraphArgs, PlanFormat, ValidateFormat};
 use super::print::report;
-use crate::diagnostic::PlanErrors;
+use crate::diagnostic::{Origin, PlanErrors};
 use crate::discover::{self, Named};
 use crate::exit;
 use crate::graph::{self, BuildOptions, ExecutionPlan};
@@ -53,7 +53,7 @@ fn check_all(args: &[PathBuf], options: &BuildOptions) -> CheckedAll {
             Ok((loaded, _)) => &loaded.files,
             Err(errors) => &errors.files,
         };
-        for base in files.iter().skip(1) {
+        for base in files.iter().filter(|f| f.origin == Origin::Base) {
             extended_by
                 .entry(discover::identity(&base.path))
                 .or_default()
@@ -111,7 +111,7 @@ pub fn validate_plans(args: &[PathBuf], format: ValidateFormat, color: bool) -> 
                 plans.push(serde_json::json!({
                     "plan": checked.named.path.display().to_string(),
                     "valid": checked.result.is_ok(),
-                    "bases": files.iter().skip(1).map(|f| f.display_name()).collect::<Vec<_>>(),
+                    "bases": files.iter().filter(|f| f.origin == Origin::Base).map(|f| f.display_name()).collect::<Vec<_>>(),
                     "summary": summary,
                 }));
             }

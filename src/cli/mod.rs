@@ -7,7 +7,9 @@ mod args;
 mod check;
 mod exec;
 mod files;
+mod inventory;
 mod print;
+mod saved;
 mod status;
 
 use std::io::IsTerminal;
@@ -47,11 +49,13 @@ pub fn run(cli: Cli) -> i32 {
     }
     match cli.command {
         Command::Validate { plans, format } => check::validate_plans(&plans, format, color),
+        Command::Plan { plans, out: Some(out), graph, .. } => saved::save(&plans, &graph, &out, color),
         Command::Plan { plans, list_hosts: true, graph, .. } => check::list_hosts(&plans, &graph, color),
-        Command::Plan { plans, format, verbose, list_hosts: false, graph } => {
+        Command::Plan { plans, format, verbose, list_hosts: false, graph, out: None } => {
             check::show_plans(&plans, format, verbose, &graph, color)
         }
         Command::Exec(command) => exec::exec(command, color),
+        Command::Inventory(command) => inventory::inventory(command),
         Command::Schema { output } => files::write_schema(output),
         Command::Init { dir } => files::init_dir(&dir),
         Command::Completions { shell } => files::completions(shell),
@@ -72,6 +76,12 @@ pub fn run(cli: Cli) -> i32 {
             verbose,
             graph,
         } => {
+            // A saved plan runs with the inputs it was saved with, once checked unchanged.
+            let (plan, build, saved) = match saved::resolve(&plan, resume, &graph) {
+                Ok(Some((plan, build, saved))) => (plan, build, Some(std::sync::Arc::new(saved))),
+                Ok(None) => (plan, graph.build_options(), None),
+                Err(code) => return code,
+            };
             let verbosity = match (quiet, verbose) {
                 (true, _) => Verbosity::Quiet,
                 (_, true) => Verbosity::Verbose,
@@ -88,7 +98,8 @@ pub fn run(cli: Cli) -> i32 {
                 no_pause,
                 lock_wait,
                 message: message.unwrap_or_default(),
-                build: graph.build_options(),
+                build,
+                saved,
                 color,
                 json: output == OutputFormat::Json,
                 verbosity,

@@ -72,6 +72,9 @@ pub enum ApplyError {
         crate::text::plural(*batches, "batch", "batches")
     )]
     PauseBeyondBatches { from: &'static str, pauses: Vec<u32>, batches: usize },
+    /// A saved plan that is no longer what the plan renders to (`saved::SavedPlan::check`).
+    #[error("{0}")]
+    SavedPlan(String),
 }
 
 /// Why `--resume` cannot continue.
@@ -112,6 +115,7 @@ impl ApplyError {
             | ApplyError::NoTerminal
             | ApplyError::Answer(_)
             | ApplyError::PauseBeyondBatches { .. }
+            | ApplyError::SavedPlan(_)
             | ApplyError::Declined => exit::INVALID_INPUT,
             ApplyError::Runtime(_)
             | ApplyError::Unreachable { .. }

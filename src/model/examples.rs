@@ -48,6 +48,13 @@ pub(super) fn servers_example() -> serde_json::Value {
     ])
 }
 
+pub(super) fn servers_from_example() -> serde_json::Value {
+    serde_json::json!([
+        { "file": "inventory.yaml" },
+        { "command": "planrun inventory linode --tag shop-production", "timeout": "30s" }
+    ])
+}
+
 pub(super) fn balancers_example() -> serde_json::Value {
     serde_json::json!({
         "nodebalancer": { "kind": "linode", "token_env": "LINODE_TOKEN", "label": "NodebalancerConfiguration", "port": 80 }

@@ -15,6 +15,7 @@
 mod balancer;
 pub mod duration;
 mod examples;
+mod inventory;
 mod plan;
 mod rollout;
 pub mod select;
@@ -22,6 +23,7 @@ mod server;
 mod step;
 
 pub use balancer::*;
+pub use inventory::*;
 pub use plan::*;
 pub use rollout::*;
 pub use server::*;

@@ -7,8 +7,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::balancer::Balancer;
 use crate::model::examples::{
-    after_example, balancers_example, before_example, plan_example, plan_snippets, servers_example, vars_example,
+    after_example, balancers_example, before_example, plan_example, plan_snippets, servers_example,
+    servers_from_example, vars_example,
 };
+use crate::model::inventory::ServerSource;
 use crate::model::rollout::Rollout;
 use crate::model::server::{Server, SshSettings};
 use crate::model::step::{EnvValue, Step, env_example};
@@ -79,6 +81,16 @@ pub struct Plan {
     /// The servers of this environment, in the order the rollout visits them.
     #[schemars(length(min = 1), example = servers_example())]
     pub servers: Vec<Server>,
+
+    /// # Servers from elsewhere
+    ///
+    /// Files and commands that list more servers, in the shape of `servers`: each
+    /// `{ file: inventory.yaml }` or `{ command: "…" }`. Their servers follow the plan's
+    /// own `servers`, in this order, and are checked like them (names unique across all
+    /// sources, roles, values), with positions in the file or the command's output.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(example = servers_from_example())]
+    pub servers_from: Vec<ServerSource>,
 
     /// # Load balancers
     ///

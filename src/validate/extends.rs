@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::diagnostic::{Problem, SourceFile};
+use crate::diagnostic::{Origin, Problem, SourceFile};
 use crate::validate::read::{MAX_EXTENDS, MAX_PLAN_BYTES, MAX_PLAN_VALUES, limits, load_problem, read_bounded};
 use crate::yaml::{self, FileId, Limits, Node};
 
@@ -55,7 +55,11 @@ pub(crate) fn extend(root: Node, files: &mut Vec<Arc<SourceFile>>) -> Result<Nod
             ));
         }
         let file = files.len() as FileId;
-        files.push(Arc::new(SourceFile { path: path.clone(), text: String::from_utf8_lossy(&bytes).into_owned() }));
+        files.push(Arc::new(SourceFile {
+            path: path.clone(),
+            text: String::from_utf8_lossy(&bytes).into_owned(),
+            origin: Origin::Base,
+        }));
         // The bases share the plan's budget of values, so a chain cannot multiply it.
         let limits = Limits { max_nodes: MAX_PLAN_VALUES.saturating_sub(values), ..limits() };
         let base = yaml::load_file(&bytes, &limits, file).map_err(|e| Box::new(match e.span() {

@@ -1,13 +1,14 @@
 //! From a path to a plan that is safe to build a graph from: read, parse, schema,
 //! semantics, each problem at its position, all of them in one run.
 //!
-//! Nothing here runs a command or opens a connection: validation is pure, so
-//! `planrun validate` is safe anywhere and `apply` refuses before touching anything.
+//! Nothing here opens a connection, and the only commands run are a plan's
+//! `servers_from` commands (through `inventory`), whose output is part of the plan:
+//! `apply` still refuses before touching any host.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::diagnostic::{PlanErrors, Problem, SourceFile};
+use crate::diagnostic::{Origin, PlanErrors, Problem, SourceFile};
 use crate::model::Plan;
 use crate::model::select::SelectedHosts;
 use crate::validate::checks::{check_semantics, check_wrapping};
@@ -18,6 +19,7 @@ use crate::yaml::{self, Node};
 
 mod checks;
 mod extends;
+mod inventory;
 mod read;
 pub mod schema;
 pub mod values;
@@ -53,7 +55,7 @@ pub fn load_plan_bytes(path: &Path, bytes: &[u8]) -> Result<LoadedPlan, PlanErro
     // Problems before the text is known to be UTF-8 point at the file, so the source is
     // the lossy text: only positions are drawn from it.
     let text = String::from_utf8_lossy(bytes).into_owned();
-    let mut files = vec![Arc::new(SourceFile { path: path.to_path_buf(), text })];
+    let mut files = vec![Arc::new(SourceFile { path: path.to_path_buf(), text, origin: Origin::Plan })];
 
     let root = match yaml::load(bytes, &limits()) {
         Ok(root) => root,
@@ -69,10 +71,15 @@ pub fn load_plan_bytes(path: &Path, bytes: &[u8]) -> Result<LoadedPlan, PlanErro
     } else {
         root
     };
+    // Only a plan with `servers_from` runs a command or reads an inventory.
+    let mut root = root;
+    let mut problems =
+        if root.pointer("/servers_from").is_some() { inventory::merge(&mut root, &mut files) } else { Vec::new() };
+    let root = root;
     let fail = |problems: Vec<Problem>| Err(PlanErrors::in_files(files.clone(), problems));
     let doc = root.to_json();
 
-    let mut problems = schema::check(&doc, &root);
+    problems.extend(schema::check(&doc, &root));
     let refused = if problems.is_empty() { Vec::new() } else { schema::refused_paths(&doc) };
     let plan = if problems.is_empty() {
         serde_json::from_value::<Plan>(doc).map_err(|e| {

@@ -7,6 +7,8 @@
 //! - `GET /v4/nodebalancers/{id}/configs`, `GET …/configs/{cid}/nodes`,
 //!   `GET …/nodes/{nid}`, `PUT …/nodes/{nid}` with `{"mode": …}`;
 //! - Bearer auth (401 otherwise), errors as `{"errors": [{"reason": …}]}`;
+//! - `GET /v4/linode/instances` with `X-Filter: {"tags": …}` (an instance matches when its
+//!   `tags` hold the value), paginated the same way;
 //! - injected faults: answer the next requests with a 429 (with `Retry-After`) or a 503.
 //!
 //! It binds 127.0.0.1:0 and answers one request per connection (`Connection: close`).
@@ -52,6 +54,10 @@ pub struct State {
     pub echo_token: bool,
     /// Every `PUT` is refused (400).
     pub refuse_puts: bool,
+    /// Linode instances, as the API shows them (`id`, `label`, `tags`, `ipv4`, `region`).
+    pub instances: Vec<Value>,
+    /// Every `X-Filter` header seen, with its request: `PATH FILTER`.
+    pub filters: Vec<String>,
 }
 
 pub struct Linode {
@@ -86,6 +92,8 @@ impl Linode {
             record: None,
             echo_token: false,
             refuse_puts: false,
+            instances: Vec::new(),
+            filters: Vec::new(),
         }));
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the mock");
         let url = format!("http://{}/v4", listener.local_addr().unwrap());
@@ -123,6 +131,14 @@ impl Linode {
         let mut s = self.state.lock().unwrap();
         s.echo_token = true;
         s.refuse_puts = refuse_puts;
+    }
+
+    /// Adds a Linode instance with these tags and IPv4 addresses; its id follows the last one's.
+    pub fn add_instance(&self, label: &str, tags: &[&str], ipv4: &[&str]) {
+        let mut s = self.state.lock().unwrap();
+        let id = 31000 + s.instances.len() as u64;
+        s.instances.push(json!({ "id": id, "label": label, "tags": tags, "ipv4": ipv4, "region": "eu-central",
+                                 "status": "running", "type": "g6-standard-1" }));
     }
 
     pub fn set_mode(&self, address: &str, mode: &str) {
@@ -200,6 +216,9 @@ fn respond(
     let mut s = state.lock().unwrap();
     s.requests.push(format!("{method} {target}"));
     s.auth_headers.push(auth.clone().unwrap_or_default());
+    if let Some(filter) = &filter {
+        s.filters.push(format!("{target} {filter}"));
+    }
     if let Some((status, retry)) = s.faults.pop_front() {
         let extra = retry.map(|r| format!("Retry-After: {r}\r\n")).unwrap_or_default();
         let reason = if status == 429 { "Too many requests" } else { "Service temporarily unavailable" };
@@ -228,6 +247,21 @@ fn respond(
                 .iter()
                 .filter(|(_, l)| label.as_deref().is_none_or(|want| want == l))
                 .map(|(id, l)| json!({ "id": id, "label": l, "region": "us-east" }))
+                .collect();
+            (200, String::new(), page(items, query))
+        }
+        ("GET", ["linode", "instances"]) => {
+            let filter = filter.and_then(|f| serde_json::from_str::<Value>(&f).ok());
+            let tag = filter.as_ref().and_then(|f| f.get("tags")).and_then(Value::as_str).map(String::from);
+            let items = s
+                .instances
+                .iter()
+                .filter(|i| {
+                    tag.as_deref().is_none_or(|want| {
+                        i["tags"].as_array().is_some_and(|tags| tags.iter().any(|t| t.as_str() == Some(want)))
+                    })
+                })
+                .cloned()
                 .collect();
             (200, String::new(), page(items, query))
         }

@@ -548,6 +548,8 @@ pub fn read(state_dir: &Path, plan: &str) -> Journal {
 /// What a resume continues: the runs since the last fresh (non-resume) run of a plan.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Campaign {
+    /// The campaign's first run: every resume renders `{{run.*}}` as it did.
+    pub first_run: String,
     /// The latest run.
     pub last_run: String,
     pub last_started: String,
@@ -596,9 +598,14 @@ pub fn campaign(records: &[Record]) -> Option<Campaign> {
             Record::Step { run_id, phase, index, host, outcome, .. } => {
                 if let Some(c) = &mut current
                     && &c.last_run == run_id
-                    && matches!(outcome, Outcome::Ok | Outcome::FailedIgnored)
                 {
-                    c.done.insert((*phase, *index, host.clone()));
+                    if *phase == Phase::OnFailure {
+                        // on_failure undid the host's rollout steps (or tried to): a resume
+                        // runs its whole chain again, from taking it out.
+                        c.done.retain(|(p, _, h)| !(*p == Phase::Rollout && h == host));
+                    } else if matches!(outcome, Outcome::Ok | Outcome::FailedIgnored) {
+                        c.done.insert((*phase, *index, host.clone()));
+                    }
                 }
             }
             Record::Preflight { .. } => {}
@@ -623,6 +630,7 @@ pub fn campaign(records: &[Record]) -> Option<Campaign> {
 
 fn empty(run_id: &str, plan_hash: &str, at: &str, inputs: &Inputs) -> Campaign {
     Campaign {
+        first_run: run_id.into(),
         last_run: run_id.into(),
         last_started: at.into(),
         plan_hash: plan_hash.into(),

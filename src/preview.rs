@@ -446,7 +446,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut exec = crate::testing::build(dir.path(), crate::testing::ROLLING);
         let steps = exec.batches[0].hosts[0].steps.clone();
-        let host = |i: usize| crate::graph::HostSteps { host: i % 3, steps: steps.clone() };
+        let host = |i: usize| crate::graph::HostSteps { host: i % 3, steps: steps.clone(), on_failure: vec![] };
         exec.batches = (0..12).map(|index| Batch { index, hosts: vec![host(index)] }).collect();
         exec.batches[0].hosts = (0..8).map(host).collect();
         let text = short(&exec);

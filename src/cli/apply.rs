@@ -65,6 +65,7 @@ struct Prepared {
     redactor: Redactor,
     /// The run this one resumes.
     resume_of: Option<String>,
+    run_id: String,
     /// What this run rolls, beyond the plan's text: the journal's header records it.
     inputs: journal::Inputs,
     /// The batch numbers (1-based) to pause after.
@@ -102,11 +103,16 @@ fn prepare(args: &ApplyArgs) -> Result<Option<Prepared>, ApplyError> {
     // A resume continues the run it resumes: with its `--var`, `--limit` and batch sizes.
     let campaign = if args.resume { Some(campaign(args, &loaded)?) } else { None };
     let build = campaign.as_ref().map_or_else(|| args.build.clone(), |c| c.inputs.build_options());
-    let mut exec = graph::build(&loaded, &build).map_err(ApplyError::Plan)?;
+    let run_id = journal::new_run_id();
+    // A resume writes the release its first run started: `{{run.*}}` are that run's.
+    let run = graph::RunValues::of(campaign.as_ref().map_or(&run_id, |c| &c.first_run));
+    let spec = graph::RunSpec { run, ..Default::default() };
+    let mut exec = graph::build_run(&loaded, &build, &spec).map_err(ApplyError::Plan)?;
     // The plan before `--limit` and the resume trim it: the pool of balancers that cannot
     // list theirs, so the budget counts the nodes the rollout does not visit now.
     let whole = match build.limit {
-        Some(_) => graph::build(&loaded, &BuildOptions { limit: None, ..build.clone() }).map_err(ApplyError::Plan)?,
+        Some(_) => graph::build_run(&loaded, &BuildOptions { limit: None, ..build.clone() }, &spec)
+            .map_err(ApplyError::Plan)?,
         None => exec.clone(),
     };
     let pause_after = pause_points(args, &loaded.plan, exec.batches.len())?;
@@ -149,6 +155,7 @@ fn prepare(args: &ApplyArgs) -> Result<Option<Prepared>, ApplyError> {
         balancers,
         redactor,
         resume_of,
+        run_id,
         inputs,
         pause_after,
     }))
@@ -236,8 +243,8 @@ async fn run(prepared: Prepared, args: &ApplyArgs) -> i32 {
 /// Connects, locks, checks the balancers, runs the plan and reports; the exit code of a
 /// run that started.
 async fn rollout(prepared: Prepared, args: &ApplyArgs, control: Control) -> Result<i32, ApplyError> {
-    let Prepared { loaded, exec, whole, targets, balancers, redactor, resume_of, inputs, pause_after } = prepared;
-    let run_id = journal::new_run_id();
+    let Prepared { loaded, exec, whole, targets, balancers, redactor, resume_of, run_id, inputs, pause_after } =
+        prepared;
     let plan_name = args.plan.display().to_string();
 
     let (transports, lock) = if args.dry_run {

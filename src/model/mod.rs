@@ -16,6 +16,7 @@ mod balancer;
 pub mod duration;
 mod examples;
 mod plan;
+mod rollback;
 mod rollout;
 pub mod select;
 mod server;
@@ -23,6 +24,7 @@ mod step;
 
 pub use balancer::*;
 pub use plan::*;
+pub use rollback::*;
 pub use rollout::*;
 pub use server::*;
 pub use step::*;

@@ -350,6 +350,9 @@ pub enum Record {
         /// What the run was asked to roll: a resume continues with exactly these.
         #[serde(default)]
         inputs: Inputs,
+        /// An apply, or a `planrun rollback`.
+        #[serde(default, skip_serializing_if = "RunKind::is_apply")]
+        kind: RunKind,
     },
     /// The balancers' view of the rollout's nodes before anything changed.
     Preflight {
@@ -389,6 +392,21 @@ pub enum Record {
         outcome: RunOutcome,
         at: String,
     },
+}
+
+/// What a run did: rolled the plan's rollout, or went back with its `rollback`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunKind {
+    #[default]
+    Apply,
+    Rollback,
+}
+
+impl RunKind {
+    pub fn is_apply(&self) -> bool {
+        *self == RunKind::Apply
+    }
 }
 
 /// Appends the records of one run.
@@ -564,6 +582,8 @@ pub struct Campaign {
     /// (phase, step index, host).
     pub done: HashSet<(Phase, usize, Option<String>)>,
     pub runs: usize,
+    /// The `planrun rollback` that went back from this campaign, if one did.
+    pub rolled_back_by: Option<String>,
 }
 
 impl Campaign {
@@ -573,7 +593,7 @@ impl Campaign {
 
     /// Whether there is anything to resume.
     pub fn resumable(&self) -> bool {
-        self.last_outcome != Some(RunOutcome::Succeeded)
+        self.last_outcome != Some(RunOutcome::Succeeded) && self.rolled_back_by.is_none()
     }
 }
 
@@ -581,6 +601,12 @@ pub fn campaign(records: &[Record]) -> Option<Campaign> {
     let mut current: Option<Campaign> = None;
     for record in records {
         match record {
+            Record::RunStarted { run_id, kind: RunKind::Rollback, .. } => {
+                // A rollback ends the campaign it went back from: nothing of it to resume.
+                if let Some(c) = &mut current {
+                    c.rolled_back_by = Some(run_id.clone());
+                }
+            }
             Record::RunStarted { run_id, plan_hash, resume_of, at, inputs, .. } => {
                 let continues = resume_of.is_some() && current.is_some();
                 let mut c = if continues {
@@ -639,6 +665,7 @@ fn empty(run_id: &str, plan_hash: &str, at: &str, inputs: &Inputs) -> Campaign {
         paused_after: None,
         done: HashSet::new(),
         runs: 1,
+        rolled_back_by: None,
     }
 }
 
@@ -664,6 +691,7 @@ mod tests {
             pid: 1,
             at: "2026-11-27T00:00:00.000Z".into(),
             inputs: Inputs::default(),
+            kind: RunKind::Apply,
         }
     }
 

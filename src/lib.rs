@@ -30,6 +30,7 @@ pub mod model;
 pub mod preflight;
 pub mod preview;
 pub mod report;
+pub mod rollback;
 pub mod ssh_settings;
 pub mod text;
 pub mod transport;

@@ -133,6 +133,11 @@ pub fn text(out: &mut impl Write, plan: &ExecutionPlan, about: &About) -> io::Re
             for s in &host.steps {
                 line(out, s)?;
             }
+            if !host.on_failure.is_empty() {
+                let name = &plan.hosts[host.host].name;
+                let steps: Vec<&str> = host.on_failure.iter().map(|s| s.step.as_str()).collect();
+                writeln!(out, "  {name:name_width$}  on failure: {}", steps.join(" → "))?;
+            }
         }
     }
     if !plan.after.is_empty() {

@@ -70,6 +70,13 @@ pub struct Summary {
     /// The rollout steps of this run, in the plan's order: the table's columns.
     steps: Vec<String>,
     dry_run: bool,
+    /// "rollback" or "rollout": what the verdict calls the run.
+    what: &'static str,
+}
+
+/// Whether `exec` is a `planrun rollback`: its hosts go through `rollback.steps`.
+fn is_rollback(exec: &ExecutionPlan) -> bool {
+    exec.batches.iter().flat_map(|b| &b.hosts).flat_map(|h| &h.steps).any(|s| s.phase == Phase::Rollback)
 }
 
 impl Reporter {
@@ -202,7 +209,12 @@ impl Reporter {
         Some(match event {
             Event::RunStarted { plan, application, hosts, batches, steps, dry_run, resume_of, .. } => format!(
                 "{}{plan}: `{application}` on {} in {}, {}{}",
-                if *dry_run { "dry run of " } else { "apply " },
+                match (*dry_run, is_rollback(&self.exec)) {
+                    (true, false) => "dry run of ",
+                    (true, true) => "dry run of the rollback of ",
+                    (false, false) => "apply ",
+                    (false, true) => "rollback ",
+                },
                 plural(*hosts, "host", "hosts"),
                 plural(*batches, "batch", "batches"),
                 plural(*steps, "step", "steps"),
@@ -593,6 +605,7 @@ impl Summary {
             hosts: hosts.collect(),
             steps: steps.into_iter().map(|(_, name)| name).collect(),
             dry_run,
+            what: if is_rollback(exec) { "rollback" } else { "rollout" },
         }
     }
 
@@ -609,15 +622,18 @@ impl Summary {
         let failed = result.failures.len();
         let verdict = match result.outcome {
             RunOutcome::Succeeded if self.dry_run => "dry run complete: nothing was changed".to_string(),
-            RunOutcome::Succeeded => "rollout succeeded".to_string(),
+            RunOutcome::Succeeded => format!("{} succeeded", self.what),
             RunOutcome::CompletedWithFailures => {
                 format!(
-                    "rollout completed with {} (within max_failed_hosts)",
+                    "{} completed with {} (within max_failed_hosts)",
+                    self.what,
                     plural(failed, "failed host", "failed hosts")
                 )
             }
-            RunOutcome::Halted => format!("rollout HALTED: {} failed", plural(failed, "host", "hosts")),
-            RunOutcome::Interrupted => "rollout INTERRUPTED: nothing new was started after the interrupt".to_string(),
+            RunOutcome::Halted => format!("{} HALTED: {} failed", self.what, plural(failed, "host", "hosts")),
+            RunOutcome::Interrupted => {
+                format!("{} INTERRUPTED: nothing new was started after the interrupt", self.what)
+            }
             RunOutcome::Paused => match result.paused_after {
                 Some((after, of)) => format!("rollout PAUSED after batch {after} of {of}: every node is in rotation"),
                 None => "rollout PAUSED: every node is in rotation".to_string(),

@@ -72,6 +72,9 @@ pub enum ApplyError {
         crate::text::plural(*batches, "batch", "batches")
     )]
     PauseBeyondBatches { from: &'static str, pauses: Vec<u32>, batches: usize },
+    /// `planrun rollback` has nothing to go back from; the message says why.
+    #[error("{0}")]
+    NothingToRollBack(String),
 }
 
 /// Why `--resume` cannot continue.
@@ -85,6 +88,10 @@ pub enum ResumeError {
         "error: the last run of `{plan}` ({run}) succeeded: there is nothing to resume; nothing was executed\n  help: run it without `--resume` to roll again"
     )]
     Succeeded { plan: String, run: String },
+    #[error(
+        "error: the last run of `{plan}` ({run}) was rolled back by run {by}: there is nothing to resume; nothing was executed\n  help: run it without `--resume` to roll again"
+    )]
+    RolledBack { plan: String, run: String, by: String },
     #[error(
         "error: the plan changed since run {run} started ({}); a resume would mix two plans; nothing was executed\n  help: restore the plan, or pass `--resume-changed` to resume `{plan}` as it is now",
         changes.join("; ")
@@ -112,6 +119,7 @@ impl ApplyError {
             | ApplyError::NoTerminal
             | ApplyError::Answer(_)
             | ApplyError::PauseBeyondBatches { .. }
+            | ApplyError::NothingToRollBack(_)
             | ApplyError::Declined => exit::INVALID_INPUT,
             ApplyError::Runtime(_)
             | ApplyError::Unreachable { .. }

@@ -270,7 +270,7 @@ pub enum Command {
     /// apply's pre-flight, budget, lock, journal, live view and summary. A rollback that
     /// stopped is continued by running it again: hosts already rolled back are left alone.
     #[command(
-        after_help = "Examples:\n  planrun plan plans/production.yaml --rollback\n  planrun rollback plans/production.yaml\n  planrun rollback plans/production.yaml --yes --limit app1"
+        after_help = "Examples:\n  planrun rollback plans/production.yaml\n  planrun rollback plans/production.yaml --yes --limit app1\n  planrun plan plans/production.yaml --rollback"
     )]
     Rollback(RollbackCommand),
     /// Show the last run of a plan, from its journal, and what `--resume` would do.

@@ -17,15 +17,19 @@ pub struct Rollback {
     /// host's rolling window, like `rollout.steps`: take the node out, switch back,
     /// restart, wait, put it back. `{{run.id}}` and `{{run.started}}` are those of the run
     /// being gone back from, so a step can name the release to leave.
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1), example = rollback_steps_example())]
     pub steps: Vec<Step>,
 }
 
 fn rollback_example() -> serde_json::Value {
-    serde_json::json!({ "steps": [
+    serde_json::json!({ "steps": rollback_steps_example() })
+}
+
+fn rollback_steps_example() -> serde_json::Value {
+    serde_json::json!([
         { "name": "reject", "balancer": { "use": "nodebalancer", "action": "reject", "node": "{{host.options.private_ip}}:80" } },
         { "name": "switch-back", "run": "cd /srv/shop && ln -sfn \"$(ls releases | sort | awk -v r={{run.started}} '$0 < r' | tail -n 1)\" current" },
         { "name": "restart", "run": "systemctl restart shop" },
         { "name": "accept", "balancer": { "use": "nodebalancer", "action": "accept", "node": "{{host.options.private_ip}}:80" } }
-    ]})
+    ])
 }

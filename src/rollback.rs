@@ -49,9 +49,14 @@ pub fn target(records: &[Record]) -> Option<Target> {
                 }
                 applies.insert(run_id.clone());
             }
-            Record::Step { run_id, phase, index, host: Some(host), outcome, .. }
-                if matches!(outcome, Outcome::Ok | Outcome::FailedIgnored) =>
-            {
+            Record::Step {
+                run_id,
+                phase,
+                index,
+                host: Some(host),
+                outcome: Outcome::Ok | Outcome::FailedIgnored,
+                ..
+            } => {
                 let Some(t) = &mut target else { continue };
                 if *phase == Phase::Rollout && applies.contains(run_id) {
                     if !t.hosts.contains(host) {

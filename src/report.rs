@@ -528,7 +528,10 @@ impl Live {
                 entry.0.reset_elapsed();
             }
             Event::StepFinished { host, phase, outcome, .. } => {
-                self.overall.inc(1);
+                // The bar counts the steps a run plans; on_failure runs only on a failure.
+                if *phase != Phase::OnFailure {
+                    self.overall.inc(1);
+                }
                 let Some(host) = host else { return };
                 if !phase.in_window() {
                     return;

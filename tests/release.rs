@@ -253,3 +253,45 @@ fn plan_shows_run_values_as_placeholders_and_rollback_needs_steps() {
         .code(2)
         .stderr_has("`plan.yaml` has no `rollback` steps; nothing was executed");
 }
+
+const ROLLBACK: &str = "rollback:
+  steps:
+    - name: reject
+      balancer: { use: pool, action: reject, node: \"{{host.name}}\" }
+    - name: undeploy
+      run: echo \"{{host.name}} back from {{run.started}}\" >> RECORD
+    - name: accept
+      balancer: { use: pool, action: accept, node: \"{{host.name}}\" }
+";
+
+#[test]
+fn a_limited_rollback_is_continued_by_the_next_one_and_a_dry_run_changes_nothing() {
+    let dir = TempDir::new("release-rollback-limit");
+    let rollback = ROLLBACK.replace("RECORD", &format!("{}/back", dir.path().display()));
+    dir.write("plan.yaml", flaky_plan(&dir, "") + &rollback);
+    Planrun::in_dir(&dir).args(APPLY).run().code(0);
+    let started = dir.lines("releases")[0].split(' ').nth(1).unwrap().to_string();
+
+    Planrun::in_dir(&dir)
+        .args(&["rollback", "plan.yaml", "--yes", "--dry-run"])
+        .run()
+        .code(0)
+        .stdout_has("dry run of the rollback of plan.yaml");
+    assert!(dir.lines("back").is_empty(), "a dry run changes nothing");
+
+    Planrun::in_dir(&dir).args(&["rollback", "plan.yaml", "--yes", "--limit", "h2"]).run().code(0);
+    assert_eq!(dir.lines("back"), [format!("h2 back from {started}")]);
+    let status = Planrun::in_dir(&dir).args(&["status", "plan.yaml"]).run();
+    status.code(0).stdout_has("rolled back by run").stdout_has("nothing to resume");
+
+    // The next rollback goes on with the hosts the first one left, in the plan's order.
+    let out = Planrun::in_dir(&dir).args(&["rollback", "plan.yaml", "--yes"]).run();
+    out.code(0).stdout_has("rollback plan.yaml: `shop` on 3 hosts in 2 batches, 6 steps");
+    assert_eq!(
+        dir.lines("back"),
+        [format!("h2 back from {started}"), format!("h1 back from {started}"), format!("h3 back from {started}")]
+    );
+    let journal = std::fs::read_to_string(dir.path().join(".planrun/journal.jsonl")).unwrap();
+    assert_eq!(journal.matches(r#""kind":"rollback""#).count(), 2, "{journal}");
+    Planrun::in_dir(&dir).args(&["rollback", "plan.yaml", "--yes"]).run().code(2).stderr_has("already rolled back");
+}

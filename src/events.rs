@@ -57,6 +57,9 @@ pub enum Event {
         dry_run: bool,
         /// The run this one resumes.
         resume_of: Option<String>,
+        /// `planrun rollback`; absent for an apply.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        rollback: bool,
     },
     PhaseStarted {
         phase: Phase,

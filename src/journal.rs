@@ -712,6 +712,32 @@ mod tests {
     }
 
     #[test]
+    fn on_failure_undoes_the_host_s_rollout_steps_for_a_resume_and_a_rollback_ends_the_campaign() {
+        let mut on_failure = step("r1", 0, "h2", Outcome::Ok);
+        if let Record::Step { phase, .. } = &mut on_failure {
+            *phase = Phase::OnFailure;
+        }
+        let mut records = vec![
+            started("r1", None),
+            step("r1", 0, "h1", Outcome::Ok),
+            step("r1", 0, "h2", Outcome::Ok),
+            step("r1", 1, "h2", Outcome::Failed),
+            on_failure,
+        ];
+        let c = campaign(&records).unwrap();
+        assert_eq!(c.done, HashSet::from([(Phase::Rollout, 0, Some("h1".to_string()))]));
+        assert!(c.resumable());
+        let mut rollback = started("b1", None);
+        if let Record::RunStarted { kind, .. } = &mut rollback {
+            *kind = RunKind::Rollback;
+        }
+        records.push(rollback);
+        let c = campaign(&records).unwrap();
+        assert_eq!((c.last_run.as_str(), c.rolled_back_by.as_deref()), ("r1", Some("b1")));
+        assert!(!c.resumable());
+    }
+
+    #[test]
     fn a_resume_chain_accumulates_and_a_fresh_run_starts_over() {
         let records = vec![
             started("r1", None),

@@ -74,11 +74,6 @@ pub struct Summary {
     what: &'static str,
 }
 
-/// Whether `exec` is a `planrun rollback`: its hosts go through `rollback.steps`.
-fn is_rollback(exec: &ExecutionPlan) -> bool {
-    exec.batches.iter().flat_map(|b| &b.hosts).flat_map(|h| &h.steps).any(|s| s.phase == Phase::Rollback)
-}
-
 impl Reporter {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -209,7 +204,7 @@ impl Reporter {
         Some(match event {
             Event::RunStarted { plan, application, hosts, batches, steps, dry_run, resume_of, .. } => format!(
                 "{}{plan}: `{application}` on {} in {}, {}{}",
-                match (*dry_run, is_rollback(&self.exec)) {
+                match (*dry_run, self.exec.is_rollback()) {
                     (true, false) => "dry run of ",
                     (true, true) => "dry run of the rollback of ",
                     (false, false) => "apply ",
@@ -608,7 +603,7 @@ impl Summary {
             hosts: hosts.collect(),
             steps: steps.into_iter().map(|(_, name)| name).collect(),
             dry_run,
-            what: if is_rollback(exec) { "rollback" } else { "rollout" },
+            what: if exec.is_rollback() { "rollback" } else { "rollout" },
         }
     }
 

@@ -197,6 +197,7 @@ pub async fn run(
         steps: exec.step_count(),
         dry_run: ctx.settings.dry_run,
         resume_of: ctx.settings.resume_of.clone(),
+        rollback: exec.is_rollback(),
     });
 
     let outcome = run_phases(&ctx).await;

@@ -278,6 +278,11 @@ impl ExecutionPlan {
             .chain(self.after.iter())
     }
 
+    /// Whether this is a `planrun rollback`: its hosts go through `rollback.steps`.
+    pub fn is_rollback(&self) -> bool {
+        self.batches.iter().flat_map(|b| &b.hosts).flat_map(|h| &h.steps).any(|s| s.phase == Phase::Rollback)
+    }
+
     pub fn step_count(&self) -> usize {
         self.instances().count()
     }

@@ -675,9 +675,10 @@ pub(super) fn check_secrets(plan: &Plan) -> Result<(), ApplyError> {
 fn confirmation(loaded: &LoadedPlan, exec: &ExecutionPlan, rollback: bool) -> String {
     crate::preview::short(exec)
         + &format!(
-            "{} {} on {} of `{}` in {}? [y/N] ",
+            "{} {} {} {} of `{}` in {}? [y/N] ",
             if rollback { "roll back" } else { "apply" },
             loaded.source().display_name(),
+            if rollback { "on" } else { "to" },
             crate::text::plural(exec.hosts.len(), "host", "hosts"),
             exec.application,
             crate::text::plural(exec.batches.len(), "batch", "batches"),

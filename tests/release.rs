@@ -295,3 +295,27 @@ fn a_limited_rollback_is_continued_by_the_next_one_and_a_dry_run_changes_nothing
     assert_eq!(journal.matches(r#""kind":"rollback""#).count(), 2, "{journal}");
     Planrun::in_dir(&dir).args(&["rollback", "plan.yaml", "--yes"]).run().code(2).stderr_has("already rolled back");
 }
+
+#[test]
+fn the_release_example_keeps_the_5_newest_releases() {
+    let dir = release_dir();
+    let old: Vec<String> = (0..7).map(|i| format!("20200101T00000{i}Z")).collect();
+    for host in ["web1", "web2", "web3"] {
+        let root = dir.path().join(".planrun/release").join(host);
+        for release in &old {
+            std::fs::create_dir_all(root.join("releases").join(release)).unwrap();
+        }
+        std::os::unix::fs::symlink(format!("releases/{}", old[6]), root.join("current")).unwrap();
+    }
+    run(&dir, &["apply", "examples/release.yaml", "--yes"]).code(0).stdout_has("releases kept:");
+    let (_, started) = last_run(dir.path());
+    for host in ["web1", "web2", "web3"] {
+        let releases = dir.path().join(".planrun/release").join(host).join("releases");
+        let mut kept: Vec<String> =
+            std::fs::read_dir(&releases).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        kept.sort();
+        assert_eq!(kept, [old[3].as_str(), &old[4], &old[5], &old[6], &started], "{host}");
+        let previous = std::fs::read_to_string(releases.join(&started).join("PREVIOUS")).unwrap();
+        assert_eq!(previous.trim(), format!("releases/{}", old[6]), "{host}: the release it replaced");
+    }
+}

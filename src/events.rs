@@ -57,6 +57,9 @@ pub enum Event {
         dry_run: bool,
         /// The run this one resumes.
         resume_of: Option<String>,
+        /// `planrun rollback`; absent for an apply.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        rollback: bool,
     },
     PhaseStarted {
         phase: Phase,
@@ -107,6 +110,14 @@ pub enum Event {
         /// The last lines the failing step printed.
         last_lines: Vec<String>,
     },
+    /// A failed host's `rollout.on_failure` steps ended: `restored` when they all
+    /// succeeded and every node the host took out is back in rotation.
+    OnFailureFinished {
+        host: String,
+        restored: bool,
+        /// Why it was not restored: the step that failed, or the nodes still out.
+        error: Option<String>,
+    },
     /// The run stopped at a pause after batch `after_batch` (1-based) of `batches`.
     Paused {
         after_batch: usize,
@@ -150,6 +161,7 @@ impl Event {
                 std::iter::once(error).chain(last_lines.iter_mut()).collect()
             }
             Event::Stopping { reason } => vec![reason],
+            Event::OnFailureFinished { error, .. } => error.iter_mut().collect(),
         };
         for t in texts {
             r.redact_in_place(t);

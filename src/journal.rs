@@ -363,6 +363,9 @@ pub enum Record {
         /// What the run was asked to roll: a resume continues with exactly these.
         #[serde(default)]
         inputs: Inputs,
+        /// An apply, or a `planrun rollback`.
+        #[serde(default, skip_serializing_if = "RunKind::is_apply")]
+        kind: RunKind,
     },
     /// The balancers' view of the rollout's nodes before anything changed.
     Preflight {
@@ -402,6 +405,21 @@ pub enum Record {
         outcome: RunOutcome,
         at: String,
     },
+}
+
+/// What a run did: rolled the plan's rollout, or went back with its `rollback`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunKind {
+    #[default]
+    Apply,
+    Rollback,
+}
+
+impl RunKind {
+    pub fn is_apply(&self) -> bool {
+        *self == RunKind::Apply
+    }
 }
 
 /// Appends the records of one run.
@@ -561,6 +579,8 @@ pub fn read(state_dir: &Path, plan: &str) -> Journal {
 /// What a resume continues: the runs since the last fresh (non-resume) run of a plan.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Campaign {
+    /// The campaign's first run: every resume renders `{{run.*}}` as it did.
+    pub first_run: String,
     /// The latest run.
     pub last_run: String,
     pub last_started: String,
@@ -575,6 +595,8 @@ pub struct Campaign {
     /// (phase, step index, host).
     pub done: HashSet<(Phase, usize, Option<String>)>,
     pub runs: usize,
+    /// The `planrun rollback` that went back from this campaign, if one did.
+    pub rolled_back_by: Option<String>,
 }
 
 impl Campaign {
@@ -584,7 +606,7 @@ impl Campaign {
 
     /// Whether there is anything to resume.
     pub fn resumable(&self) -> bool {
-        self.last_outcome != Some(RunOutcome::Succeeded)
+        self.last_outcome != Some(RunOutcome::Succeeded) && self.rolled_back_by.is_none()
     }
 }
 
@@ -592,6 +614,12 @@ pub fn campaign(records: &[Record]) -> Option<Campaign> {
     let mut current: Option<Campaign> = None;
     for record in records {
         match record {
+            Record::RunStarted { run_id, kind: RunKind::Rollback, .. } => {
+                // A rollback ends the campaign it went back from: nothing of it to resume.
+                if let Some(c) = &mut current {
+                    c.rolled_back_by = Some(run_id.clone());
+                }
+            }
             Record::RunStarted { run_id, plan_hash, resume_of, at, inputs, .. } => {
                 let continues = resume_of.is_some() && current.is_some();
                 let mut c = if continues {
@@ -609,9 +637,14 @@ pub fn campaign(records: &[Record]) -> Option<Campaign> {
             Record::Step { run_id, phase, index, host, outcome, .. } => {
                 if let Some(c) = &mut current
                     && &c.last_run == run_id
-                    && matches!(outcome, Outcome::Ok | Outcome::FailedIgnored)
                 {
-                    c.done.insert((*phase, *index, host.clone()));
+                    if *phase == Phase::OnFailure {
+                        // on_failure undid the host's rollout steps (or tried to): a resume
+                        // runs its whole chain again, from taking it out.
+                        c.done.retain(|(p, _, h)| !(*p == Phase::Rollout && h == host));
+                    } else if matches!(outcome, Outcome::Ok | Outcome::FailedIgnored) {
+                        c.done.insert((*phase, *index, host.clone()));
+                    }
                 }
             }
             Record::Preflight { .. } => {}
@@ -636,6 +669,7 @@ pub fn campaign(records: &[Record]) -> Option<Campaign> {
 
 fn empty(run_id: &str, plan_hash: &str, at: &str, inputs: &Inputs) -> Campaign {
     Campaign {
+        first_run: run_id.into(),
         last_run: run_id.into(),
         last_started: at.into(),
         plan_hash: plan_hash.into(),
@@ -644,6 +678,7 @@ fn empty(run_id: &str, plan_hash: &str, at: &str, inputs: &Inputs) -> Campaign {
         paused_after: None,
         done: HashSet::new(),
         runs: 1,
+        rolled_back_by: None,
     }
 }
 
@@ -669,6 +704,7 @@ mod tests {
             pid: 1,
             at: "2026-11-27T00:00:00.000Z".into(),
             inputs: Inputs::default(),
+            kind: RunKind::Apply,
         }
     }
 
@@ -686,6 +722,32 @@ mod tests {
             outcome,
             exit_code: None,
         }
+    }
+
+    #[test]
+    fn on_failure_undoes_the_host_s_rollout_steps_for_a_resume_and_a_rollback_ends_the_campaign() {
+        let mut on_failure = step("r1", 0, "h2", Outcome::Ok);
+        if let Record::Step { phase, .. } = &mut on_failure {
+            *phase = Phase::OnFailure;
+        }
+        let mut records = vec![
+            started("r1", None),
+            step("r1", 0, "h1", Outcome::Ok),
+            step("r1", 0, "h2", Outcome::Ok),
+            step("r1", 1, "h2", Outcome::Failed),
+            on_failure,
+        ];
+        let c = campaign(&records).unwrap();
+        assert_eq!(c.done, HashSet::from([(Phase::Rollout, 0, Some("h1".to_string()))]));
+        assert!(c.resumable());
+        let mut rollback = started("b1", None);
+        if let Record::RunStarted { kind, .. } = &mut rollback {
+            *kind = RunKind::Rollback;
+        }
+        records.push(rollback);
+        let c = campaign(&records).unwrap();
+        assert_eq!((c.last_run.as_str(), c.rolled_back_by.as_deref()), ("r1", Some("b1")));
+        assert!(!c.resumable());
     }
 
     #[test]

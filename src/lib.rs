@@ -32,6 +32,7 @@ pub mod preflight;
 pub mod preview;
 pub mod report;
 pub mod saved;
+pub mod rollback;
 pub mod ssh_settings;
 pub mod text;
 pub mod transport;

@@ -134,6 +134,11 @@ pub fn text(out: &mut impl Write, plan: &ExecutionPlan, about: &About) -> io::Re
             for s in &host.steps {
                 line(out, s)?;
             }
+            if !host.on_failure.is_empty() {
+                let name = &plan.hosts[host.host].name;
+                let steps: Vec<&str> = host.on_failure.iter().map(|s| s.step.as_str()).collect();
+                writeln!(out, "  {name:name_width$}  on failure: {}", steps.join(" → "))?;
+            }
         }
     }
     if !plan.after.is_empty() {
@@ -447,7 +452,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut exec = crate::testing::build(dir.path(), crate::testing::ROLLING);
         let steps = exec.batches[0].hosts[0].steps.clone();
-        let host = |i: usize| crate::graph::HostSteps { host: i % 3, steps: steps.clone() };
+        let host = |i: usize| crate::graph::HostSteps { host: i % 3, steps: steps.clone(), on_failure: vec![] };
         exec.batches = (0..12).map(|index| Batch { index, hosts: vec![host(index)] }).collect();
         exec.batches[0].hosts = (0..8).map(host).collect();
         let text = short(&exec);

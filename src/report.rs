@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::events::{Event, EventReceiver, Outcome, RunOutcome};
-use crate::execute::RunResult;
+use crate::execute::{Recovery, RunResult};
 use crate::graph::{ExecutionPlan, Phase};
 use crate::journal;
 use crate::text::plural;
@@ -70,6 +70,8 @@ pub struct Summary {
     /// The rollout steps of this run, in the plan's order: the table's columns.
     steps: Vec<String>,
     dry_run: bool,
+    /// "rollback" or "rollout": what the verdict calls the run.
+    what: &'static str,
 }
 
 impl Reporter {
@@ -170,6 +172,7 @@ impl Reporter {
             Verbosity::Quiet => matches!(
                 event,
                 Event::HostFailed { .. }
+                    | Event::OnFailureFinished { .. }
                     | Event::Stopping { .. }
                     | Event::StepFinished { outcome: Outcome::Failed | Outcome::Cancelled, .. }
             ),
@@ -189,12 +192,26 @@ impl Reporter {
         }
     }
 
+    /// Whether `host` has `rollout.on_failure` steps to run when it fails.
+    fn has_on_failure(&self, host: &str) -> bool {
+        self.exec
+            .batches
+            .iter()
+            .flat_map(|b| &b.hosts)
+            .any(|h| !h.on_failure.is_empty() && self.exec.hosts[h.host].name == host)
+    }
+
     fn line(&self, event: &Event) -> Option<String> {
         let who = |host: &Option<String>| host.clone().unwrap_or_else(|| "local".into());
         Some(match event {
             Event::RunStarted { plan, application, hosts, batches, steps, dry_run, resume_of, .. } => format!(
                 "{}{plan}: `{application}` on {} in {}, {}{}",
-                if *dry_run { "dry run of " } else { "apply " },
+                match (*dry_run, self.exec.is_rollback()) {
+                    (true, false) => "dry run of ",
+                    (true, true) => "dry run of the rollback of ",
+                    (false, false) => "apply ",
+                    (false, true) => "rollback ",
+                },
                 plural(*hosts, "host", "hosts"),
                 plural(*batches, "batch", "batches"),
                 plural(*steps, "step", "steps"),
@@ -225,7 +242,16 @@ impl Reporter {
                 }
                 Outcome::Cancelled => format!("{} {step}: cancelled after {}", who(host), secs(*duration)),
             },
+            Event::HostFailed { host, step, .. } if self.has_on_failure(host) => {
+                format!("{host}: failed at `{step}`; running its on_failure steps")
+            }
             Event::HostFailed { host, step, .. } => format!("{host}: failed at `{step}`; left as it is"),
+            Event::OnFailureFinished { host, restored: true, .. } => {
+                format!("{host}: restored by on_failure: back in rotation")
+            }
+            Event::OnFailureFinished { host, error, .. } => {
+                format!("{host}: not restored: {}; left as it is", error.as_deref().unwrap_or("on_failure failed"))
+            }
             Event::Stopping { reason } => format!("stopping: {reason}"),
             Event::Paused { after_batch, batches } => {
                 format!("paused after batch {after_batch} of {batches}: every node is in rotation")
@@ -247,7 +273,7 @@ impl Reporter {
             | Event::Output { host: Some(h), .. }
             | Event::StepFinished { host: Some(h), .. }
             | Event::StepRetry { host: Some(h), .. } => h.clone(),
-            Event::HostFailed { host, .. } => host.clone(),
+            Event::HostFailed { host, .. } | Event::OnFailureFinished { host, .. } => host.clone(),
             _ => return,
         };
         let Some(line) = self.line(event) else { return };
@@ -299,7 +325,9 @@ impl Reporter {
     }
 
     fn record(&mut self, event: &Event) {
-        if let Event::StepFinished { host: Some(host), step, phase: Phase::Rollout, outcome, duration, .. } = event {
+        if let Event::StepFinished { host: Some(host), step, phase, outcome, duration, .. } = event
+            && phase.in_window()
+        {
             self.summary.cells.entry(host.clone()).or_default().insert(step.clone(), (*outcome, *duration));
         }
     }
@@ -480,7 +508,7 @@ impl Live {
 
     fn update(&mut self, event: &Event) {
         match event {
-            Event::StepStarted { host: Some(host), step, phase: Phase::Rollout, .. } => {
+            Event::StepStarted { host: Some(host), step, phase, .. } if phase.in_window() => {
                 let entry = self.hosts.entry(host.clone()).or_insert_with(|| {
                     let bar = self.multi.add(ProgressBar::new_spinner());
                     // `wide_msg`: a long step name is cut, never wrapped onto a second line.
@@ -497,9 +525,12 @@ impl Live {
                 entry.0.reset_elapsed();
             }
             Event::StepFinished { host, phase, outcome, .. } => {
-                self.overall.inc(1);
+                // The bar counts the steps a run plans; on_failure runs only on a failure.
+                if *phase != Phase::OnFailure {
+                    self.overall.inc(1);
+                }
                 let Some(host) = host else { return };
-                if *phase != Phase::Rollout {
+                if !phase.in_window() {
                     return;
                 }
                 let failed = matches!(outcome, Outcome::Failed | Outcome::Cancelled);
@@ -544,7 +575,9 @@ impl Live {
 fn paint(line: &str, event: &Event, color: bool) -> String {
     let bad = matches!(
         event,
-        Event::HostFailed { .. } | Event::StepFinished { outcome: Outcome::Failed | Outcome::Cancelled, .. }
+        Event::HostFailed { .. }
+            | Event::OnFailureFinished { restored: false, .. }
+            | Event::StepFinished { outcome: Outcome::Failed | Outcome::Cancelled, .. }
     );
     if bad { console::style(line).red().force_styling(color).to_string() } else { line.to_string() }
 }
@@ -572,6 +605,7 @@ impl Summary {
             hosts: hosts.collect(),
             steps: steps.into_iter().map(|(_, name)| name).collect(),
             dry_run,
+            what: if exec.is_rollback() { "rollback" } else { "rollout" },
         }
     }
 
@@ -588,15 +622,18 @@ impl Summary {
         let failed = result.failures.len();
         let verdict = match result.outcome {
             RunOutcome::Succeeded if self.dry_run => "dry run complete: nothing was changed".to_string(),
-            RunOutcome::Succeeded => "rollout succeeded".to_string(),
+            RunOutcome::Succeeded => format!("{} succeeded", self.what),
             RunOutcome::CompletedWithFailures => {
                 format!(
-                    "rollout completed with {} (within max_failed_hosts)",
+                    "{} completed with {} (within max_failed_hosts)",
+                    self.what,
                     plural(failed, "failed host", "failed hosts")
                 )
             }
-            RunOutcome::Halted => format!("rollout HALTED: {} failed", plural(failed, "host", "hosts")),
-            RunOutcome::Interrupted => "rollout INTERRUPTED: nothing new was started after the interrupt".to_string(),
+            RunOutcome::Halted => format!("{} HALTED: {} failed", self.what, plural(failed, "host", "hosts")),
+            RunOutcome::Interrupted => {
+                format!("{} INTERRUPTED: nothing new was started after the interrupt", self.what)
+            }
             RunOutcome::Paused => match result.paused_after {
                 Some((after, of)) => format!("rollout PAUSED after batch {after} of {of}: every node is in rotation"),
                 None => "rollout PAUSED: every node is in rotation".to_string(),
@@ -611,8 +648,13 @@ impl Summary {
             for line in &f.last_lines {
                 text.push_str(&format!("    | {line}\n"));
             }
+            match &f.recovery {
+                Some(Recovery::Restored) => text.push_str("    restored by on_failure: back in rotation\n"),
+                Some(other) => text.push_str(&format!("    not restored: {}\n", other.why_not().unwrap_or_default())),
+                None => {}
+            }
         }
-        if !result.failures.is_empty() {
+        if result.failures.iter().any(|f| f.recovery != Some(Recovery::Restored)) {
             text.push_str(
                 "  failed hosts were left where they failed: check them before putting them back in rotation\n",
             );
@@ -676,11 +718,7 @@ impl Summary {
 }
 
 fn phase_name(phase: Phase) -> &'static str {
-    match phase {
-        Phase::Before => "before",
-        Phase::Rollout => "rollout",
-        Phase::After => "after",
-    }
+    phase.name()
 }
 
 fn outcome_name(outcome: RunOutcome) -> &'static str {

@@ -76,11 +76,15 @@ case "$1" in
     if [ -e $d/fault-slow ]; then touch $d/in-step; sleep {SLOW}; fi
     echo restarted
     ;;
+  restore)
+    $d/app restart
+    echo "previous release started"
+    ;;
   before)
     if [ -e $d/fault-before-fails ]; then echo "disk full"; exit 1; fi
     echo "disk ok"
     ;;
-  *) echo "usage: roll restart|before" >&2; exit 2 ;;
+  *) echo "usage: roll restart|restore|before" >&2; exit 2 ;;
 esac
 "#
     )
@@ -1040,5 +1044,59 @@ fn pool_node_down_mid_run_is_counted() {
     c.check(out == set(&["h4"]), format!("left out at the end: {out:?}, expected h4"));
     c.names(&ran, &out, "down in the pool");
     c.check(!rig.stopped().contains("h2"), "h2 was restarted while h4 was down");
+    c.done(&ran, &timeline, &load);
+}
+
+/// Issue 18: a host whose restart fails runs its `rollout.on_failure` steps inside its
+/// window (the previous release started again, checked, put back), so under load no
+/// request fails and the host is back in rotation; it still counts as failed, so the
+/// rollout halts before h3 with exit 1, and the summary says the host was restored.
+#[test]
+#[cfg_attr(
+    any(no_sshd, no_haproxy, no_python3),
+    ignore = "needs sshd, haproxy and python3: apt-get install openssh-server haproxy python3"
+)]
+fn on_failure_restores_a_failing_host_under_load() {
+    if !tools() {
+        return;
+    }
+    let rig = Rig::start("on-failure", 3, 0);
+    rig.fault(2, "fault-restart-fails");
+    let mut plan = rig.plan();
+    plan.steps = format!(
+        r#"{STEPS}  on_failure:
+    - name: restore
+      run: "{{{{host.options.dir}}}}/roll restore"
+      timeout: 30s
+    - name: healthy-again
+      wait: {{ http: "http://{{{{host.address}}}}:8080/health", status: 200, successes: 1, interval: 200ms, timeout: 6s }}
+    - name: accept-again
+      balancer: {{ use: edge, action: accept, node: "{{{{host.name}}}}" }}
+      timeout: 8s
+"#
+    );
+    rig.write(&plan);
+    let (watch, run) = rig.apply(&[]);
+    let ran = run.wait();
+    let (timeline, load) = watch.finish();
+
+    let mut c = Checks::default();
+    c.safe(&ran, &timeline, &load, 1, Some(1));
+    c.check(
+        ran.stdout.contains("h2: restored by on_failure: back in rotation"),
+        "the run does not say h2 was restored by on_failure",
+    );
+    c.check(ran.summary().contains("HALTED: 1 host failed"), "h2 must still count as failed and halt the rollout");
+    c.check(
+        ran.summary().contains("h2 failed at `restart`") && ran.summary().contains("restored by on_failure"),
+        "the summary does not name h2's failure and its restoration",
+    );
+    c.check(rig.out_now().is_empty(), format!("nodes out of rotation at the end: {:?}", rig.out_now()));
+    c.check(
+        rig.stopped().contains("h2") && rig.starts("h2") >= 1,
+        "h2's failed restart stopped its app, and on_failure must start it again",
+    );
+    c.check(!rig.stopped().contains("h3"), "h3 was touched after the halt");
+    c.check(rig.journal().contains(r#""phase":"on_failure""#), "the on_failure steps are not in the journal");
     c.done(&ran, &timeline, &load);
 }

@@ -243,3 +243,21 @@ rollout:
     out.code(2);
     settings(out.path()).bind(|| insta::assert_snapshot!("validate_inventory_mistakes", shown(&out)));
 }
+
+/// `rollout.on_failure` puts h2 back after its restart fails: the lines above the summary
+/// and the summary say it was restored, the host still counts as failed (issue 18).
+#[test]
+fn summary_of_a_run_whose_failed_host_on_failure_restored() {
+    let dir = TempDir::new("snap-on-failure");
+    let plan = small_plan(&dir)
+        + "  on_failure:
+    - name: restart-previous
+      run: echo previous release on {{host.name}}
+    - name: accept
+      balancer: { use: pool, action: accept, node: \"{{host.name}}\" }
+";
+    dir.write("plan.yaml", plan);
+    let out = Planrun::in_dir(&dir).args(APPLY).args(&["--var", "fail=h2"]).env("COLUMNS", "100").run();
+    out.code(1);
+    table_settings(dir.path()).bind(|| insta::assert_snapshot!("summary_on_failure_restored", shown(&out)));
+}

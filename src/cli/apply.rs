@@ -47,6 +47,8 @@ pub struct ApplyArgs {
     pub build: BuildOptions,
     /// `apply FILE` of a saved plan: the plan must still render to exactly that.
     pub saved: Option<Arc<crate::saved::SavedPlan>>,
+    /// `planrun rollback`: the plan's `rollback.steps` over the hosts the last run changed.
+    pub rollback: bool,
     pub color: bool,
     pub json: bool,
     pub verbosity: Verbosity,
@@ -67,6 +69,7 @@ struct Prepared {
     redactor: Redactor,
     /// The run this one resumes.
     resume_of: Option<String>,
+    run_id: String,
     /// What this run rolls, beyond the plan's text: the journal's header records it.
     inputs: journal::Inputs,
     /// The batch numbers (1-based) to pause after.
@@ -103,13 +106,31 @@ fn prepare(args: &ApplyArgs) -> Result<Option<Prepared>, ApplyError> {
     crate::redact::install_plan(&loaded.plan);
     // A resume continues the run it resumes: with its `--var`, `--limit` and batch sizes.
     let campaign = if args.resume { Some(campaign(args, &loaded)?) } else { None };
-    let build = campaign.as_ref().map_or_else(|| args.build.clone(), |c| c.inputs.build_options());
-    let mut exec = graph::build(&loaded, &build).map_err(ApplyError::Plan)?;
+    let target = if args.rollback { Some(super::rollback::target(&args.plan, &loaded)?) } else { None };
+    let build = match (&campaign, &target) {
+        (Some(c), _) => c.inputs.build_options(),
+        (None, Some(t)) => super::rollback::build_options(t, &args.build),
+        (None, None) => args.build.clone(),
+    };
+    let run_id = journal::new_run_id();
+    let (mut exec, spec) = match &target {
+        Some(t) => (
+            super::rollback::build(&args.plan, &loaded, t, &build)?,
+            graph::RunSpec { only: None, ..super::rollback::spec(t) },
+        ),
+        None => {
+            // A resume writes the release its first run started: `{{run.*}}` are that run's.
+            let run = graph::RunValues::of(campaign.as_ref().map_or(&run_id, |c| &c.first_run));
+            let spec = graph::RunSpec { run, ..Default::default() };
+            (graph::build_run(&loaded, &build, &spec).map_err(ApplyError::Plan)?, spec)
+        }
+    };
     // The plan before `--limit` and the resume trim it: the pool of balancers that cannot
     // list theirs, so the budget counts the nodes the rollout does not visit now.
-    let whole = match build.limit {
-        Some(_) => graph::build(&loaded, &BuildOptions { limit: None, ..build.clone() }).map_err(ApplyError::Plan)?,
-        None => exec.clone(),
+    let whole = match (&build.limit, &target) {
+        (None, None) => exec.clone(),
+        _ => graph::build_run(&loaded, &BuildOptions { limit: None, ..build.clone() }, &spec)
+            .map_err(ApplyError::Plan)?,
     };
     if let Some(saved) = &args.saved {
         saved.check(&loaded, &exec).map_err(ApplyError::SavedPlan)?;
@@ -154,6 +175,7 @@ fn prepare(args: &ApplyArgs) -> Result<Option<Prepared>, ApplyError> {
         balancers,
         redactor,
         resume_of,
+        run_id,
         inputs,
         pause_after,
     }))
@@ -188,6 +210,9 @@ fn campaign(args: &ApplyArgs, loaded: &LoadedPlan) -> Result<journal::Campaign, 
     let Some(campaign) = journal::campaign(&journal.records) else {
         return Err(ResumeError::NoEarlierRun { plan });
     };
+    if let Some(by) = campaign.rolled_back_by {
+        return Err(ResumeError::RolledBack { plan, run: campaign.last_run, by });
+    }
     if !campaign.resumable() {
         return Err(ResumeError::Succeeded { plan, run: campaign.last_run });
     }
@@ -241,8 +266,8 @@ async fn run(prepared: Prepared, args: &ApplyArgs) -> i32 {
 /// Connects, locks, checks the balancers, runs the plan and reports; the exit code of a
 /// run that started.
 async fn rollout(prepared: Prepared, args: &ApplyArgs, control: Control) -> Result<i32, ApplyError> {
-    let Prepared { loaded, exec, whole, targets, balancers, redactor, resume_of, inputs, pause_after } = prepared;
-    let run_id = journal::new_run_id();
+    let Prepared { loaded, exec, whole, targets, balancers, redactor, resume_of, run_id, inputs, pause_after } =
+        prepared;
     let plan_name = args.plan.display().to_string();
 
     let (transports, lock) = if args.dry_run {
@@ -264,7 +289,7 @@ async fn rollout(prepared: Prepared, args: &ApplyArgs, control: Control) -> Resu
     }
     if !args.dry_run && !args.yes {
         // Like `terraform apply`: the balancers' view and the plan first, then the question.
-        let question = confirmation(&loaded, &exec);
+        let question = confirmation(&loaded, &exec, args.rollback);
         if let Err(e) = confirm(question, &control).await {
             release(lock.as_ref(), &run_id, args).await;
             return Err(e);
@@ -276,7 +301,13 @@ async fn rollout(prepared: Prepared, args: &ApplyArgs, control: Control) -> Resu
     let journal = if args.dry_run {
         None
     } else {
-        let header = Header { loaded: &loaded, run_id: &run_id, resume_of: &resume_of, inputs: &inputs };
+        let header = Header {
+            loaded: &loaded,
+            run_id: &run_id,
+            resume_of: &resume_of,
+            inputs: &inputs,
+            rollback: args.rollback,
+        };
         match open_journal(args, &header, &verdict, &redactor) {
             Ok(writer) => Some(writer),
             Err(e) => {
@@ -328,7 +359,12 @@ async fn rollout(prepared: Prepared, args: &ApplyArgs, control: Control) -> Resu
     }
     release(lock.as_ref(), &run_id, args).await;
     if let Ok(summary) = reporting.await {
-        let hint = journal::resume_command(&args.plan, &inputs);
+        // A rollback that stopped is continued by running it again.
+        let hint = if args.rollback {
+            super::rollback::command(&args.plan)
+        } else {
+            journal::resume_command(&args.plan, &inputs)
+        };
         let width = crate::report::output_width(mode == Mode::Live);
         write_out(mode, &summary.render(&result, Some(&hint), &log_dir, width));
     }
@@ -344,6 +380,7 @@ struct Header<'a> {
     run_id: &'a str,
     resume_of: &'a Option<String>,
     inputs: &'a journal::Inputs,
+    rollback: bool,
 }
 
 /// Opens the journal and writes the run's header and the pre-flight view. A run planrun
@@ -376,6 +413,7 @@ fn open_journal(
             pid: me.pid,
             at: journal::stamp(std::time::SystemTime::now()),
             inputs: header.inputs.clone(),
+            kind: if header.rollback { journal::RunKind::Rollback } else { journal::RunKind::Apply },
         })
         .map_err(ApplyError::Journal)?;
     if !verdict.lines.is_empty() {
@@ -639,11 +677,13 @@ pub(super) fn check_secrets(plan: &Plan) -> Result<(), ApplyError> {
 
 /// What the operator is asked to approve: the batches with their hosts and each host's
 /// steps, short, then the question.
-fn confirmation(loaded: &LoadedPlan, exec: &ExecutionPlan) -> String {
+fn confirmation(loaded: &LoadedPlan, exec: &ExecutionPlan, rollback: bool) -> String {
     crate::preview::short(exec)
         + &format!(
-            "apply {} to {} of `{}` in {}? [y/N] ",
+            "{} {} {} {} of `{}` in {}? [y/N] ",
+            if rollback { "roll back" } else { "apply" },
             loaded.source().display_name(),
+            if rollback { "on" } else { "to" },
             crate::text::plural(exec.hosts.len(), "host", "hosts"),
             exec.application,
             crate::text::plural(exec.batches.len(), "batch", "batches"),

@@ -190,6 +190,41 @@ pub enum AddressChoice {
     Private,
 }
 
+/// `planrun rollback`'s command line: apply's, without what only a rollout has.
+#[derive(Debug, Clone, Args)]
+pub struct RollbackCommand {
+    /// The plan file.
+    #[arg(value_name = "PLAN")]
+    pub plan: PathBuf,
+    /// Do not ask for confirmation (required without a terminal).
+    #[arg(long, short)]
+    pub yes: bool,
+    /// Render and walk every step, print what would run, change nothing (the balancers
+    /// are still read).
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Override the budget's refusal, loudly, as for `apply`.
+    #[arg(long)]
+    pub force: bool,
+    /// Wait this long for a lock another run holds (`10m`, `30s`).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub lock_wait: Option<std::time::Duration>,
+    /// Why this run holds the lock: `lock status` and a refused run show it.
+    #[arg(long, short, value_name = "TEXT")]
+    pub message: Option<String>,
+    /// `human` or `json`, as for `apply`.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+    pub output: OutputFormat,
+    /// Show only failures and the summary.
+    #[arg(long, short, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Also show every line the commands print.
+    #[arg(long, short)]
+    pub verbose: bool,
+    #[command(flatten)]
+    pub graph: GraphArgs,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Check plans against the schema and each other; nothing is executed.
@@ -266,6 +301,16 @@ pub enum Command {
         #[command(flatten)]
         graph: GraphArgs,
     },
+    /// Go back from the last run: the plan's `rollback.steps` on every host it changed.
+    ///
+    /// The hosts are those the last apply of the plan (with its resumes) completed a
+    /// rollout step on, from the journal; they go back in the plan's batches, with
+    /// apply's pre-flight, budget, lock, journal, live view and summary. A rollback that
+    /// stopped is continued by running it again: hosts already rolled back are left alone.
+    #[command(
+        after_help = "Examples:\n  planrun rollback plans/production.yaml\n  planrun rollback plans/production.yaml --yes --limit app1\n  planrun plan plans/production.yaml --rollback"
+    )]
+    Rollback(RollbackCommand),
     /// Show the last run of a plan, from its journal, and what `--resume` would do.
     #[command(after_help = "Example:\n  planrun status plans/production.yaml")]
     Status {
@@ -308,6 +353,10 @@ pub enum Command {
         /// to FILE (JSON); `planrun apply FILE` then runs exactly that, or refuses.
         #[arg(long, value_name = "FILE", conflicts_with_all = ["format", "verbose", "list_hosts"])]
         out: Option<PathBuf>,
+        /// Show what `planrun rollback` would run instead: the plan's `rollback.steps` on
+        /// the hosts the last run changed, from the journal.
+        #[arg(long, conflicts_with = "list_hosts")]
+        rollback: bool,
         #[command(flatten)]
         graph: GraphArgs,
     },

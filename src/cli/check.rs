@@ -127,7 +127,14 @@ pub fn validate_plans(args: &[PathBuf], format: ValidateFormat, color: bool) -> 
     if failed { exit::INVALID_INPUT } else { exit::SUCCESS }
 }
 
-pub fn show_plans(args: &[PathBuf], format: PlanFormat, verbose: bool, graph_args: &GraphArgs, color: bool) -> i32 {
+pub fn show_plans(
+    args: &[PathBuf],
+    format: PlanFormat,
+    verbose: bool,
+    rollback: bool,
+    graph_args: &GraphArgs,
+    color: bool,
+) -> i32 {
     if verbose && format != PlanFormat::Text {
         eprintln!("error: `--verbose` adds the SSH settings to the text plan only; drop `--format` or `--verbose`");
         return exit::INVALID_INPUT;
@@ -148,6 +155,25 @@ pub fn show_plans(args: &[PathBuf], format: PlanFormat, verbose: bool, graph_arg
                 code = exit::INVALID_INPUT;
                 continue;
             }
+        };
+        // `--rollback`: what `planrun rollback` would run, from the journal.
+        let rolled_back;
+        let plan = if rollback {
+            match super::rollback::preview(&checked.named.path, loaded, &options) {
+                Ok((exec, heading)) => {
+                    if format == PlanFormat::Text {
+                        let _ = writeln!(out, "{heading}");
+                    }
+                    rolled_back = exec;
+                    &rolled_back
+                }
+                Err(e) => {
+                    code = super::print::apply_error(&e, color);
+                    continue;
+                }
+            }
+        } else {
+            plan
         };
         let path = loaded.source().display_name();
         let about = preview::About {

@@ -10,6 +10,7 @@ mod files;
 mod inventory;
 mod print;
 mod saved;
+mod rollback;
 mod status;
 
 use std::io::IsTerminal;
@@ -41,7 +42,7 @@ pub fn run(cli: Cli) -> i32 {
     // The live view's bars and the summary's colours follow the same choice.
     console::set_colors_enabled(color);
     console::set_colors_enabled_stderr(color);
-    if !matches!(cli.command, Command::Apply { .. }) {
+    if !matches!(cli.command, Command::Apply { .. } | Command::Rollback(_)) {
         // Read-only commands end quietly when their reader goes away (`| head`), as Unix
         // tools do. `apply` keeps SIGPIPE ignored: a closed pipe must never stop a rollout
         // halfway, so it ignores failed writes instead.
@@ -51,8 +52,8 @@ pub fn run(cli: Cli) -> i32 {
         Command::Validate { plans, format } => check::validate_plans(&plans, format, color),
         Command::Plan { plans, out: Some(out), graph, .. } => saved::save(&plans, &graph, &out, color),
         Command::Plan { plans, list_hosts: true, graph, .. } => check::list_hosts(&plans, &graph, color),
-        Command::Plan { plans, format, verbose, list_hosts: false, graph, out: None } => {
-            check::show_plans(&plans, format, verbose, &graph, color)
+        Command::Plan { plans, format, verbose, list_hosts: false, rollback, graph, out: None } => {
+            check::show_plans(&plans, format, verbose, rollback, &graph, color)
         }
         Command::Exec(command) => exec::exec(command, color),
         Command::Inventory(command) => inventory::inventory(command),
@@ -100,8 +101,34 @@ pub fn run(cli: Cli) -> i32 {
                 message: message.unwrap_or_default(),
                 build,
                 saved,
+                rollback: false,
                 color,
                 json: output == OutputFormat::Json,
+                verbosity,
+            })
+        }
+        Command::Rollback(command) => {
+            let verbosity = match (command.quiet, command.verbose) {
+                (true, _) => Verbosity::Quiet,
+                (_, true) => Verbosity::Verbose,
+                _ => Verbosity::Normal,
+            };
+            apply::apply(ApplyArgs {
+                plan: command.plan,
+                yes: command.yes,
+                dry_run: command.dry_run,
+                resume: false,
+                force: command.force,
+                resume_changed: false,
+                pause_after: Vec::new(),
+                no_pause: true,
+                lock_wait: command.lock_wait,
+                message: command.message.unwrap_or_default(),
+                build: command.graph.build_options(),
+                saved: None,
+                rollback: true,
+                color,
+                json: command.output == OutputFormat::Json,
                 verbosity,
             })
         }

@@ -75,6 +75,9 @@ pub enum ApplyError {
     /// A saved plan that is no longer what the plan renders to (`saved::SavedPlan::check`).
     #[error("{0}")]
     SavedPlan(String),
+    /// `planrun rollback` has nothing to go back from; the message says why.
+    #[error("{0}")]
+    NothingToRollBack(String),
 }
 
 /// Why `--resume` cannot continue.
@@ -88,6 +91,10 @@ pub enum ResumeError {
         "error: the last run of `{plan}` ({run}) succeeded: there is nothing to resume; nothing was executed\n  help: run it without `--resume` to roll again"
     )]
     Succeeded { plan: String, run: String },
+    #[error(
+        "error: the last run of `{plan}` ({run}) was rolled back by run {by}: there is nothing to resume; nothing was executed\n  help: run it without `--resume` to roll again"
+    )]
+    RolledBack { plan: String, run: String, by: String },
     #[error(
         "error: the plan changed since run {run} started ({}); a resume would mix two plans; nothing was executed\n  help: restore the plan, or pass `--resume-changed` to resume `{plan}` as it is now",
         changes.join("; ")
@@ -116,6 +123,7 @@ impl ApplyError {
             | ApplyError::Answer(_)
             | ApplyError::PauseBeyondBatches { .. }
             | ApplyError::SavedPlan(_)
+            | ApplyError::NothingToRollBack(_)
             | ApplyError::Declined => exit::INVALID_INPUT,
             ApplyError::Runtime(_)
             | ApplyError::Unreachable { .. }

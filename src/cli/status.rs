@@ -54,6 +54,9 @@ pub fn status(plan: &Path, color: bool) -> i32 {
         let what = if changes.is_empty() { String::new() } else { format!(" ({})", changes.join("; ")) };
         println!("  the plan changed since{what}: `--resume` refuses unless `--resume-changed`");
     }
+    if let Some(by) = &campaign.rolled_back_by {
+        println!("  rolled back by run {by} (`planrun rollback`)");
+    }
     if !campaign.resumable() {
         println!("  nothing to resume");
         return exit::SUCCESS;

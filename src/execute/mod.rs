@@ -7,11 +7,15 @@
 //! - Once more hosts than `max_failed_hosts` have failed (counted over the whole run), no
 //!   new batch starts. Hosts already in their rolling window finish their chain, so a
 //!   failure on one host never leaves another host out of rotation.
-//! - A failed host stays where it failed: it is unhealthy, so it is not put back.
+//! - A failed host stays where it failed: it is unhealthy, so it is not put back, unless
+//!   its `rollout.on_failure` steps (run at once, inside its window) put it back.
 //! - The executor only emits events; it prints nothing itself.
 
+mod recover;
 mod step;
 mod wait;
+
+pub use recover::Recovery;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -103,6 +107,9 @@ pub struct HostFailure {
     pub step: String,
     pub error: String,
     pub last_lines: Vec<String>,
+    /// What its `rollout.on_failure` steps did; `None` when it has none (or they did
+    /// not run).
+    pub recovery: Option<Recovery>,
 }
 
 /// How a run ended, for the summary and the exit code.
@@ -190,6 +197,7 @@ pub async fn run(
         steps: exec.step_count(),
         dry_run: ctx.settings.dry_run,
         resume_of: ctx.settings.resume_of.clone(),
+        rollback: exec.is_rollback(),
     });
 
     // The stop's notice goes to the terminal at once; this puts it in the event stream
@@ -250,7 +258,7 @@ async fn run_phases(ctx: &Arc<Ctx>) -> RunOutcome {
         for host in batch.hosts.iter().cloned() {
             let ctx = ctx.clone();
             let (index, first_step) = (host.host, host.steps.first().cloned());
-            let task = tasks.spawn(async move { run_host_chain(&ctx, host.host, &host.steps).await });
+            let task = tasks.spawn(async move { run_host_chain(&ctx, host.host, &host.steps, &host.on_failure).await });
             task_hosts.insert(task.id(), (index, first_step));
         }
         while let Some(done) = tasks.join_next_with_id().await {
@@ -340,10 +348,10 @@ fn stopped_or(ctx: &Ctx, otherwise: RunOutcome) -> RunOutcome {
 }
 
 /// One host's steps, in order; the first failure (without `continue_on_error`) ends the
-/// chain and leaves the host where it is. A chain that ends with a node it took out of
+/// chain, and the host's `on_failure` steps run (none: it is left where it is). A chain that ends with a node it took out of
 /// rotation not put back has failed, whatever its steps said: the plan skipped or
 /// ignored the `accept`.
-async fn run_host_chain(ctx: &Arc<Ctx>, host: usize, steps: &[StepInstance]) {
+async fn run_host_chain(ctx: &Arc<Ctx>, host: usize, steps: &[StepInstance], on_failure: &[StepInstance]) {
     let mut taken_out: BTreeSet<(String, String)> = BTreeSet::new();
     let mut checked = false;
     for instance in steps {
@@ -355,21 +363,7 @@ async fn run_host_chain(ctx: &Arc<Ctx>, host: usize, steps: &[StepInstance]) {
             }
         }
         let result = step::run(ctx, instance).await;
-        if let Action::Balancer { balancer, node, action, .. } = &instance.action
-            && result.outcome != Outcome::Skipped
-        {
-            let key = (balancer.clone(), node.clone());
-            match action {
-                // Taken out even when the call failed: it may have happened.
-                BalancerAction::Reject | BalancerAction::Drain => {
-                    taken_out.insert(key);
-                }
-                BalancerAction::Accept if result.outcome == Outcome::Ok => {
-                    taken_out.remove(&key);
-                }
-                BalancerAction::Accept => {}
-            }
-        }
+        track_nodes(&mut taken_out, instance, result.outcome);
         match result.outcome {
             Outcome::Ok | Outcome::Skipped | Outcome::FailedIgnored => continue,
             Outcome::Cancelled => {
@@ -380,18 +374,42 @@ async fn run_host_chain(ctx: &Arc<Ctx>, host: usize, steps: &[StepInstance]) {
             }
             Outcome::Failed => {
                 fail_host(ctx, host, instance, result);
+                recover::on_failure(ctx, host, on_failure, taken_out).await;
                 return;
             }
         }
     }
     if let (Some(last), false) = (steps.last(), taken_out.is_empty()) {
-        let nodes: Vec<String> = taken_out.iter().map(|(b, n)| format!("{n} on `{b}`")).collect();
         let error = format!(
             "its steps ended with {} still out of rotation: the `accept` that puts it back did not succeed",
-            nodes.join(", ")
+            nodes_text(&taken_out)
         );
         fail_host(ctx, host, last, step::StepResult::failed(error));
+        recover::on_failure(ctx, host, on_failure, taken_out).await;
     }
+}
+
+/// The nodes a host took out and has not put back, after `instance` ended with `outcome`.
+fn track_nodes(taken_out: &mut BTreeSet<(String, String)>, instance: &StepInstance, outcome: Outcome) {
+    if let Action::Balancer { balancer, node, action, .. } = &instance.action
+        && outcome != Outcome::Skipped
+    {
+        let key = (balancer.clone(), node.clone());
+        match action {
+            // Taken out even when the call failed: it may have happened.
+            BalancerAction::Reject | BalancerAction::Drain => {
+                taken_out.insert(key);
+            }
+            BalancerAction::Accept if outcome == Outcome::Ok => {
+                taken_out.remove(&key);
+            }
+            BalancerAction::Accept => {}
+        }
+    }
+}
+
+fn nodes_text(nodes: &BTreeSet<(String, String)>) -> String {
+    nodes.iter().map(|(b, n)| format!("{n} on `{b}`")).collect::<Vec<_>>().join(", ")
 }
 
 fn takes_out(instance: &StepInstance) -> bool {
@@ -432,6 +450,7 @@ fn fail_host(ctx: &Ctx, host: usize, instance: &StepInstance, result: step::Step
         step: instance.step.clone(),
         error: redact(result.error.as_deref().unwrap_or("failed")),
         last_lines: result.last_lines.iter().map(|l| redact(l)).collect(),
+        recovery: None,
     };
     ctx.emitter.emit(Event::HostFailed {
         host: failure.host.clone(),
@@ -513,11 +532,7 @@ async fn run_fan_out(ctx: &Arc<Ctx>, instances: &[StepInstance]) -> bool {
 }
 
 fn phase_name(phase: Phase) -> &'static str {
-    match phase {
-        Phase::Before => "before",
-        Phase::Rollout => "rollout",
-        Phase::After => "after",
-    }
+    phase.name()
 }
 
 #[cfg(test)]

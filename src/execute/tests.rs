@@ -104,3 +104,36 @@ async fn a_wait_that_never_passes_fails_at_its_timeout() {
     assert_eq!(result.failures[0].step, "healthy");
     assert!(result.failures[0].error.contains("did not pass within 1h"), "{}", result.failures[0].error);
 }
+
+/// Issue 18: `on_failure` runs on the failed host only; putting its node back restores
+/// it, and without an `accept` there the node stays out and the recovery says so. The
+/// host counts as failed either way.
+#[tokio::test]
+async fn on_failure_restores_the_failed_host_only_when_its_node_is_back() {
+    let failing = r#"    - { name: reject, balancer: { use: pool, action: reject, node: "{{host.name}}" } }
+    - { name: restart, run: "test {{host.name}} != h1" }
+    - { name: accept, balancer: { use: pool, action: accept, node: "{{host.name}}", wait_up: false } }
+"#;
+    for (on_failure, restored) in [
+        (
+            "    - { name: put-back, balancer: { use: pool, action: accept, node: \"{{host.name}}\", wait_up: false } }\n",
+            true,
+        ),
+        ("    - { name: look, run: \"true\" }\n", false),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let exec = build(dir.path(), &format!("{failing}  on_failure:\n{on_failure}"));
+        let balancers = balancers(&exec, dir.path());
+        let result = run_plan(exec, &balancers).await;
+        assert_eq!(result.outcome, RunOutcome::Halted, "a restored host still counts as failed");
+        assert_eq!(result.failures.len(), 1);
+        let recovery = result.failures[0].recovery.clone();
+        if restored {
+            assert_eq!(recovery, Some(Recovery::Restored));
+        } else {
+            assert_eq!(recovery, Some(Recovery::StillOut("h1 on `pool`".into())));
+        }
+        assert_eq!(in_pool(dir.path(), "h1"), restored);
+        assert!(in_pool(dir.path(), "h2") && in_pool(dir.path(), "h3"), "the run halted before h2");
+    }
+}

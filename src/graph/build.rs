@@ -24,18 +24,46 @@ pub fn balancer_skipped(loaded: &LoadedPlan) -> bool {
     skips_balancer(loaded) && loaded.plan.rollout.steps.iter().any(crate::model::Step::uses_balancer)
 }
 
-/// The step graph of a validated plan, with every template rendered for every host.
-/// Every template problem of the plan comes back at once.
+/// Which list of the plan a run's hosts go through in their rolling window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum StepList {
+    /// `rollout.steps` (with `rollout.on_failure`), between `before` and `after`.
+    #[default]
+    Rollout,
+    /// `rollback.steps`, alone: `planrun rollback`.
+    Rollback,
+}
+
+/// What a run adds to the command line's options: its `{{run.*}}` values, the list its
+/// hosts go through, and for a rollback the hosts it goes back on.
+#[derive(Debug, Clone, Default)]
+pub struct RunSpec {
+    pub run: crate::graph::RunValues,
+    pub list: StepList,
+    /// Only the hosts of these names (after `--limit`); `None`: every selected host.
+    pub only: Option<Vec<String>>,
+}
+
+/// The step graph of a validated plan, with every template rendered for every host
+/// (`{{run.*}}` as placeholders). Every template problem of the plan comes back at once.
 pub fn build(loaded: &LoadedPlan, options: &BuildOptions) -> Result<ExecutionPlan, PlanErrors> {
+    build_run(loaded, options, &RunSpec::default())
+}
+
+/// The step graph of one run: `build` with the run's values, list and hosts.
+pub fn build_run(loaded: &LoadedPlan, options: &BuildOptions, spec: &RunSpec) -> Result<ExecutionPlan, PlanErrors> {
     let plan = &loaded.plan;
     let fail = |problems| PlanErrors::in_files(loaded.files.clone(), problems);
 
-    let servers = limit(plan, &loaded.selection.hosts, options.limit.as_deref()).map_err(fail)?;
+    let mut servers = limit(plan, &loaded.selection.hosts, options.limit.as_deref()).map_err(fail)?;
+    if let Some(only) = &spec.only {
+        servers.retain(|&i| only.iter().any(|name| name == server_name(&plan.servers[i])));
+    }
     let hosts = host_refs(plan, &servers);
     let sizes = batch_sizes(options.batch_size.as_ref().unwrap_or(&plan.rollout.batch_size), hosts.len());
     let vars = template_vars(plan, options).map_err(fail)?;
 
-    let rendered = render(plan, &loaded.root, &loaded.files, vars, &hosts, sizes, skips_balancer(loaded));
+    let rendered = render(plan, &loaded.root, &loaded.files, vars, &hosts, sizes, skips_balancer(loaded), spec);
     let (before, batches, after) = rendered.map_err(fail)?;
     Ok(ExecutionPlan {
         application: plan.application.clone(),
@@ -59,7 +87,9 @@ pub(crate) fn template_problems(
     let hosts = host_refs(plan, servers);
     let sizes = batch_sizes(&plan.rollout.batch_size, hosts.len());
     let skip_balancer = plan.rollout.single_host == SingleHost::SkipBalancer && servers.len() == 1;
-    render(plan, root, files, plan_vars(plan), &hosts, sizes, skip_balancer).err().unwrap_or_default()
+    render(plan, root, files, plan_vars(plan), &hosts, sizes, skip_balancer, &RunSpec::default())
+        .err()
+        .unwrap_or_default()
 }
 
 /// What `planrun exec` runs: the hosts `--limit` keeps, in rollout order, and the
@@ -140,7 +170,10 @@ fn plan_vars(plan: &Plan) -> serde_json::Map<String, Value> {
 type Rendered = (Vec<crate::graph::types::StepInstance>, Vec<Batch>, Vec<crate::graph::types::StepInstance>);
 
 /// Every step of the plan for every host, its templates rendered: `before`, the
-/// batches of `sizes`, `after`; or every problem the rendering found.
+/// batches of `sizes`, `after`; or every problem the rendering found. Every list is
+/// rendered for every host whichever one the run goes through, so `validate`, `apply`
+/// and `rollback` find the same problems.
+#[allow(clippy::too_many_arguments)]
 fn render(
     plan: &Plan,
     root: &crate::yaml::Node,
@@ -149,11 +182,16 @@ fn render(
     hosts: &[HostRef],
     sizes: Vec<usize>,
     skip_balancer: bool,
+    spec: &RunSpec,
 ) -> Result<Rendered, Vec<Problem>> {
     let mut b = Builder::new(plan, root, files, vars, hosts.len());
+    b.set_run(&spec.run);
     let before = b.compile_list(Phase::Before, "/before", &plan.before, false);
     let rollout = b.compile_list(Phase::Rollout, "/rollout/steps", &plan.rollout.steps, skip_balancer);
+    let on_failure = b.compile_list(Phase::OnFailure, "/rollout/on_failure", &plan.rollout.on_failure, skip_balancer);
     let after = b.compile_list(Phase::After, "/after", &plan.after, false);
+    let rollback_steps = plan.rollback.as_ref().map_or(&[][..], |r| &r.steps[..]);
+    let rollback = b.compile_list(Phase::Rollback, "/rollback/steps", rollback_steps, skip_balancer);
 
     let before = b.fan_out(&before, hosts);
     let mut batches = Vec::with_capacity(sizes.len());
@@ -162,8 +200,13 @@ fn render(
         b.set_batch(Some(k));
         let mut batch = Batch { index: k, hosts: Vec::with_capacity(size) };
         for h in next..next + size {
-            let steps = b.host_steps(&rollout, h, hosts);
-            batch.hosts.push(HostSteps { host: h, steps });
+            let rollout_steps = b.host_steps(&rollout, h, hosts);
+            let on_failure = b.host_steps(&on_failure, h, hosts);
+            let rollback_steps = b.host_steps(&rollback, h, hosts);
+            batch.hosts.push(match spec.list {
+                StepList::Rollout => HostSteps { host: h, steps: rollout_steps, on_failure },
+                StepList::Rollback => HostSteps { host: h, steps: rollback_steps, on_failure: Vec::new() },
+            });
         }
         next += size;
         batches.push(batch);
@@ -175,7 +218,11 @@ fn render(
     if !problems.is_empty() {
         return Err(problems);
     }
-    Ok((before, batches, after))
+    match spec.list {
+        StepList::Rollout => Ok((before, batches, after)),
+        // A rollback switches back what the run built: `before` and `after` are the run's.
+        StepList::Rollback => Ok((Vec::new(), batches, Vec::new())),
+    }
 }
 
 /// The size of each batch for `hosts` hosts: a ramp's last entry repeats.

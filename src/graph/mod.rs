@@ -14,13 +14,15 @@ mod dag;
 pub mod describe;
 mod limit;
 mod render;
+mod run;
 pub mod shell;
 pub mod template;
 mod types;
 
 pub use crate::model::select::server_name;
 pub(crate) use build::template_problems;
-pub use build::{AdHoc, ad_hoc, balancer_skipped, batch_sizes, build, skips_balancer};
+pub use build::{AdHoc, RunSpec, StepList, ad_hoc, balancer_skipped, batch_sizes, build, build_run, skips_balancer};
+pub use run::RunValues;
 pub use shell::wrap_command;
 pub use types::*;
 

@@ -152,6 +152,10 @@ impl<'p> Builder<'p> {
         b
     }
 
+    pub(crate) fn set_run(&mut self, run: &crate::graph::RunValues) {
+        self.ctx.set_run(run);
+    }
+
     pub(crate) fn set_batch(&mut self, index: Option<usize>) {
         self.ctx.set_batch(index);
     }

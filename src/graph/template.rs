@@ -204,7 +204,14 @@ impl TemplateContext {
         root.insert("application".into(), Value::String(application.into()));
         root.insert("vars".into(), Value::Object(vars));
         root.insert("rollout".into(), serde_json::json!({ "hosts": selected_hosts }));
-        TemplateContext(Context::from(Value::Object(root)))
+        let mut context = TemplateContext(Context::from(Value::Object(root)));
+        context.set_run(&crate::graph::RunValues::placeholder());
+        context
+    }
+
+    /// Sets `run.id` and `run.started`: the same for every host of a run.
+    pub fn set_run(&mut self, run: &crate::graph::RunValues) {
+        self.set("run", Some(serde_json::json!({ "id": run.id, "started": run.started })));
     }
 
     /// Sets (or, with `None`, removes) `host`, so that a step without a host fails on

@@ -66,6 +66,9 @@ pub struct HostSteps {
     /// Index into `ExecutionPlan::hosts`.
     pub host: usize,
     pub steps: Vec<StepInstance>,
+    /// `rollout.on_failure` for this host: run when one of `steps` fails.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub on_failure: Vec<StepInstance>,
 }
 
 /// Which list of the plan a step comes from.
@@ -74,7 +77,30 @@ pub struct HostSteps {
 pub enum Phase {
     Before,
     Rollout,
+    /// `rollout.on_failure`, on a host whose rollout steps failed.
+    OnFailure,
     After,
+    /// `rollback.steps`, run by `planrun rollback`.
+    Rollback,
+}
+
+impl Phase {
+    /// The steps of a host's rolling window: the summary's table and the live view
+    /// follow them per host.
+    pub fn in_window(self) -> bool {
+        matches!(self, Phase::Rollout | Phase::Rollback)
+    }
+
+    /// The phase's name as plans write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Before => "before",
+            Phase::Rollout => "rollout",
+            Phase::OnFailure => "on_failure",
+            Phase::After => "after",
+            Phase::Rollback => "rollback",
+        }
+    }
 }
 
 /// A step for one host (or for the control machine), rendered.
@@ -258,6 +284,11 @@ impl ExecutionPlan {
             .chain(self.after.iter())
     }
 
+    /// Whether this is a `planrun rollback`: its hosts go through `rollback.steps`.
+    pub fn is_rollback(&self) -> bool {
+        self.batches.iter().flat_map(|b| &b.hosts).flat_map(|h| &h.steps).any(|s| s.phase == Phase::Rollback)
+    }
+
     pub fn step_count(&self) -> usize {
         self.instances().count()
     }
@@ -275,7 +306,11 @@ impl ExecutionPlan {
             let hosts: Vec<HostSteps> = batch
                 .hosts
                 .iter()
-                .map(|h| HostSteps { host: h.host, steps: h.steps.iter().filter(|i| keep(i)).cloned().collect() })
+                .map(|h| HostSteps {
+                    host: h.host,
+                    steps: h.steps.iter().filter(|i| keep(i)).cloned().collect(),
+                    on_failure: h.on_failure.clone(),
+                })
                 .filter(|h| !h.steps.is_empty())
                 .collect();
             if !hosts.is_empty() {

@@ -11,6 +11,7 @@ use crate::model::examples::{
     servers_from_example, vars_example,
 };
 use crate::model::inventory::ServerSource;
+use crate::model::rollback::Rollback;
 use crate::model::rollout::Rollout;
 use crate::model::server::{Server, SshSettings};
 use crate::model::step::{EnvValue, Step, env_example};
@@ -127,6 +128,12 @@ pub struct Plan {
     #[serde(default)]
     #[schemars(example = after_example())]
     pub after: Vec<Step>,
+
+    /// # Rollback
+    ///
+    /// What `planrun rollback PLAN` runs to go back from the last run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<Rollback>,
 }
 
 /// Where the rollout lock lives: a directory made with an atomic `mkdir`, holding a file
@@ -151,7 +158,28 @@ pub struct LockSettings {
     pub path: Option<String>,
 }
 
+/// Whether the list at `pointer` runs inside a host's rolling window, where balancer
+/// steps belong: `rollout.steps`, `rollout.on_failure`, `rollback.steps`.
+pub fn in_window(pointer: &str) -> bool {
+    matches!(pointer, "/rollout/steps" | "/rollout/on_failure" | "/rollback/steps")
+}
+
 impl Plan {
+    /// Every list of steps with its JSON pointer, in the plan's order: checks that apply
+    /// to every step visit them all.
+    pub fn step_lists(&self) -> Vec<(&'static str, &[Step])> {
+        let mut lists: Vec<(&'static str, &[Step])> = vec![
+            ("/before", &self.before),
+            ("/rollout/steps", &self.rollout.steps),
+            ("/rollout/on_failure", &self.rollout.on_failure),
+            ("/after", &self.after),
+        ];
+        if let Some(rollback) = &self.rollback {
+            lists.push(("/rollback/steps", &rollback.steps));
+        }
+        lists
+    }
+
     /// The environment variables the plan reads secrets from: `secret_env`, then every
     /// Linode balancer's `token_env`. The check before a run and the redaction of its
     /// output must agree on this list, so it is made in one place.

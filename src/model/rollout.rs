@@ -64,6 +64,26 @@ pub struct Rollout {
     /// The steps each host goes through, in order, while it is in the rolling window.
     #[schemars(length(min = 1), example = steps_example())]
     pub steps: Vec<Step>,
+
+    /// # Steps when a host fails
+    ///
+    /// Steps that run on a host whose rollout steps failed, right away and inside its
+    /// rolling window, before the rollout halts: switch back to what ran before,
+    /// restart, then `accept` and wait, so the host serves again. When they succeed and
+    /// put its nodes back, the host is back in rotation (the summary says "restored by
+    /// on_failure"); it still counts as failed for `max_failed_hosts`. When one fails, the
+    /// host stays out of rotation where it failed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(example = on_failure_example())]
+    pub on_failure: Vec<Step>,
+}
+
+fn on_failure_example() -> serde_json::Value {
+    serde_json::json!([
+        { "name": "switch-back", "run": "cd /srv/shop && ln -sfn \"$(cat previous)\" current" },
+        { "name": "restart-previous", "run": "systemctl restart shop" },
+        { "name": "accept", "balancer": { "use": "nodebalancer", "action": "accept", "node": "{{host.options.private_ip}}:80" } }
+    ])
 }
 
 /// Wide enough to hide SSH round trips, narrow enough that a fleet's sshds and the

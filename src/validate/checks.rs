@@ -87,7 +87,7 @@ pub(crate) fn check_semantics(plan: &Plan, root: &Node, refused: &[String]) -> (
         );
     }
 
-    for (list, steps) in [("/before", &plan.before), ("/rollout/steps", &plan.rollout.steps), ("/after", &plan.after)] {
+    for (list, steps) in plan.step_lists() {
         check_steps(plan, list, steps, root, refused, &mut problems);
     }
     check_durations(plan, root, &mut problems);
@@ -129,10 +129,10 @@ pub(crate) fn check_wrapping(plan: &Plan, root: &Node, selection: &SelectedHosts
     for name in plan.env.keys() {
         check_env_name(root, "/env", name, "plan `env`", &mut problems);
     }
-    for (list, steps) in [("/before", &plan.before), ("/rollout/steps", &plan.rollout.steps), ("/after", &plan.after)] {
+    for (list, steps) in plan.step_lists() {
         for (index, step) in steps.iter().enumerate() {
             // `single_host: skip_balancer` leaves these steps out of the rollout unread.
-            if skip_balancer && list == "/rollout/steps" && step.uses_balancer() {
+            if skip_balancer && crate::model::in_window(list) && step.uses_balancer() {
                 continue;
             }
             let at = format!("{list}/{index}");
@@ -200,7 +200,7 @@ fn refuse_wrapping(root: &Node, at: &str, owner: &str, step: &Step, problems: &m
 
 fn check_steps(plan: &Plan, list: &str, steps: &[Step], root: &Node, refused: &[String], problems: &mut Vec<Problem>) {
     let span = |pointer: &str| root.span_at(pointer);
-    let in_rollout = list == "/rollout/steps";
+    let in_rollout = crate::model::in_window(list);
     let mut names: HashMap<&str, usize> = HashMap::new();
 
     for (i, step) in steps.iter().enumerate() {
@@ -469,7 +469,7 @@ fn check_durations(plan: &Plan, root: &Node, problems: &mut Vec<Problem>) {
             );
         }
     };
-    for (list, steps) in [("/before", &plan.before), ("/rollout/steps", &plan.rollout.steps), ("/after", &plan.after)] {
+    for (list, steps) in plan.step_lists() {
         for (i, step) in steps.iter().enumerate() {
             let at = format!("{list}/{i}");
             check(format!("{at}/timeout"), step.timeout, false);

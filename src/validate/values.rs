@@ -184,7 +184,7 @@ pub(crate) fn check_plan_values(plan: &Plan, root: &Node, problems: &mut Vec<Pro
             refuse(&|| value_at(&format!("/servers/{i}/roles/{k}")), "a role", label(role));
         }
     }
-    for (list, steps) in [("/before", &plan.before), ("/rollout/steps", &plan.rollout.steps), ("/after", &plan.after)] {
+    for (list, steps) in plan.step_lists() {
         for (i, step) in steps.iter().enumerate() {
             // A step's name is held to a pattern by the schema already.
             let owner = format!("step `{}`", shown(&step.name));

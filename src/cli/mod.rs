@@ -8,6 +8,8 @@ mod check;
 mod exec;
 mod files;
 mod print;
+mod runs;
+mod state;
 mod status;
 
 use std::io::IsTerminal;
@@ -96,6 +98,7 @@ pub fn run(cli: Cli) -> i32 {
         }
         Command::Status { plan } => status::status(&plan, color),
         Command::Lock { action, plan } => status::lock(action, &plan, color),
+        Command::Runs { plan, last } => runs::runs(&plan, last.map(std::num::NonZeroUsize::get), color),
     }
 }
 

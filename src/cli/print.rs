@@ -72,6 +72,9 @@ pub enum ApplyError {
         crate::text::plural(*batches, "batch", "batches")
     )]
     PauseBeyondBatches { from: &'static str, pauses: Vec<u32>, batches: usize },
+    /// The run state's backend (PostgreSQL) cannot be used.
+    #[error(transparent)]
+    State(crate::state::StateError),
 }
 
 /// Why `--resume` cannot continue.
@@ -119,6 +122,7 @@ impl ApplyError {
             | ApplyError::Lock { .. }
             | ApplyError::Journal(_)
             | ApplyError::PreflightRefused { .. } => exit::ROLLOUT_FAILED,
+            ApplyError::State(e) => e.code(),
         }
     }
 }

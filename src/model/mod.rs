@@ -19,10 +19,12 @@ mod plan;
 mod rollout;
 pub mod select;
 mod server;
+mod state;
 mod step;
 
 pub use balancer::*;
 pub use plan::*;
 pub use rollout::*;
 pub use server::*;
+pub use state::*;
 pub use step::*;

@@ -109,6 +109,15 @@ pub struct Plan {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lock: Option<LockSettings>,
 
+    /// # Run state
+    ///
+    /// Where the journal and the lock live: by default the journal in `.planrun/` beside
+    /// the plan and the lock on the fleet; with `postgres`, both in a database every
+    /// operator shares. Usually set in a base plan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(example = crate::model::state_example())]
+    pub state: Option<crate::model::StateSettings>,
+
     /// # Steps after the rollout
     ///
     /// Steps that run once, after every host of the rollout finished.

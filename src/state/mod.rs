@@ -18,7 +18,7 @@ pub enum Backend {
     Files {
         dir: PathBuf,
     },
-    Postgres(postgres::Database),
+    Postgres(Box<postgres::Database>),
 }
 
 /// Why the state backend cannot be used.
@@ -58,7 +58,9 @@ impl Backend {
     /// here, so that a missing one is found before anything runs.
     pub fn of(path: &Path, plan: &Plan) -> Result<Backend, StateError> {
         match plan.state.as_ref() {
-            Some(state) => postgres::Database::of(&state.postgres, plan, path).map(Backend::Postgres),
+            Some(state) => {
+                postgres::Database::of(&state.postgres, plan, path).map(|db| Backend::Postgres(Box::new(db)))
+            }
             None => Ok(Backend::Files { dir: journal::state_dir(path) }),
         }
     }

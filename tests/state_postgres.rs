@@ -265,4 +265,19 @@ fn an_unreachable_database_stops_the_apply_before_anything_runs() {
         .env("DEPLOY_TOKEN", TOKEN)
         .run();
     unset.code(2).stderr_has("the environment variable `PLANRUN_DATABASE_URL` must be set");
+
+    // The URL is a secret: a command that prints it shows it masked.
+    let url = format!("postgres://planrun:hunter22@127.0.0.1:{port}/deploys");
+    let printed = Planrun::in_dir(&dir)
+        .args(&["exec", "plan.yaml", "--limit", "h1", "--", "echo \"url: $PLANRUN_DATABASE_URL\""])
+        .env("PLANRUN_DATABASE_URL", &url)
+        .env("DEPLOY_TOKEN", TOKEN)
+        .run();
+    printed.code(0).stdout_has("url: ***").stdout_lacks("hunter22");
+}
+
+#[test]
+fn a_fleet_lock_beside_postgres_state_is_refused() {
+    let out = Planrun::new().plan(plan() + "lock: { host: local }\n").args(&["validate", "plan.yaml"]).run();
+    out.code(2).stderr_has("`lock` has no effect: the lock is in PostgreSQL (`state.postgres`)");
 }

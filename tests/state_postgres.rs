@@ -75,6 +75,11 @@ fn wait_started(shared: &TempDir, host: &str, child: &mut Child) {
     });
 }
 
+/// Who the lock's holder row names: the user running the tests.
+fn user() -> String {
+    planrun::ssh_settings::current_user()
+}
+
 fn finish(child: Child) -> common::Output {
     common::Output::from(child.wait_with_output().expect("planrun ends"))
 }
@@ -139,8 +144,9 @@ fn a_second_apply_is_refused_naming_the_holder() {
     wait_started(&shared, "h1", &mut holder);
 
     let place = format!("postgres:127.0.0.1:{}/postgres:shop/plan.yaml", pg.port);
+    let user = user();
     let refused = planrun(&bob, &pg, &shared, &["apply", "plan.yaml", "--yes"]).run();
-    refused.code(1).stderr_has(&format!("error: another apply holds the lock `{place}`: root on "));
+    refused.code(1).stderr_has(&format!("error: another apply holds the lock `{place}`: {user} on "));
     refused.stderr_has(&format!("(pid {}), since ", holder.id())).stderr_has(", applying plan.yaml: \"hotfix 12\"");
     refused.stderr_has("nothing was changed");
     assert_eq!(record(&shared), ["started h1"], "the refused apply ran nothing");
@@ -148,11 +154,34 @@ fn a_second_apply_is_refused_naming_the_holder() {
     let status = planrun(&bob, &pg, &shared, &["lock", "status", "plan.yaml"]).run();
     status
         .code(0)
-        .stdout_has(&format!("lock `{place}`: held by root on "))
+        .stdout_has(&format!("lock `{place}`: held by {user} on "))
         .stdout_has("\"hotfix 12\" (PostgreSQL session ");
+
+    // With `--lock-wait`, the second apply waits, naming the holder, and runs once it is free.
+    let mut waiter = planrun(&bob, &pg, &shared, &["apply", "plan.yaml", "--yes", "--lock-wait", "5m"]).spawn();
+    let stderr = std::io::BufReader::new(waiter.stderr.take().unwrap());
+    let (lines, seen) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut all = String::new();
+        for line in stderr.lines().map_while(Result::ok) {
+            if line.starts_with("waiting for the lock") {
+                let _ = lines.send(line.clone());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let waiting = seen.recv_timeout(Duration::from_secs(60)).expect("the second apply says it waits");
+    assert!(waiting.starts_with(&format!("waiting for the lock `{place}`: held by {user} on ")), "{waiting}");
+    assert!(waiting.ends_with("\"hotfix 12\""), "{waiting}");
 
     go(&shared);
     finish(holder).code(0);
+    let waited = finish(waiter);
+    let stderr = reader.join().unwrap();
+    assert!(waited.code == 0 && waited.stdout.contains("rollout succeeded"), "{}\n{stderr}", waited.dump());
     planrun(&bob, &pg, &shared, &["lock", "status", "plan.yaml"])
         .run()
         .code(0)
@@ -172,9 +201,10 @@ fn a_killed_holders_lock_is_freed_by_the_server() {
     holder.wait().unwrap();
 
     let place = format!("postgres:127.0.0.1:{}/postgres:shop/plan.yaml", pg.port);
+    let user = user();
     wait_until(Duration::from_secs(30), "the server ending the killed planrun's session", || {
         let status = planrun(&dir, &pg, &shared, &["lock", "status", "plan.yaml"]).run();
-        status.stdout.contains(&format!("lock `{place}`: free; its last holder, root on "))
+        status.stdout.contains(&format!("lock `{place}`: free; its last holder, {user} on "))
     });
 
     go(&shared);
@@ -194,8 +224,9 @@ fn lock_release_ends_the_holders_session_and_it_halts_before_its_next_host() {
     wait_started(&shared, "h1", &mut holder);
 
     let place = format!("postgres:127.0.0.1:{}/postgres:shop/plan.yaml", pg.port);
+    let user = user();
     let released = planrun(&dir, &pg, &shared, &["lock", "release", "plan.yaml"]).run();
-    released.code(0).stdout_has(&format!("lock `{place}`: released (it was held by root on "));
+    released.code(0).stdout_has(&format!("lock `{place}`: released (it was held by {user} on "));
     go(&shared);
     let out = finish(holder);
     out.code(1).stderr_has("the PostgreSQL session holding the lock").stderr_has("nothing new is started");

@@ -2,12 +2,14 @@
 //! (`support::postgres`): a run from one folder is seen and resumed from another; a
 //! second apply is refused naming the holder; a killed holder's lock is freed by the
 //! server; a database that stops mid-run stops the run before its next host, and what
-//! was recorded survives; an unreachable database stops an apply before anything runs.
+//! was recorded survives; an unreachable database stops an apply before anything runs;
+//! TLS is used and the server's certificate checked.
 //! Local transport only: nothing here needs SSH.
 
 mod common;
 mod support;
 
+use std::path::Path;
 use std::process::Child;
 use std::time::Duration;
 
@@ -311,4 +313,32 @@ fn an_unreachable_database_stops_the_apply_before_anything_runs() {
 fn a_fleet_lock_beside_postgres_state_is_refused() {
     let out = Planrun::new().plan(plan() + "lock: { host: local }\n").args(&["validate", "plan.yaml"]).run();
     out.code(2).stderr_has("`lock` has no effect: the lock is in PostgreSQL (`state.postgres`)");
+}
+
+#[test]
+#[cfg_attr(no_postgres, ignore = "needs PostgreSQL: apt-get install postgresql")]
+fn tls_is_used_and_the_servers_certificate_is_checked() {
+    let pg = Postgres::start_tls();
+    let shared = TempDir::new("pg-shared");
+    let dir = checkout();
+    let url = |mode: &str| format!("postgres://postgres@127.0.0.1:{}/postgres?sslmode={mode}", pg.port);
+    let lock_status = |mode: &str, ca: Option<&Path>| {
+        let mut run = Planrun::in_dir(&dir)
+            .args(&["lock", "status", "plan.yaml"])
+            .env("PLANRUN_DATABASE_URL", url(mode))
+            .env("PLANRUN_TEST_DIR", shared.path());
+        if let Some(ca) = ca {
+            // rustls-platform-verifier reads the system's roots through rustls-native-certs,
+            // which takes them from `SSL_CERT_FILE` when it is set.
+            run = run.env("SSL_CERT_FILE", ca);
+        }
+        run.run()
+    };
+    // The server takes TLS connections only, so one that works was made over TLS.
+    lock_status("require", Some(&pg.ca())).code(0).stdout_has(": free\n");
+    let untrusted = lock_status("require", None);
+    untrusted.code(1).stderr_has("error: cannot reach the PostgreSQL database `127.0.0.1:");
+    untrusted.stderr_has("certificate");
+    let plain = lock_status("disable", Some(&pg.ca()));
+    plain.code(1).stderr_has("no encryption");
 }

@@ -46,6 +46,22 @@ pub struct Postgres {
 impl Postgres {
     /// A fresh cluster, started, with the superuser `postgres` trusted on loopback.
     pub fn start() -> Self {
+        Postgres::start_with(false)
+    }
+
+    /// [`Postgres::start`], accepting TLS connections only, with a certificate for
+    /// `127.0.0.1` signed by a CA of its own ([`Postgres::ca`]), made with `openssl`
+    /// (which Debian's postgresql pulls in, through ssl-cert).
+    pub fn start_tls() -> Self {
+        Postgres::start_with(true)
+    }
+
+    /// The CA that signed a [`Postgres::start_tls`] server's certificate, in PEM.
+    pub fn ca(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    fn start_with(tls: bool) -> Self {
         let bin = require();
         let dir = tempfile::TempDir::new().expect("a temporary directory");
         let user = nix::unistd::geteuid().is_root().then(|| {
@@ -70,17 +86,22 @@ impl Postgres {
                 "--no-instructions",
             ],
         );
-        std::fs::write(
-            pg.data().join("postgresql.auto.conf"),
-            format!(
-                "listen_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\nfsync = off\nlogging_collector = off\n",
-                pg.dir.path().display()
-            ),
-        )
-        .expect("write the server's settings");
-        if let Some((uid, gid)) = user {
-            std::os::unix::fs::chown(pg.data().join("postgresql.auto.conf"), Some(uid), Some(gid)).unwrap();
+        let mut settings = format!(
+            "listen_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\nfsync = off\nlogging_collector = off\n",
+            pg.dir.path().display()
+        );
+        if tls {
+            pg.make_certificates();
+            let (cert, key) = (pg.dir.path().join("server.pem"), pg.dir.path().join("server.key"));
+            settings.push_str(&format!(
+                "ssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\n",
+                cert.display(),
+                key.display()
+            ));
+            // Loopback clients only over TLS: a connection that works proves TLS was used.
+            pg.write_owned("data/pg_hba.conf", "local all all trust\nhostssl all all 127.0.0.1/32 trust\n");
         }
+        pg.write_owned("data/postgresql.auto.conf", &settings);
         // A port found free can be taken before the server binds it: tried again.
         for attempt in 0.. {
             pg.port = super::haproxy::free_port();
@@ -90,6 +111,64 @@ impl Postgres {
             assert!(attempt < 3, "PostgreSQL did not start:\n{}", pg.log());
         }
         pg
+    }
+
+    /// Writes a file of the temporary directory, owned by the server's user.
+    fn write_owned(&self, name: &str, text: &str) {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        if let Some((uid, gid)) = self.user {
+            std::os::unix::fs::chown(&path, Some(uid), Some(gid)).expect("hand the file to nobody");
+        }
+    }
+
+    /// `ca.pem` and the server's `server.pem` and `server.key` (for `127.0.0.1`, mode
+    /// 0600 as the server demands), in the temporary directory.
+    fn make_certificates(&self) {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = self.dir.path();
+        self.write_owned(
+            "server.ext",
+            "subjectAltName = IP:127.0.0.1\nbasicConstraints = CA:FALSE\nextendedKeyUsage = serverAuth\n",
+        );
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl runs");
+            assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        openssl(
+            &[
+                &["req", "-x509"][..],
+                &ec,
+                &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=planrun test CA"],
+            ]
+            .concat(),
+        );
+        openssl(
+            &[&["req"][..], &ec, &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"]].concat(),
+        );
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+        ]);
+        let key = dir.join("server.key");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        if let Some((uid, gid)) = self.user {
+            std::os::unix::fs::chown(&key, Some(uid), Some(gid)).expect("hand the key to nobody");
+        }
     }
 
     fn data(&self) -> PathBuf {
@@ -155,9 +234,10 @@ impl Postgres {
         }
     }
 
-    /// The URL planrun is given.
+    /// The URL planrun is given: `sslmode` left at its default, `prefer` (this server offers
+    /// no TLS, so the connection is plain).
     pub fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres?sslmode=disable", self.port)
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
 
     /// Runs SQL with psql and returns its unaligned output (`|` between columns).

@@ -1,4 +1,4 @@
-//! Finds the tools the integration tests drive (sshd, HAProxy, graphviz, sudo, Node.js
+//! Finds the tools the integration tests drive (sshd, HAProxy, graphviz, sudo, PostgreSQL, Node.js
 //! and the yaml-language-server under `.ci/node`, at the version `.ci/run` pins) and sets a `no_TOOL` cfg for
 //! each one missing, so that plain `cargo test` lists the tests that need it as ignored,
 //! with the reason and the package to install. With `CI` set nothing counts as missing:
@@ -22,6 +22,8 @@ const TOOLS: &[(&str, Lookup)] = &[
     ("no_python3", Lookup::Files(&["/usr/bin/python3", "/usr/local/bin/python3"])),
     ("no_dot", Lookup::Path(&["dot"])),
     ("no_yaml_language_server", Lookup::Path(&["node"])),
+    // Debian's postgresql keeps its server binaries out of PATH (tests/support/postgres.rs).
+    ("no_postgres", Lookup::Postgres(&["initdb", "pg_ctl", "postgres", "psql"])),
 ];
 
 enum Lookup {
@@ -29,6 +31,8 @@ enum Lookup {
     Path(&'static [&'static str]),
     /// Any one of these files.
     Files(&'static [&'static str]),
+    /// All of these in one `/usr/lib/postgresql/VERSION/bin`.
+    Postgres(&'static [&'static str]),
 }
 
 /// The pinned language server that `.ci/run` installs (tests/editor.rs).
@@ -56,7 +60,7 @@ fn main() {
     println!("cargo::rerun-if-env-changed=CI");
     println!("cargo::rerun-if-env-changed=PATH");
     // Installing a package or running `.ci/run` changes these directories.
-    for dir in ["/usr/bin", "/usr/sbin", "/usr/local/bin", ".ci"] {
+    for dir in ["/usr/bin", "/usr/sbin", "/usr/local/bin", ".ci", "/usr/lib/postgresql"] {
         if Path::new(dir).exists() {
             println!("cargo::rerun-if-changed={dir}");
         }
@@ -71,12 +75,17 @@ fn main() {
             Lookup::Sbin(tools) => tools.iter().all(|t| find(t, true)),
             Lookup::Path(tools) => tools.iter().all(|t| find(t, false)),
             Lookup::Files(files) => files.iter().any(|f| is_executable(Path::new(f))),
+            Lookup::Postgres(tools) => postgres_bins().any(|bin| tools.iter().all(|t| is_executable(&bin.join(t)))),
         };
         let found = found && (*cfg != "no_yaml_language_server" || pinned_language_server());
         if !found {
             println!("cargo::rustc-cfg={cfg}");
         }
     }
+}
+
+fn postgres_bins() -> impl Iterator<Item = PathBuf> {
+    std::fs::read_dir("/usr/lib/postgresql").into_iter().flatten().filter_map(|e| Some(e.ok()?.path().join("bin")))
 }
 
 fn find(tool: &str, sbin: bool) -> bool {

@@ -422,9 +422,17 @@ impl RunKind {
     }
 }
 
+/// Where a run's records go instead of the file: another backend (`state::postgres`).
+pub trait Store: Send {
+    /// Appends one record durably before returning, or says why it could not.
+    fn append(&mut self, record: &Record) -> Result<(), WriteError>;
+}
+
 /// Appends the records of one run.
 pub struct Writer {
     file: Option<File>,
+    /// When set, records go here and not to the file.
+    store: Option<Box<dyn Store>>,
     path: PathBuf,
     run_id: String,
     plan: String,
@@ -457,7 +465,12 @@ impl Writer {
             Ok(f) => (Some(f), None),
             Err(e) => (None, Some(e)),
         };
-        (Writer { file, path: path(state_dir), run_id: run_id.into(), plan: plan.into() }, error)
+        (Writer { file, store: None, path: path(state_dir), run_id: run_id.into(), plan: plan.into() }, error)
+    }
+
+    /// A writer whose records go to `store`.
+    pub fn to_store(store: Box<dyn Store>, run_id: &str, plan: &str) -> Self {
+        Writer { file: None, store: Some(store), path: PathBuf::new(), run_id: run_id.into(), plan: plan.into() }
     }
 
     /// Appends one record, durably: one `write` of the whole line (so concurrent
@@ -465,6 +478,13 @@ impl Writer {
     /// written survives a crash of the machine. After a failure nothing more is written:
     /// records after a gap would be read as if the gap had not been there.
     pub fn write(&mut self, record: &Record) -> Result<(), WriteError> {
+        if let Some(store) = &mut self.store {
+            let written = store.append(record);
+            if written.is_err() {
+                self.store = None;
+            }
+            return written;
+        }
         let Some(file) = &mut self.file else { return Ok(()) };
         let Ok(mut line) = serde_json::to_string(record) else { return Ok(()) };
         line.push('\n');

@@ -6,7 +6,8 @@
 //! the `LoadedPlan` into the `ExecutionPlan` (hosts, batches, rendered steps, the DAG).
 //! `cli::apply` connects (`transport`), takes the `lock`, lets `preflight` judge the
 //! balancers' view, and hands the plan to `execute`, which drives `transport` and
-//! `balancer` and emits `events`; `report` and `journal` consume them. `cli` is the only
+//! `balancer` and emits `events`; `report` and `journal` consume them; `state` chooses where the journal and the lock
+//! live (files and the fleet, or PostgreSQL). `cli` is the only
 //! face: it parses arguments, prints, and chooses exit codes.
 
 // First: its `println!`/`eprintln!`/`print!`/`eprint!` shadow std's in every module
@@ -31,9 +32,10 @@ pub mod model;
 pub mod preflight;
 pub mod preview;
 pub mod report;
-pub mod saved;
 pub mod rollback;
+pub mod saved;
 pub mod ssh_settings;
+pub mod state;
 pub mod text;
 pub mod transport;
 pub mod validate;

@@ -1,6 +1,6 @@
 //! The human output users read whole, pinned as insta snapshots: the rendered errors of a
 //! plan with five mistakes, `planrun plan`, the summary of a failed run and
-//! `planrun status` after it, `planrun exec`'s blocks and summary. Local transport and a
+//! `planrun status` after it, `planrun runs`, `planrun exec`'s blocks and summary. Local transport and a
 //! `command` balancer: no sshd needed.
 //!
 //! After an intended change of wording: `cargo insta review` (or `INSTA_UPDATE=always
@@ -260,4 +260,26 @@ fn summary_of_a_run_whose_failed_host_on_failure_restored() {
     let out = Planrun::in_dir(&dir).args(APPLY).args(&["--var", "fail=h2"]).env("COLUMNS", "100").run();
     out.code(1);
     table_settings(dir.path()).bind(|| insta::assert_snapshot!("summary_on_failure_restored", shown(&out)));
+}
+
+/// `planrun runs`: a halted run, then a fresh one that succeeded. Column widths follow
+/// the user and machine names, so runs of `─` and of spaces are squeezed to one.
+#[test]
+fn runs_after_a_halted_and_a_good_run() {
+    let dir = TempDir::new("snap-runs");
+    dir.write("plan.yaml", small_plan(&dir));
+    Planrun::in_dir(&dir).args(APPLY).args(&["--var", "fail=h2"]).run().code(1);
+    // The halted run left h2 out of rotation.
+    dir.write("pool/h2", "");
+    Planrun::in_dir(&dir).args(APPLY).run().code(0);
+    let out = Planrun::in_dir(&dir).args(&["runs", "plan.yaml"]).run();
+    out.code(0);
+    let by = out.stdout.lines().nth(3).and_then(|l| l.split('┆').nth(2)).map(str::trim).unwrap_or("?").to_string();
+    settings_with(dir.path(), &[(&escape(&by), "[USER]@[MACHINE]")]).bind(|| {
+        let mut settings = insta::Settings::clone_current();
+        settings.add_filter("─+", "─");
+        settings.add_filter("═+", "═");
+        settings.add_filter(" +", " ");
+        settings.bind(|| insta::assert_snapshot!("runs_halted_then_good", shown(&out)));
+    });
 }

@@ -74,12 +74,14 @@ struct Prepared {
     inputs: journal::Inputs,
     /// The batch numbers (1-based) to pause after.
     pause_after: BTreeSet<usize>,
+    /// Where the journal and the lock live.
+    state: crate::state::Backend,
 }
 
-/// The lock this run holds, and the connection to its host.
-struct HeldLock {
-    transport: Arc<Transport>,
-    place: lock::LockPlace,
+/// The lock this run holds, and the connection to its host (or its database session).
+enum HeldLock {
+    Fleet { transport: Arc<Transport>, place: lock::LockPlace },
+    Postgres(super::state::PgLock),
 }
 
 pub fn apply(args: ApplyArgs) -> i32 {
@@ -104,9 +106,10 @@ fn prepare(args: &ApplyArgs) -> Result<Option<Prepared>, ApplyError> {
     let loaded = validate::load_plan(&args.plan).map_err(ApplyError::Plan)?;
     // From here on, everything printed masks the plan's secrets, whatever it was built from.
     crate::redact::install_plan(&loaded.plan);
+    let state = crate::state::Backend::of(&args.plan, &loaded.plan).map_err(ApplyError::State)?;
     // A resume continues the run it resumes: with its `--var`, `--limit` and batch sizes.
-    let campaign = if args.resume { Some(campaign(args, &loaded)?) } else { None };
-    let target = if args.rollback { Some(super::rollback::target(&args.plan, &loaded)?) } else { None };
+    let campaign = if args.resume { Some(campaign(args, &loaded, &state)?) } else { None };
+    let target = if args.rollback { Some(super::rollback::target(&args.plan, &loaded, &state)?) } else { None };
     let build = match (&campaign, &target) {
         (Some(c), _) => c.inputs.build_options(),
         (None, Some(t)) => super::rollback::build_options(t, &args.build),
@@ -178,6 +181,7 @@ fn prepare(args: &ApplyArgs) -> Result<Option<Prepared>, ApplyError> {
         run_id,
         inputs,
         pause_after,
+        state,
     }))
 }
 
@@ -203,24 +207,28 @@ fn pause_points(args: &ApplyArgs, plan: &Plan, batches: usize) -> Result<BTreeSe
 /// The runs a `--resume` continues, checked: there is one that did not succeed, the
 /// plan is the one it ran (unless `--resume-changed`), and the command line's overrides
 /// are the ones it ran with.
-fn campaign(args: &ApplyArgs, loaded: &LoadedPlan) -> Result<journal::Campaign, ResumeError> {
+fn campaign(
+    args: &ApplyArgs,
+    loaded: &LoadedPlan,
+    state: &crate::state::Backend,
+) -> Result<journal::Campaign, ApplyError> {
     let plan = args.plan.display().to_string();
-    let journal = journal::read(&journal::state_dir(&args.plan), &journal::plan_key(&args.plan));
+    let journal = state.read(&journal::plan_key(&args.plan)).map_err(ApplyError::State)?;
     warn_unreadable(&journal, &args.plan);
     let Some(campaign) = journal::campaign(&journal.records) else {
-        return Err(ResumeError::NoEarlierRun { plan });
+        return Err(ResumeError::NoEarlierRun { plan }.into());
     };
     if let Some(by) = campaign.rolled_back_by {
-        return Err(ResumeError::RolledBack { plan, run: campaign.last_run, by });
+        return Err(ResumeError::RolledBack { plan, run: campaign.last_run, by }.into());
     }
     if !campaign.resumable() {
-        return Err(ResumeError::Succeeded { plan, run: campaign.last_run });
+        return Err(ResumeError::Succeeded { plan, run: campaign.last_run }.into());
     }
     let now = journal::Inputs::of(loaded, &args.build);
     let differences = campaign.inputs.override_differences(&now);
     if !differences.is_empty() {
         let command = journal::resume_command(&args.plan, &campaign.inputs);
-        return Err(ResumeError::OtherInputs { plan, run: campaign.last_run, differences, command });
+        return Err(ResumeError::OtherInputs { plan, run: campaign.last_run, differences, command }.into());
     }
     if journal::plan_hash(loaded) != campaign.plan_hash {
         let mut changes = campaign.inputs.plan_differences(&now);
@@ -229,7 +237,7 @@ fn campaign(args: &ApplyArgs, loaded: &LoadedPlan) -> Result<journal::Campaign, 
             changes.push(format!("`{plan}` or a base it extends changed"));
         }
         if !args.resume_changed {
-            return Err(ResumeError::PlanChanged { plan, run: campaign.last_run, changes });
+            return Err(ResumeError::PlanChanged { plan, run: campaign.last_run, changes }.into());
         }
         eprintln!(
             "warning: the plan changed since run {} ({}); resuming anyway (--resume-changed)",
@@ -266,7 +274,7 @@ async fn run(prepared: Prepared, args: &ApplyArgs) -> i32 {
 /// Connects, locks, checks the balancers, runs the plan and reports; the exit code of a
 /// run that started.
 async fn rollout(prepared: Prepared, args: &ApplyArgs, control: Control) -> Result<i32, ApplyError> {
-    let Prepared { loaded, exec, whole, targets, balancers, redactor, resume_of, run_id, inputs, pause_after } =
+    let Prepared { loaded, exec, whole, targets, balancers, redactor, resume_of, run_id, inputs, pause_after, state } =
         prepared;
     let plan_name = args.plan.display().to_string();
 
@@ -277,7 +285,7 @@ async fn rollout(prepared: Prepared, args: &ApplyArgs, control: Control) -> Resu
             failures: failures.into_iter().map(|(host, why)| (host, redactor.redact(&why))).collect(),
             hosts: exec.hosts.len(),
         })?;
-        let lock = take_lock(&loaded, &exec, &transports, args, &run_id).await?;
+        let lock = take_lock(&loaded, &exec, &transports, args, &run_id, &state, &control.halt).await?;
         (transports, Some(lock))
     };
 
@@ -308,7 +316,7 @@ async fn rollout(prepared: Prepared, args: &ApplyArgs, control: Control) -> Resu
             inputs: &inputs,
             rollback: args.rollback,
         };
-        match open_journal(args, &header, &verdict, &redactor) {
+        match open_journal(args, &header, &verdict, &redactor, lock.as_ref()) {
             Ok(writer) => Some(writer),
             Err(e) => {
                 release(lock.as_ref(), &run_id, args).await;
@@ -390,10 +398,14 @@ fn open_journal(
     header: &Header<'_>,
     verdict: &preflight::Verdict,
     redactor: &Redactor,
+    lock: Option<&HeldLock>,
 ) -> Result<journal::Writer, ApplyError> {
     let state_dir = journal::state_dir(&args.plan);
     let plan_key = journal::plan_key(&args.plan);
-    let (mut writer, error) = journal::Writer::open(&state_dir, header.run_id, &plan_key);
+    let (mut writer, error) = match lock {
+        Some(HeldLock::Postgres(held)) => (held.journal(header.run_id, &plan_key), None),
+        _ => journal::Writer::open(&state_dir, header.run_id, &plan_key),
+    };
     if let Some(source) = error {
         return Err(ApplyError::Journal(journal::WriteError {
             path: journal::path(&state_dir).display().to_string(),
@@ -501,8 +513,15 @@ async fn take_lock(
     transports: &Transports,
     args: &ApplyArgs,
     run_id: &str,
+    state: &crate::state::Backend,
+    halt: &execute::Halt,
 ) -> Result<HeldLock, ApplyError> {
     let plan_name = args.plan.display().to_string();
+    if let crate::state::Backend::Postgres(db) = state {
+        let me = lock::Holder::me(&plan_name, run_id).with_message(&args.message);
+        let held = super::state::take_lock(db, &me, args.lock_wait, halt.clone(), &plan_name).await?;
+        return Ok(HeldLock::Postgres(held));
+    }
     let place = lock::place(&loaded.plan, &loaded.selection.hosts);
     let transport = match lock::transport(&loaded.plan, &place, exec, transports, print::notices()).await {
         Ok(t) => t,
@@ -513,10 +532,10 @@ async fn take_lock(
     let mut shown: Option<lock::Holder> = None;
     loop {
         match lock::acquire(&transport, &place, &me).await {
-            Ok(lock::Acquired::Taken) => return Ok(HeldLock { transport, place }),
+            Ok(lock::Acquired::Taken) => return Ok(HeldLock::Fleet { transport, place }),
             Ok(lock::Acquired::TakenOver(old)) => {
                 eprintln!("note: took over the lock `{}` from {}: that process is gone", place.display, old.describe());
-                return Ok(HeldLock { transport, place });
+                return Ok(HeldLock::Fleet { transport, place });
             }
             Err(lock::LockError::Held(holder)) if deadline.is_some_and(|d| tokio::time::Instant::now() < d) => {
                 if shown.as_ref() != Some(&holder) {
@@ -538,9 +557,15 @@ const LOCK_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 /// Releases the lock this run holds; a lock that cannot be released is named with how
 /// to break it, and the run's outcome stands.
 async fn release(lock: Option<&HeldLock>, run_id: &str, args: &ApplyArgs) {
-    let Some(HeldLock { transport, place }) = lock else { return };
-    if let Err(e) = lock::remove(transport, place, Some(run_id)).await {
-        eprintln!("warning: could not release the lock `{}`: {e}", place.display);
+    let (place, removed) = match lock {
+        None => return,
+        Some(HeldLock::Fleet { transport, place }) => {
+            (place.display.clone(), lock::remove(transport, place, Some(run_id)).await)
+        }
+        Some(HeldLock::Postgres(held)) => (held.place.clone(), super::state::release(held, run_id).await),
+    };
+    if let Err(e) = removed {
+        eprintln!("warning: could not release the lock `{place}`: {e}");
         eprintln!("  help: `planrun lock release {}`", args.plan.display());
     }
 }

@@ -318,6 +318,18 @@ pub enum Command {
         #[arg(value_name = "PLAN")]
         plan: PathBuf,
     },
+    /// List the past runs of a plan, newest last: who, when, outcome, hosts.
+    #[command(
+        after_help = "Examples:\n  planrun runs plans/production.yaml\n  planrun runs plans/production.yaml --last 5"
+    )]
+    Runs {
+        /// The plan file.
+        #[arg(value_name = "PLAN")]
+        plan: PathBuf,
+        /// Only the last N runs.
+        #[arg(long, value_name = "N")]
+        last: Option<std::num::NonZeroUsize>,
+    },
     /// Show or break the rollout lock of a plan.
     #[command(
         after_help = "Examples:\n  planrun lock status plans/production.yaml\n  planrun lock release plans/production.yaml"

@@ -9,8 +9,10 @@ mod exec;
 mod files;
 mod inventory;
 mod print;
-mod saved;
 mod rollback;
+mod runs;
+mod saved;
+mod state;
 mod status;
 
 use std::io::IsTerminal;
@@ -134,6 +136,7 @@ pub fn run(cli: Cli) -> i32 {
         }
         Command::Status { plan } => status::status(&plan, color),
         Command::Lock { action, plan } => status::lock(action, &plan, color),
+        Command::Runs { plan, last } => runs::runs(&plan, last.map(std::num::NonZeroUsize::get), color),
     }
 }
 

@@ -78,6 +78,9 @@ pub enum ApplyError {
     /// `planrun rollback` has nothing to go back from; the message says why.
     #[error("{0}")]
     NothingToRollBack(String),
+    /// The run state's backend (PostgreSQL) cannot be used.
+    #[error(transparent)]
+    State(crate::state::StateError),
 }
 
 /// Why `--resume` cannot continue.
@@ -131,6 +134,7 @@ impl ApplyError {
             | ApplyError::Lock { .. }
             | ApplyError::Journal(_)
             | ApplyError::PreflightRefused { .. } => exit::ROLLOUT_FAILED,
+            ApplyError::State(e) => e.code(),
         }
     }
 }

@@ -9,14 +9,19 @@ use crate::rollback::Target;
 use crate::validate::LoadedPlan;
 
 /// The run `plan`'s rollback goes back from, or why there is none (exit 2).
-pub(super) fn target(plan: &std::path::Path, loaded: &LoadedPlan) -> Result<Target, ApplyError> {
+pub(super) fn target(
+    plan: &std::path::Path,
+    loaded: &LoadedPlan,
+    state: &crate::state::Backend,
+) -> Result<Target, ApplyError> {
     let name = plan.display();
     if loaded.plan.rollback.is_none() {
         return Err(ApplyError::NothingToRollBack(format!(
             "error: `{name}` has no `rollback` steps; nothing was executed\n  help: add `rollback: {{ steps: [...] }}` to the plan: the steps that switch a host back"
         )));
     }
-    let journal = journal::read(&journal::state_dir(plan), &journal::plan_key(plan));
+    // The runs are where the plan keeps them: `.planrun/` or its `state` database.
+    let journal = state.read(&journal::plan_key(plan)).map_err(ApplyError::State)?;
     super::apply::warn_unreadable(&journal, plan);
     let Some(target) = crate::rollback::target(&journal.records) else {
         return Err(ApplyError::NothingToRollBack(format!(
@@ -91,7 +96,8 @@ pub(super) fn preview(
     loaded: &LoadedPlan,
     given: &BuildOptions,
 ) -> Result<(ExecutionPlan, String), ApplyError> {
-    let target = target(plan, loaded)?;
+    let state = crate::state::Backend::of(plan, &loaded.plan).map_err(ApplyError::State)?;
+    let target = target(plan, loaded, &state)?;
     let exec = build(plan, loaded, &target, &build_options(&target, given))?;
     let heading = format!(
         "rollback of run {}: the hosts it changed, {}",

@@ -9,8 +9,9 @@ use super::print::report;
 use crate::events::RunOutcome;
 use crate::exit;
 use crate::graph::{self, BuildOptions, Phase};
-use crate::journal::{self, plan_key, state_dir};
+use crate::journal::{self, plan_key};
 use crate::lock::{self, LockState};
+use crate::state::Backend;
 use crate::transport::Transports;
 use crate::validate::{self, LoadedPlan};
 
@@ -26,10 +27,23 @@ pub fn status(plan: &Path, color: bool) -> i32 {
         Ok(l) => l,
         Err(code) => return code,
     };
-    let journal = journal::read(&state_dir(plan), &plan_key(plan));
+    let backend = match Backend::of(plan, &loaded.plan) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("{e}");
+            return e.code();
+        }
+    };
+    let journal = match backend.read(&plan_key(plan)) {
+        Ok(j) => j,
+        Err(e) => {
+            eprintln!("{e}");
+            return e.code();
+        }
+    };
     super::apply::warn_unreadable(&journal, plan);
     let Some(campaign) = journal::campaign(&journal.records) else {
-        println!("{}: never applied (no journal in {})", plan.display(), state_dir(plan).display());
+        println!("{}: never applied (no journal in {})", plan.display(), backend.describe());
         return exit::SUCCESS;
     };
     let ago = journal::age(&campaign.last_started)
@@ -95,6 +109,14 @@ pub fn lock(action: LockAction, plan: &Path, color: bool) -> i32 {
         Ok(l) => l,
         Err(code) => return code,
     };
+    match Backend::of(plan, &loaded.plan) {
+        Ok(Backend::Postgres(db)) => return super::state::lock(action, &db),
+        Ok(Backend::Files { .. }) => {}
+        Err(e) => {
+            eprintln!("{e}");
+            return e.code();
+        }
+    }
     let Ok(exec) = graph::build(&loaded, &BuildOptions::default()) else {
         eprintln!("error: the plan does not build: run `planrun validate {}`", plan.display());
         return exit::INVALID_INPUT;

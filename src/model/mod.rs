@@ -21,6 +21,7 @@ mod rollback;
 mod rollout;
 pub mod select;
 mod server;
+mod state;
 mod step;
 
 pub use balancer::*;
@@ -29,4 +30,5 @@ pub use plan::*;
 pub use rollback::*;
 pub use rollout::*;
 pub use server::*;
+pub use state::*;
 pub use step::*;

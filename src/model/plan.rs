@@ -57,7 +57,8 @@ pub struct Plan {
     ///
     /// Names of environment variables whose values are secrets: they are read at apply time
     /// and replaced by `***` in every output, log and journal. Balancer tokens
-    /// (`token_env`) are secrets without being listed here.
+    /// (`token_env`) and the database URL (`state.postgres.url_env`) are secrets without
+    /// being listed here.
     #[serde(default)]
     #[schemars(example = vec!["DEPLOY_WEBHOOK_TOKEN"])]
     pub secret_env: Vec<String>,
@@ -122,6 +123,15 @@ pub struct Plan {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lock: Option<LockSettings>,
 
+    /// # Run state
+    ///
+    /// Where the journal and the lock live: by default the journal in `.planrun/` beside
+    /// the plan and the lock on the fleet; with `postgres`, both in a database every
+    /// operator shares. Usually set in a base plan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(example = crate::model::state_example())]
+    pub state: Option<crate::model::StateSettings>,
+
     /// # Steps after the rollout
     ///
     /// Steps that run once, after every host of the rollout finished.
@@ -180,15 +190,19 @@ impl Plan {
         lists
     }
 
-    /// The environment variables the plan reads secrets from: `secret_env`, then every
-    /// Linode balancer's `token_env`. The check before a run and the redaction of its
-    /// output must agree on this list, so it is made in one place.
+    /// The environment variables the plan reads secrets from: `secret_env`, every Linode
+    /// balancer's `token_env`, then `state.postgres.url_env`. The check before a run and
+    /// the redaction of its output must agree on this list, so it is made in one place.
     pub fn secret_env_names(&self) -> Vec<&str> {
         let mut names: Vec<&str> = self.secret_env.iter().map(String::as_str).collect();
         for balancer in self.balancers.values() {
             if let Balancer::Linode(l) = balancer {
                 names.push(&l.token_env);
             }
+        }
+        // The database URL may hold a password.
+        if let Some(state) = &self.state {
+            names.push(&state.postgres.url_env);
         }
         names
     }

@@ -87,6 +87,14 @@ pub(crate) fn check_semantics(plan: &Plan, root: &Node, refused: &[String]) -> (
         );
     }
 
+    if plan.lock.is_some() && plan.state.is_some() {
+        problems.push(
+            Problem::at(span("/lock"), "`lock` has no effect: the lock is in PostgreSQL (`state.postgres`)")
+                .label("not used")
+                .help("remove `lock`; with `state`, the lock is a PostgreSQL advisory lock"),
+        );
+    }
+
     for (list, steps) in plan.step_lists() {
         check_steps(plan, list, steps, root, refused, &mut problems);
     }

@@ -7,6 +7,7 @@ pub mod faults;
 pub mod fleet;
 pub mod haproxy;
 pub mod linode;
+pub mod postgres;
 
 use std::path::{Path, PathBuf};
 

@@ -70,6 +70,8 @@ pub struct Summary {
     /// The rollout steps of this run, in the plan's order: the table's columns.
     steps: Vec<String>,
     dry_run: bool,
+    /// The traffic guard's numbers for the whole run.
+    guard: Option<crate::guard::Counts>,
 }
 
 impl Reporter {
@@ -228,6 +230,20 @@ impl Reporter {
             Event::Paused { after_batch, batches } => {
                 format!("paused after batch {after_batch} of {batches}: every node is in rotation")
             }
+            Event::Guard { halt: Some(reason), .. } => reason.clone(),
+            Event::Guard { batch: Some(batch), counts, .. } => {
+                let mut lines = crate::guard::summary_lines(counts);
+                if let Some(first) = lines.first_mut() {
+                    let probes = crate::guard::grouped(counts.probes);
+                    *first = format!(
+                        "batch {}: guard: {} failed of {probes} probes during the batch",
+                        batch + 1,
+                        crate::guard::grouped(counts.failed)
+                    );
+                }
+                lines.join("; ")
+            }
+            Event::Guard { .. } => return None,
             Event::RunFinished { outcome, duration, .. } => {
                 format!("run finished: {} in {}", outcome_name(*outcome), secs(*duration))
             }
@@ -297,6 +313,9 @@ impl Reporter {
     }
 
     fn record(&mut self, event: &Event) {
+        if let Event::Guard { batch: None, counts, .. } = event {
+            self.summary.guard = Some(counts.clone());
+        }
         if let Event::StepFinished { host: Some(host), step, phase: Phase::Rollout, outcome, duration, .. } = event {
             self.summary.cells.entry(host.clone()).or_default().insert(step.clone(), (*outcome, *duration));
         }
@@ -570,6 +589,7 @@ impl Summary {
             hosts: hosts.collect(),
             steps: steps.into_iter().map(|(_, name)| name).collect(),
             dry_run,
+            guard: None,
         }
     }
 
@@ -603,6 +623,11 @@ impl Summary {
         text.push_str(&format!("{verdict} in {}\n", secs(result.duration)));
         if let Some(reason) = &result.halt_reason {
             text.push_str(&format!("  {reason}\n"));
+        }
+        if let Some(counts) = &self.guard {
+            for line in crate::guard::summary_lines(counts) {
+                text.push_str(&format!("  {line}\n"));
+            }
         }
         for f in &result.failures {
             text.push_str(&format!("  {} failed at `{}`: {}\n", f.host, f.step, f.error));

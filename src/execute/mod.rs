@@ -10,6 +10,7 @@
 //! - A failed host stays where it failed: it is unhealthy, so it is not put back.
 //! - The executor only emits events; it prints nothing itself.
 
+mod guard;
 mod step;
 mod wait;
 
@@ -40,6 +41,8 @@ pub struct Control {
     /// Asked at each `pause_after` batch whether to go on; without it a pause stops the
     /// run. A channel, so the executor need not know who answers (a terminal, a test).
     pub pause: Option<tokio::sync::mpsc::UnboundedSender<PauseQuestion>>,
+    /// The traffic guard, probing since the pre-flight: asked before each batch.
+    pub guard: Option<crate::guard::Guard>,
 }
 
 /// A pause between batches: the batch just finished, and where to send yes or no.
@@ -192,7 +195,7 @@ pub async fn run(
         resume_of: ctx.settings.resume_of.clone(),
     });
 
-    let outcome = run_phases(&ctx).await;
+    let outcome = guard::at_the_end(&ctx, run_phases(&ctx).await);
     let failures = ctx.failures.lock().map(|f| f.clone()).unwrap_or_default();
     let cancelled_hosts = ctx.cancelled_hosts.lock().map(|c| c.clone()).unwrap_or_default();
     let halt_reason = ctx.halt_reason.lock().ok().and_then(|r| r.clone());
@@ -226,6 +229,10 @@ async fn run_phases(ctx: &Arc<Ctx>) -> RunOutcome {
             ctx.set_halt_reason(reason);
             return RunOutcome::Halted;
         }
+        if let Some(reason) = guard::halts(ctx, batch) {
+            ctx.set_halt_reason(reason);
+            return RunOutcome::Halted;
+        }
         if let Some(reason) = batch_refused(ctx, batch.index).await {
             ctx.set_halt_reason(reason);
             return RunOutcome::Halted;
@@ -234,6 +241,7 @@ async fn run_phases(ctx: &Arc<Ctx>) -> RunOutcome {
             batch: batch.index,
             hosts: batch.hosts.iter().map(|h| exec.hosts[h.host].name.clone()).collect(),
         });
+        guard::batch_started(ctx);
         let mut tasks = tokio::task::JoinSet::new();
         let mut task_hosts = HashMap::new();
         for host in batch.hosts.iter().cloned() {
@@ -251,6 +259,7 @@ async fn run_phases(ctx: &Arc<Ctx>) -> RunOutcome {
                 fail_host_without_outcome(ctx, host, &step, &e);
             }
         }
+        guard::batch_finished(ctx, batch);
         if !pass_pause(ctx, batch).await {
             return RunOutcome::Paused;
         }
@@ -259,6 +268,10 @@ async fn run_phases(ctx: &Arc<Ctx>) -> RunOutcome {
         return RunOutcome::Interrupted;
     }
     if ctx.over_budget() {
+        return RunOutcome::Halted;
+    }
+    if let Some(reason) = guard::halts_after(ctx) {
+        ctx.set_halt_reason(reason);
         return RunOutcome::Halted;
     }
 
@@ -292,6 +305,7 @@ async fn pass_pause(ctx: &Ctx, batch: &crate::graph::Batch) -> bool {
         || ctx.control.stop.is_cancelled()
         || ctx.over_budget()
         || ctx.control.halt.reason().is_some()
+        || guard::tripped(ctx)
     {
         return true;
     }
@@ -354,6 +368,7 @@ async fn run_host_chain(ctx: &Arc<Ctx>, host: usize, steps: &[StepInstance]) {
                     taken_out.insert(key);
                 }
                 BalancerAction::Accept if result.outcome == Outcome::Ok => {
+                    guard::came_back(ctx, balancer, node);
                     taken_out.remove(&key);
                 }
                 BalancerAction::Accept => {}

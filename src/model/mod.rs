@@ -15,6 +15,7 @@
 mod balancer;
 pub mod duration;
 mod examples;
+mod guard;
 mod plan;
 mod rollout;
 pub mod select;
@@ -22,6 +23,7 @@ mod server;
 mod step;
 
 pub use balancer::*;
+pub use guard::*;
 pub use plan::*;
 pub use rollout::*;
 pub use server::*;

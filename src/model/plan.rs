@@ -9,6 +9,7 @@ use crate::model::balancer::Balancer;
 use crate::model::examples::{
     after_example, balancers_example, before_example, plan_example, plan_snippets, servers_example, vars_example,
 };
+use crate::model::guard::Guard;
 use crate::model::rollout::Rollout;
 use crate::model::server::{Server, SshSettings};
 use crate::model::step::{EnvValue, Step, env_example};
@@ -100,6 +101,14 @@ pub struct Plan {
     /// The rolling part: which hosts, how many at a time, and the steps each host goes
     /// through while it is out of rotation.
     pub rollout: Rollout,
+
+    /// # Traffic guard
+    ///
+    /// Watches the service while the rollout runs and halts it on failed requests: an
+    /// HTTP probe through the balancer (`http`), and for HAProxy the rolled nodes' error
+    /// rate against the rest of the pool (`balancer`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guard: Option<Guard>,
 
     /// # Rollout lock
     ///

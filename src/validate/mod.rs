@@ -18,6 +18,7 @@ use crate::yaml::{self, Node};
 
 mod checks;
 mod extends;
+mod guard;
 mod read;
 pub mod schema;
 pub mod values;

@@ -56,6 +56,8 @@ pub struct Reporter {
     log_warned: bool,
     live: Option<Live>,
     batch_position: usize,
+    /// A host failed: a pause leaves it where it failed.
+    hosts_failed: bool,
     summary: Summary,
 }
 
@@ -102,6 +104,7 @@ impl Reporter {
             log_warned: false,
             live,
             batch_position: 0,
+            hosts_failed: false,
             summary,
         }
     }
@@ -130,6 +133,7 @@ impl Reporter {
             if let Event::BatchStarted { .. } = event {
                 self.batch_position += 1;
             }
+            self.hosts_failed |= matches!(event, Event::HostFailed { .. });
             self.log(&event, now);
             match self.mode {
                 Mode::Json => {
@@ -228,7 +232,8 @@ impl Reporter {
             Event::HostFailed { host, step, .. } => format!("{host}: failed at `{step}`; left as it is"),
             Event::Stopping { reason } => format!("stopping: {reason}"),
             Event::Paused { after_batch, batches } => {
-                format!("paused after batch {after_batch} of {batches}: every node is in rotation")
+                let but = if self.hosts_failed { " but the failed hosts'" } else { "" };
+                format!("paused after batch {after_batch} of {batches}: every node is in rotation{but}")
             }
             Event::Guard { halt: Some(reason), .. } => reason.clone(),
             Event::Guard { batch: Some(batch), counts, .. } => {
@@ -615,10 +620,18 @@ impl Summary {
             }
             RunOutcome::Halted => format!("rollout HALTED: {} failed", plural(failed, "host", "hosts")),
             RunOutcome::Interrupted => "rollout INTERRUPTED: nothing new was started after the interrupt".to_string(),
-            RunOutcome::Paused => match result.paused_after {
-                Some((after, of)) => format!("rollout PAUSED after batch {after} of {of}: every node is in rotation"),
-                None => "rollout PAUSED: every node is in rotation".to_string(),
-            },
+            RunOutcome::Paused => {
+                // A failed host (within `max_failed_hosts`) stays where it failed.
+                let nodes = if failed == 0 {
+                    "every node is in rotation"
+                } else {
+                    "every node is in rotation but the failed hosts'"
+                };
+                match result.paused_after {
+                    Some((after, of)) => format!("rollout PAUSED after batch {after} of {of}: {nodes}"),
+                    None => format!("rollout PAUSED: {nodes}"),
+                }
+            }
         };
         text.push_str(&format!("{verdict} in {}\n", secs(result.duration)));
         if let Some(reason) = &result.halt_reason {

@@ -230,3 +230,20 @@ fn a_pause_on_a_terminal_answered_no_stops_paused() {
     assert_eq!(record(dir.path()), ["restart h1"]);
     assert_all_in_rotation(dir.path(), 3);
 }
+
+/// A host that failed within `max_failed_hosts` stays where it failed: the pause says so
+/// rather than "every node is in rotation".
+#[test]
+fn a_pause_after_a_failed_host_does_not_claim_every_node_is_back() {
+    let dir = TempDir::new("canary-pause-failed");
+    let plan = plan(dir.path(), 3, "[1]")
+        .replace("  batch_size: 1\n", "  batch_size: 1\n  max_failed_hosts: 1\n")
+        .replace("run: echo restart", "run: test {{host.name}} != h1 && echo restart");
+    dir.write("c.yaml", plan);
+    let out = apply(dir.path(), &[]);
+    out.code(3).stdout_has("rollout PAUSED after batch 1 of 3: every node is in rotation but the failed hosts'");
+    out.stdout_has("paused after batch 1 of 3: every node is in rotation but the failed hosts'");
+    assert!(!dir.path().join("pool/h1").exists(), "h1 failed out of rotation and stays there");
+    assert!(dir.path().join("pool/h2").exists() && dir.path().join("pool/h3").exists());
+    assert!(!dir.path().join("lock").exists(), "the lock is released");
+}

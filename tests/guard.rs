@@ -204,7 +204,7 @@ fn the_http_guard_halts_the_rollout_before_the_next_batch() {
     let out = service.apply(&[]);
     load.finish();
     out.code(1).stdout_has("rollout HALTED");
-    out.stdout_has(&format!("the guard halted the rollout: ")).stdout_has(&format!(
+    out.stdout_has("the guard halted the rollout: ").stdout_has(&format!(
         "probes of {} failed, more than `max_failed: 0` (HTTP 500 Internal Server Error",
         service.url()
     ));

@@ -331,3 +331,26 @@ fn the_guards_limits_and_url_are_checked() {
     );
     out.code(2).stderr_has("plan.yaml:7:");
 }
+
+#[test]
+#[cfg_attr(any(no_haproxy, no_python3), ignore = "needs haproxy and python3: apt-get install haproxy python3")]
+fn a_paused_canary_shows_the_guards_numbers_and_resume_promotes() {
+    if !require("haproxy") {
+        return;
+    }
+    let service = Service::start("guard-pause");
+    service.plan(&format!("{{ http: \"{}\", interval: 100ms }}", service.url()));
+    let load = Load::start(service.haproxy.frontend_port, "/health", 2, 20_000, Duration::from_secs(90));
+    let paused = service.apply(&["--pause-after", "1"]);
+    paused.code(3).stdout_has("rollout PAUSED after batch 1 of 3: every node is in rotation");
+    paused.stdout_has("  guard: 0 failed of ");
+    assert_eq!(service.restarted(), ["h1"]);
+    service.assert_all_up_and_unlocked();
+
+    let promoted = service.apply(&["--resume"]);
+    let load = load.finish();
+    promoted.code(0).stdout_has("rollout succeeded").stdout_has("  guard: 0 failed of ");
+    assert_eq!(service.restarted(), ["h1", "h2", "h3"]);
+    assert_eq!(load.failed, 0, "the load saw failures: {:?}", load.examples);
+    service.assert_all_up_and_unlocked();
+}

@@ -687,7 +687,8 @@ async fn answer_pauses(mut questions: tokio::sync::mpsc::UnboundedReceiver<execu
                 q.hosts.join(", ")
             )
         };
-        let question = format!("{outcome}\ncontinue with batch {} of {}? [y/N] ", q.after_batch + 1, q.batches);
+        let guard: String = q.guard.iter().map(|line| format!("{line}\n")).collect();
+        let question = format!("{outcome}\n{guard}continue with batch {} of {}? [y/N] ", q.after_batch + 1, q.batches);
         let yes = tokio::task::spawn_blocking(move || crate::report::ask(&question)).await.ok().flatten();
         let _ = q.answer.send(yes.is_some_and(|a| matches!(a.trim(), "y" | "Y" | "yes" | "YES" | "Yes")));
     }

@@ -30,6 +30,11 @@ pub(super) fn tripped(ctx: &Ctx) -> bool {
     ctx.control.guard.as_ref().is_some_and(|g| g.halts(false).is_some())
 }
 
+/// The guard's numbers so far, for the question at a pause.
+pub(super) fn summary(ctx: &Ctx) -> Vec<String> {
+    ctx.control.guard.as_ref().map(|g| crate::guard::summary_lines(&g.counts(false))).unwrap_or_default()
+}
+
 pub(super) fn batch_started(ctx: &Ctx) {
     if let Some(guard) = &ctx.control.guard {
         guard.batch_started();

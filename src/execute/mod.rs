@@ -55,6 +55,8 @@ pub struct PauseQuestion {
     /// The hosts of the batch just finished, and those of them that failed.
     pub hosts: Vec<String>,
     pub failed: Vec<String>,
+    /// What the traffic guard saw so far, as the summary says it; empty without one.
+    pub guard: Vec<String>,
     /// `true`: go on with the next batch.
     pub answer: tokio::sync::oneshot::Sender<bool>,
 }
@@ -318,7 +320,8 @@ async fn pass_pause(ctx: &Ctx, batch: &crate::graph::Batch) -> bool {
     let go_on = match &ctx.control.pause {
         Some(asker) => {
             let (answer, reply) = tokio::sync::oneshot::channel();
-            let question = PauseQuestion { after_batch: number, batches: last, hosts, failed, answer };
+            let guard = guard::summary(ctx);
+            let question = PauseQuestion { after_batch: number, batches: last, hosts, failed, guard, answer };
             // A stop while the question waits is answered like "no": nothing new starts.
             asker.send(question).is_ok()
                 && tokio::select! {

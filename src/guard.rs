@@ -477,6 +477,53 @@ mod tests {
         );
     }
 
+    fn probing(guard: serde_json::Value) -> Guard {
+        let settings: Settings = serde_json::from_value(guard).unwrap();
+        Guard {
+            inner: Arc::new(Inner { settings, state: Mutex::new(State::default()), stop: CancellationToken::new() }),
+        }
+    }
+
+    #[test]
+    fn a_failed_probe_before_the_first_batch_refuses_whatever_the_limit() {
+        let guard = probing(serde_json::json!({"http": "http://127.0.0.1:1/", "max_failed": 5}));
+        guard.count(Ok(()));
+        guard.count(Err("HTTP 503 Service Unavailable".into()));
+        let reason = guard.halts(true).expect("refused");
+        assert!(reason.starts_with("the service is already failing: 1 of 2 probes"), "{reason}");
+        assert!(reason.contains("(HTTP 503 Service Unavailable)"), "{reason}");
+    }
+
+    #[test]
+    fn the_limits_count_over_the_run() {
+        let guard = probing(serde_json::json!({"http": "http://127.0.0.1:1/", "max_failed": 1}));
+        assert_eq!(guard.halts(true), None);
+        guard.count(Err("timed out".into()));
+        assert_eq!(guard.halts(false), None, "one failure is within `max_failed: 1`");
+        guard.count(Err("timed out".into()));
+        let reason = guard.halts(false).expect("two are not");
+        assert!(
+            reason.contains("2 of 2 probes of http://127.0.0.1:1/ failed, more than `max_failed: 1` (timed out)"),
+            "{reason}"
+        );
+
+        let guard = probing(serde_json::json!({"http": "http://127.0.0.1:1/", "max_failed_rate": "10%"}));
+        assert_eq!(guard.halts(true), None);
+        for _ in 0..9 {
+            guard.count(Ok(()));
+        }
+        guard.count(Err("cannot connect".into()));
+        assert_eq!(guard.halts(false), None, "1 in 10 is not more than 10%");
+        guard.count(Err("cannot connect".into()));
+        assert!(guard.halts(false).unwrap().contains("more than `max_failed_rate: 10%`"));
+        // Tripped stays tripped, whatever comes after.
+        for _ in 0..100 {
+            guard.count(Ok(()));
+        }
+        assert!(guard.halts(false).is_some());
+        assert_eq!(guard.counts(false).total_probes, 111);
+    }
+
     #[test]
     fn a_pool_failing_everywhere_is_not_the_rolled_nodes_fault() {
         let guard = analysed("1%");

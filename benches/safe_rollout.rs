@@ -137,7 +137,40 @@ fn main() {
         println!("    a host's steps (means): {}", per_host.join(", "));
         println!("    requests through the frontend: {requests}, failed: 0");
     }
+    fan_out(&fleet, work.path(), most);
     drop(apps);
+}
+
+/// One command on every host, 16 at a time: `planrun exec` against `xargs -P 16 ssh`
+/// with the cheap key exchange (issue 16 d). Both open a connection per host and run
+/// `true`; the sshd side (a fork and exec per connection) is the same for both.
+fn fan_out(fleet: &Fleet, dir: &Path, hosts: usize) {
+    let plan = write_plan(fleet, dir, hosts, 1, "tcp://127.0.0.1:9");
+    let list: String = fleet.hosts()[..hosts].iter().map(|h| format!("{}\n", h.addr)).collect();
+    std::fs::write(dir.join("addresses"), list).unwrap();
+    let xargs = format!(
+        "xargs -P 16 -I@ ssh -F /dev/null -i {key} -o BatchMode=yes -o StrictHostKeyChecking=yes \
+         -o UserKnownHostsFile={known} -o KexAlgorithms=curve25519-sha256 -p {port} {user}@@ true < {list}",
+        key = fleet.client_key.display(),
+        known = fleet.known_hosts.display(),
+        port = fleet.host(1).port,
+        user = fleet.user,
+        list = dir.join("addresses").display(),
+    );
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for _ in 0..RUNS {
+        ours.push(run(Command::new(env!("CARGO_BIN_EXE_planrun"))
+            .args(["exec", "--fan-out", "16"])
+            .arg(&plan)
+            .args(["--", "true"])
+            .current_dir(dir)
+            .stdout(Stdio::null())));
+        theirs.push(run(Command::new("sh").args(["-c", &xargs]).stdout(Stdio::null())));
+    }
+    let (ours, theirs) = (median(ours), median(theirs));
+    println!("fan-out: `true` on {hosts} hosts, 16 at a time (medians of {RUNS} runs):");
+    println!("    planrun exec --fan-out 16              {:>7.2} s", ours);
+    println!("    xargs -P 16 ssh (curve25519)           {:>7.2} s   planrun {:.2} × xargs", theirs, ours / theirs);
 }
 
 /// Runs `rollout` with a bounded load through HAProxy; panics when a request failed.

@@ -142,7 +142,7 @@ fn balancer_nodes(exec: &ExecutionPlan) -> IndexMap<String, IndexMap<String, (us
                             node: node.clone(),
                             host: Some(exec.hosts[host.host].name.clone()),
                             status_command: status_command.clone(),
-                            status_request: status_request.clone(),
+                            status_request: status_request.as_deref().cloned(),
                         };
                         (batch.index, node_ref)
                     });

@@ -6,6 +6,7 @@
 
 use std::io::{self, Write};
 
+use petgraph::graph::DiGraph;
 use petgraph::visit::EdgeRef;
 use serde::Serialize;
 
@@ -272,13 +273,13 @@ enum Cluster {
     After,
 }
 
-fn clusters(plan: &ExecutionPlan) -> (Vec<usize>, Vec<Vec<usize>>, Vec<usize>, Vec<usize>) {
+fn clusters(plan: &ExecutionPlan, g: &DiGraph<GraphNode, ()>) -> (Vec<usize>, Vec<Vec<usize>>, Vec<usize>, Vec<usize>) {
     let mut before = Vec::new();
     let mut batches = vec![Vec::new(); plan.batches.len()];
     let mut after = Vec::new();
     let mut loose = Vec::new();
-    for n in plan.graph.node_indices() {
-        let cluster = match &plan.graph[n] {
+    for n in g.node_indices() {
+        let cluster = match &g[n] {
             GraphNode::Step(StepRef::Before(_)) => Cluster::Before,
             GraphNode::Step(StepRef::Rollout(b, _, _)) => Cluster::Batch(*b),
             GraphNode::Step(StepRef::After(_)) => Cluster::After,
@@ -313,7 +314,7 @@ fn dot_string(label: &str) -> String {
 
 /// Graphviz: one cluster per batch, plus `before` and `after`.
 pub fn dot(out: &mut impl Write, plan: &ExecutionPlan, about: &About) -> io::Result<()> {
-    let g = &plan.graph;
+    let g = &plan.graph();
     writeln!(out, "digraph plan {{")?;
     writeln!(
         out,
@@ -330,7 +331,7 @@ pub fn dot(out: &mut impl Write, plan: &ExecutionPlan, about: &About) -> io::Res
         };
         writeln!(out, "{indent}n{i} [label={}{shape}];", dot_string(&node_label(plan, n)))
     };
-    let (before, batches, after, loose) = clusters(plan);
+    let (before, batches, after, loose) = clusters(plan, g);
     for i in loose {
         node(out, i, "  ")?;
     }
@@ -379,7 +380,7 @@ fn mermaid_string(label: &str) -> String {
 
 /// Mermaid flowchart: one subgraph per batch, plus `before` and `after`.
 pub fn mermaid(out: &mut impl Write, plan: &ExecutionPlan, _about: &About) -> io::Result<()> {
-    let g = &plan.graph;
+    let g = &plan.graph();
     writeln!(out, "flowchart TD")?;
     let node = |out: &mut dyn Write, i: usize, indent: &str| -> io::Result<()> {
         let n = &g[petgraph::graph::NodeIndex::new(i)];
@@ -390,7 +391,7 @@ pub fn mermaid(out: &mut impl Write, plan: &ExecutionPlan, _about: &About) -> io
             _ => writeln!(out, "{indent}n{i}{{{label}}}"),
         }
     };
-    let (before, batches, after, loose) = clusters(plan);
+    let (before, batches, after, loose) = clusters(plan, g);
     for i in loose {
         node(out, i, "  ")?;
     }

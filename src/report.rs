@@ -189,6 +189,8 @@ impl Reporter {
             Event::StepStarted { .. } | Event::PhaseStarted { .. } => self.verbosity == Verbosity::Verbose,
             Event::StepFinished { outcome: Outcome::Ok | Outcome::Skipped, .. } => self.verbosity == Verbosity::Verbose,
             Event::RunFinished { .. } => false,
+            // Already on the screen, as the signal's notice.
+            Event::Stopping { .. } => false,
             _ => self.shows(event),
         }
     }

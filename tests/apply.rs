@@ -203,11 +203,11 @@ fn retries_run_a_failing_step_again() {
 
 /// Sends `signal` to an apply while h1's slow restart runs; returns its exit code, output
 /// and the balancer record.
-fn interrupt_mid_step(tag: &str, signal: &str) -> (Option<i32>, String, String, Vec<String>) {
+fn interrupt_mid_step(tag: &str, signal: &str, extra: &[&str]) -> (Option<i32>, String, String, Vec<String>) {
     let dir = TempDir::new(tag);
     let slow = format!("sleep 1.5 && echo \"restart {{{{host.name}}}}\" >> {}/record", dir.path().display());
     dir.write("plan.yaml", plan(&dir, 3, "", &slow));
-    let child = apply(&dir, &[]).spawn();
+    let child = apply(&dir, extra).spawn();
     // Wait until h1's restart is running, then interrupt.
     let deadline = Instant::now() + Duration::from_secs(10);
     while !dir.lines("record").contains(&"reject h1".to_string()) {
@@ -226,20 +226,43 @@ fn interrupt_mid_step(tag: &str, signal: &str) -> (Option<i32>, String, String, 
 
 #[test]
 fn ctrl_c_lets_the_running_step_finish_and_starts_nothing_new() {
-    let (code, stdout, stderr, rec) = interrupt_mid_step("apply-sigint", "INT");
+    let (code, stdout, stderr, rec) = interrupt_mid_step("apply-sigint", "INT", &[]);
     assert_eq!(code, Some(130), "{stdout}{stderr}");
     // The running step finished, and the host's chain with it (it is put back); nothing
     // new started.
     assert_eq!(rec, ["reject h1", "restart h1", "accept h1"], "{stdout}");
     assert!(stderr.contains("interrupt: starting nothing new"), "{stderr}");
     assert!(stdout.contains("rollout INTERRUPTED"), "{stdout}");
+    // The plain log says when the stop came: while h1's restart ran.
+    let at = |needle: &str| stdout.find(needle).unwrap_or_else(|| panic!("no {needle:?} in\n{stdout}"));
+    assert!(
+        at("h1 restart: run:") < at("stopping: a stop signal") && at("stopping:") < at("h1 restart: ok"),
+        "{stdout}"
+    );
+}
+
+/// `--output json` has the stop as an event, at the moment it came.
+#[test]
+fn ctrl_c_is_a_stopping_event_in_json() {
+    let (code, stdout, stderr, _) = interrupt_mid_step("apply-sigint-json", "INT", &["--output", "json"]);
+    assert_eq!(code, Some(130), "{stdout}{stderr}");
+    let events: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let names: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
+    let stopping =
+        names.iter().position(|&e| e == "stopping").unwrap_or_else(|| panic!("no stopping event: {names:?}"));
+    let restart_done = events
+        .iter()
+        .position(|e| e["event"] == "step_finished" && e["step"] == "restart")
+        .unwrap_or_else(|| panic!("no restart finished: {names:?}"));
+    assert!(stopping < restart_done, "{names:?}");
+    assert_eq!(names.last(), Some(&"run_finished"), "{names:?}");
 }
 
 /// Issue 12, reproduction 4: a CI runner cancelling its job sends SIGTERM; it used to
 /// kill planrun at once with h1 out of rotation.
 #[test]
 fn sigterm_finishes_the_window_and_reports() {
-    let (code, stdout, stderr, rec) = interrupt_mid_step("apply-sigterm", "TERM");
+    let (code, stdout, stderr, rec) = interrupt_mid_step("apply-sigterm", "TERM", &[]);
     assert_eq!(code, Some(143), "{stdout}{stderr}");
     assert_eq!(rec, ["reject h1", "restart h1", "accept h1"], "{stdout}");
     assert!(stderr.contains("interrupt: starting nothing new; running steps finish (send SIGTERM again"), "{stderr}");
@@ -248,7 +271,7 @@ fn sigterm_finishes_the_window_and_reports() {
 
 #[test]
 fn sighup_finishes_the_window_and_reports() {
-    let (code, stdout, stderr, rec) = interrupt_mid_step("apply-sighup", "HUP");
+    let (code, stdout, stderr, rec) = interrupt_mid_step("apply-sighup", "HUP", &[]);
     assert_eq!(code, Some(129), "{stdout}{stderr}");
     assert_eq!(rec, ["reject h1", "restart h1", "accept h1"], "{stdout}");
     assert!(stdout.contains("rollout INTERRUPTED"), "{stdout}");
@@ -344,7 +367,7 @@ fn the_quick_start_example_runs_twice_from_a_fresh_checkout() {
         for node in ["web1", "web2", "web3"] {
             out.stderr_has(&format!("pool: {node}: in rotation"));
         }
-        out.stdout_has("example release '2' rolled on 3 hosts").stdout_has("rollout succeeded");
+        out.stdout_has("example release 2 rolled on 3 hosts").stdout_has("rollout succeeded");
     }
     // What the example wrote is in the directory it ran in, every node back in rotation,
     // and its lock released.

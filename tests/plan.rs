@@ -237,7 +237,7 @@ fn vars_can_be_overridden_and_quoted() {
     let path = dir.write("vars.yaml", &plan);
     let out = planrun(&["plan", &path, "--var", "branch=it's a test"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stdout(&out).contains(r"run: deploy 'it'\''s a test' 80"), "{}", stdout(&out));
+    assert!(stdout(&out).contains(r#"run: deploy "it's a test" 80"#), "{}", stdout(&out));
 }
 
 #[test]

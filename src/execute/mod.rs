@@ -197,7 +197,18 @@ pub async fn run(
         resume_of: ctx.settings.resume_of.clone(),
     });
 
+    // The stop's notice goes to the terminal at once; this puts it in the event stream
+    // too (`--output json`, the journal) at the moment it happened.
+    let stopping = {
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            ctx.control.stop.cancelled().await;
+            ctx.emitter
+                .emit(Event::Stopping { reason: "a stop signal: nothing new starts; running steps finish".into() });
+        })
+    };
     let outcome = guard::at_the_end(&ctx, run_phases(&ctx).await);
+    stopping.abort();
     let failures = ctx.failures.lock().map(|f| f.clone()).unwrap_or_default();
     let cancelled_hosts = ctx.cancelled_hosts.lock().map(|c| c.clone()).unwrap_or_default();
     let halt_reason = ctx.halt_reason.lock().ok().and_then(|r| r.clone());

@@ -152,8 +152,8 @@ async fn once(ctx: &Arc<Ctx>, instance: &StepInstance, remaining: Duration, outp
                 wait_up: *wait_up,
                 command: command.as_deref(),
                 status_command: status_command.as_deref(),
-                request: request.as_ref(),
-                status_request: status_request.as_ref(),
+                request: request.as_deref(),
+                status_request: status_request.as_deref(),
             };
             let result = ctx.balancers.apply(&call, remaining, output).await;
             Attempt { exit_code: None, result }

@@ -92,7 +92,7 @@ async fn check_once(ctx: &Arc<Ctx>, check: &Check, host: Option<&Transport>) -> 
             }
         }
         Check::BalancerUp { balancer, node, status_command, status_request } => {
-            let target = Status { node, command: status_command.as_deref(), request: status_request.as_ref() };
+            let target = Status { node, command: status_command.as_deref(), request: status_request.as_deref() };
             match ctx.balancers.is_up(balancer, &target).await {
                 Ok(true) => Ok(()),
                 Ok(false) => Err(format!("`{balancer}` does not report {node} up yet")),

@@ -1,11 +1,9 @@
 //! Building the execution plan: `--limit`, the batch sizes, and the order in which the
 //! renderer visits the plan's lists for each host.
 
-use petgraph::graph::DiGraph;
 use serde_json::Value;
 
 use crate::diagnostic::{PlanErrors, Problem};
-use crate::graph::dag::dag;
 use crate::graph::limit::limit;
 use crate::graph::render::Builder;
 use crate::graph::types::{Batch, BuildOptions, ExecutionPlan, HostRef, HostSteps, Phase};
@@ -39,17 +37,14 @@ pub fn build(loaded: &LoadedPlan, options: &BuildOptions) -> Result<ExecutionPla
 
     let rendered = render(plan, &loaded.root, &loaded.files, vars, &hosts, sizes, skips_balancer(loaded));
     let (before, batches, after) = rendered.map_err(fail)?;
-    let mut execution = ExecutionPlan {
+    Ok(ExecutionPlan {
         application: plan.application.clone(),
         hosts,
         before,
         batches,
         after,
         fan_out: plan.rollout.fan_out as usize,
-        graph: DiGraph::new(),
-    };
-    execution.graph = dag(&execution);
-    Ok(execution)
+    })
 }
 
 /// The template problems of a plan that has other problems too, so that all of them

@@ -450,7 +450,7 @@ impl<'p> Builder<'p> {
         request: &'static str,
         node: &str,
         host: Option<&str>,
-    ) -> (Option<String>, Option<HttpCall>) {
+    ) -> (Option<String>, Option<Box<HttpCall>>) {
         let rendered = self.render_balancer(balancer, request, node, host);
         match self.plan.balancers.get(balancer) {
             Some(Balancer::Command(_)) => (rendered.into_iter().next(), None),
@@ -461,7 +461,7 @@ impl<'p> Builder<'p> {
                     "accept" => Some(&http.accept),
                     _ => http.status.as_ref(),
                 };
-                (None, source.and_then(|source| http_call(source, rendered)))
+                (None, source.and_then(|source| http_call(source, rendered)).map(Box::new))
             }
             _ => (None, None),
         }

@@ -57,19 +57,13 @@ fn is_simple_command(command: &str) -> bool {
         && !BUILTINS.contains(&first)
 }
 
-/// POSIX shell quoting: the value between single quotes, each `'` written as `'\''`.
-/// Nothing inside single quotes is special to `sh`, so the result is one word whatever
-/// the value holds.
+/// `value` as one `sh` word that arrives as written, by shlex (bare when it is safe,
+/// else quoted). A NUL byte cannot travel in a command line at all (a C string ends
+/// there), so it is dropped rather than cutting the command short.
 pub fn shell_quote(value: &str) -> String {
-    let mut out = String::with_capacity(value.len() + 2);
-    out.push('\'');
-    for c in value.chars() {
-        if c == '\'' {
-            out.push_str("'\\''");
-        } else {
-            out.push(c);
-        }
-    }
-    out.push('\'');
-    out
+    let quoted = match shlex::try_quote(value) {
+        Ok(quoted) => return quoted.into_owned(),
+        Err(_) => shlex::try_quote(&value.replace('\0', "")).map(|q| q.into_owned()),
+    };
+    quoted.unwrap_or_default()
 }

@@ -455,7 +455,7 @@ mod tests {
         let mut ctx = context();
         let roles = vec!["web".to_string(), "app".to_string()];
         ctx.set_host(Some(HostVars { name: "a", address: "b", roles: &roles, options: options(), index: 1 }));
-        assert_eq!(t.render(id, &ctx).unwrap(), "web,app|web,app|'web' 'app'");
+        assert_eq!(t.render(id, &ctx).unwrap(), "web,app|web,app|web app");
     }
 
     #[test]

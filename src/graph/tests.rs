@@ -36,7 +36,7 @@ after:
 #[test]
 fn the_dag_orders_phases_with_linear_edges() {
     let plan = build(&load(PLAN), &BuildOptions::default()).unwrap();
-    let g = &plan.graph;
+    let g = &plan.graph();
     // start, 4 fetch + announce + 4 migrate, before done, 2 batches of 2 hosts × 2
     // steps, 2 batch barriers, notify, end.
     assert_eq!(g.node_count(), 1 + 9 + 1 + 8 + 2 + 1 + 1);
@@ -74,12 +74,12 @@ fn sudo_and_env_wrap_the_command_with_quoted_values() {
     assert_eq!(wrap_command("make", &[], None), "make");
     assert_eq!(
         wrap_command("cd /app && make", &env(&[("A", "it's"), ("B", "$HOME")]), None),
-        r"export A='it'\''s' B='$HOME'; cd /app && make"
+        r#"export A="it's" B='$HOME'; cd /app && make"#
     );
     assert_eq!(wrap_command("systemctl restart app", &[], Some(&Sudo::Root)), "sudo -n -- systemctl restart app");
     assert_eq!(
         wrap_command("cd /app && make", &env(&[("A", "1")]), Some(&Sudo::As("app".into()))),
-        "sudo -n -u 'app' -- env A='1' sh -c 'cd /app && make'"
+        "sudo -n -u app -- env A=1 sh -c 'cd /app && make'"
     );
     assert_eq!(wrap_command("cd /app", &[], Some(&Sudo::Root)), "sudo -n -- sh -c 'cd /app'");
     assert_eq!(wrap_command("X=1 make", &[], Some(&Sudo::Root)), "sudo -n -- sh -c 'X=1 make'");
@@ -99,7 +99,7 @@ rollout:
 "#;
     let built = build(&load(plan), &BuildOptions::default()).unwrap();
     let Action::Run { command } = &built.batches[0].hosts[0].steps[0].action else { panic!() };
-    assert_eq!(command, "sudo -n -u 'app' -- env A='10.0.0.1' B='b' PORT='8080' restart");
+    assert_eq!(command, "sudo -n -u app -- env A=10.0.0.1 B=b PORT=8080 restart");
 
     let bad = plan.replace("run: \"restart\"", "wait: { sleep: 1s }").replace("A: \"{{host", "1A: \"{{host");
     // Validation refuses what the graph could not honour.

@@ -31,10 +31,14 @@ pub struct ExecutionPlan {
     pub after: Vec<StepInstance>,
     /// How many hosts a `before`/`after` step runs on at once (`rollout.fan_out`).
     pub fan_out: usize,
-    /// The same instances as a DAG; not serialized (the JSON shape is `before`, `batches`,
-    /// `after`).
-    #[serde(skip)]
-    pub graph: DiGraph<GraphNode, ()>,
+}
+
+impl ExecutionPlan {
+    /// The same instances as a DAG, for `plan --format dot|mermaid`. Built on demand:
+    /// nothing else needs it, and at 100,000 hosts it is 400,000 nodes.
+    pub fn graph(&self) -> DiGraph<GraphNode, ()> {
+        crate::graph::dag::dag(self)
+    }
 }
 
 /// A selected host.
@@ -115,10 +119,10 @@ pub enum Action {
         status_command: Option<String>,
         /// For `http` balancers: the action's request, rendered for this host.
         #[serde(skip_serializing_if = "Option::is_none")]
-        request: Option<HttpCall>,
+        request: Option<Box<HttpCall>>,
         /// For `http` balancers with `status`: the status request, rendered.
         #[serde(skip_serializing_if = "Option::is_none")]
-        status_request: Option<HttpCall>,
+        status_request: Option<Box<HttpCall>>,
     },
     /// A check to wait for.
     Wait(WaitCheck),
@@ -165,11 +169,13 @@ pub enum Check {
         status_command: Option<String>,
         /// For `http` balancers: the status request, rendered for this host.
         #[serde(skip_serializing_if = "Option::is_none")]
-        status_request: Option<HttpCall>,
+        status_request: Option<Box<HttpCall>>,
     },
 }
 
-/// An `http` balancer's request with its templates rendered for one host.
+/// An `http` balancer's request with its templates rendered for one host. Boxed in
+/// `Action` and `Check`: most steps have none, and every step instance would otherwise
+/// carry the room for two (a 100,000-host plan has 400,000 instances).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HttpCall {
     pub method: String,

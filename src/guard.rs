@@ -52,6 +52,8 @@ struct State {
     /// The probe counts when the current batch started.
     batch_mark: (u64, u64),
     analysis: Option<Analysis>,
+    /// Why the last read of the balancer's counters failed, until one succeeds.
+    read_error: Option<String>,
 }
 
 /// Why the guard halts the run; the first one found stays.
@@ -63,6 +65,9 @@ enum Trip {
     Probes,
     /// The rolled nodes' error rate is over the rest's plus `max_error_rate`.
     ErrorRate,
+    /// The balancer's counters could not be read at the last try: not knowing is no
+    /// verdict to go on with.
+    Unreadable,
 }
 
 /// The balancer analysis: each node's counters when the guard started, or when it came
@@ -183,10 +188,10 @@ impl Guard {
                 _ = tick.tick() => {}
                 () = self.inner.stop.cancelled() => return,
             }
-            // A read that fails is skipped: before each batch the executor reads the
-            // balancers itself and halts on one it cannot read.
-            if let Some(Ok(servers)) = balancers.responses(&name).await {
-                self.sample(servers);
+            match balancers.responses(&name).await {
+                Some(Ok(servers)) => self.sample(servers),
+                Some(Err(why)) => self.lock().read_error = Some(why),
+                None => {}
             }
         }
     }
@@ -211,6 +216,7 @@ impl Guard {
 
     fn sample(&self, servers: Vec<(String, Responses)>) {
         let mut state = self.lock();
+        state.read_error = None;
         let analysis = state.analysis.get_or_insert_with(Analysis::default);
         for (name, responses) in servers {
             analysis.baseline.entry(name.clone()).or_insert(responses);
@@ -250,6 +256,8 @@ impl Guard {
                 state.tripped = Some(Trip::Probes);
             } else if self.error_rate_too_high(&state) {
                 state.tripped = Some(Trip::ErrorRate);
+            } else if state.read_error.is_some() {
+                state.tripped = Some(Trip::Unreadable);
             }
         }
         let trip = state.tripped?;
@@ -267,6 +275,11 @@ impl Guard {
                 "the guard halted the rollout: {}, more than `{}` ({failures}); no new batch was started",
                 self.probe_numbers(state),
                 self.limit()
+            ),
+            Trip::Unreadable => format!(
+                "the guard halted the rollout: it cannot read the balancer `{}`: {}; no new batch was started",
+                self.inner.settings.balancer.as_deref().unwrap_or_default(),
+                state.read_error.as_deref().unwrap_or("the last read failed")
             ),
             Trip::ErrorRate => {
                 let counts = self.balancer_counts(state).unwrap_or_default();
@@ -522,6 +535,18 @@ mod tests {
         }
         assert!(guard.halts(false).is_some());
         assert_eq!(guard.counts(false).total_probes, 111);
+    }
+
+    #[test]
+    fn a_balancer_that_cannot_be_read_before_a_batch_halts() {
+        let guard = analysed("1%");
+        guard.sample(servers(&[("h1", 0, 0)]));
+        guard.lock().read_error = Some("connection refused".into());
+        guard.sample(servers(&[("h1", 5, 0)]));
+        assert_eq!(guard.halts(true), None, "a read that succeeded since clears it");
+        guard.lock().read_error = Some("connection refused".into());
+        let reason = guard.halts(false).expect("halted");
+        assert!(reason.contains("it cannot read the balancer `edge`: connection refused"), "{reason}");
     }
 
     #[test]

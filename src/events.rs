@@ -123,6 +123,14 @@ pub enum Event {
         after_batch: usize,
         batches: usize,
     },
+    /// The traffic guard's numbers: at the end of a batch (`batch`, 0-based, as in
+    /// `batch_started`), or of the whole run (`batch` null); `halt` when it halts the run.
+    Guard {
+        batch: Option<usize>,
+        #[serde(flatten)]
+        counts: crate::guard::Counts,
+        halt: Option<String>,
+    },
     /// First Ctrl-C: nothing new starts.
     Stopping {
         reason: String,
@@ -162,6 +170,7 @@ impl Event {
             }
             Event::Stopping { reason } => vec![reason],
             Event::OnFailureFinished { error, .. } => error.iter_mut().collect(),
+            Event::Guard { halt, .. } => halt.iter_mut().collect(),
         };
         for t in texts {
             r.redact_in_place(t);

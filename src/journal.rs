@@ -7,6 +7,7 @@
 //! - `preflight`: the balancers' view of the rollout's nodes before anything changed.
 //! - `step`: run id, phase, step name and index, host, start, end, outcome, exit code.
 //! - `paused`: run id, the batch the run paused after and the run's batches.
+//! - `guard`: the traffic guard's probe counts per batch and for the run, its halt.
 //! - `run_finished`: run id, outcome.
 //!
 //! Events are redacted before they reach the journal, so it never holds a secret.
@@ -398,6 +399,17 @@ pub enum Record {
         batches: usize,
         at: String,
     },
+    /// The traffic guard's probe counts: of a batch (0-based `batch`), or of the run.
+    Guard {
+        v: u32,
+        run_id: String,
+        plan: String,
+        batch: Option<usize>,
+        #[serde(flatten)]
+        counts: crate::guard::Counts,
+        halt: Option<String>,
+        at: String,
+    },
     RunFinished {
         v: u32,
         run_id: String,
@@ -529,6 +541,18 @@ impl Writer {
                 };
                 self.write(&record)
             }
+            Event::Guard { batch, counts, halt } => {
+                let record = Record::Guard {
+                    v: JOURNAL_VERSION,
+                    run_id: self.run_id.clone(),
+                    plan: self.plan.clone(),
+                    batch: *batch,
+                    counts: counts.clone(),
+                    halt: halt.clone(),
+                    at: stamp(at),
+                };
+                self.write(&record)
+            }
             Event::RunFinished { outcome, .. } => {
                 let record = Record::RunFinished {
                     v: JOURNAL_VERSION,
@@ -590,6 +614,7 @@ pub fn read(state_dir: &Path, plan: &str) -> Journal {
             | Record::Preflight { plan: p, .. }
             | Record::Step { plan: p, .. }
             | Record::Paused { plan: p, .. }
+            | Record::Guard { plan: p, .. }
             | Record::RunFinished { plan: p, .. } => p == plan,
         })
         .collect();
@@ -667,7 +692,7 @@ pub fn campaign(records: &[Record]) -> Option<Campaign> {
                     }
                 }
             }
-            Record::Preflight { .. } => {}
+            Record::Preflight { .. } | Record::Guard { .. } => {}
             Record::Paused { run_id, after_batch, batches, .. } => {
                 if let Some(c) = &mut current
                     && &c.last_run == run_id

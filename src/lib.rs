@@ -24,6 +24,7 @@ pub mod events;
 pub mod execute;
 pub mod exit;
 pub mod graph;
+pub mod guard;
 pub mod init;
 pub mod inventory;
 pub mod journal;

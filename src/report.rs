@@ -56,6 +56,8 @@ pub struct Reporter {
     log_warned: bool,
     live: Option<Live>,
     batch_position: usize,
+    /// A host failed: a pause leaves it where it failed.
+    hosts_failed: bool,
     summary: Summary,
 }
 
@@ -72,6 +74,8 @@ pub struct Summary {
     dry_run: bool,
     /// "rollback" or "rollout": what the verdict calls the run.
     what: &'static str,
+    /// The traffic guard's numbers for the whole run.
+    guard: Option<crate::guard::Counts>,
 }
 
 impl Reporter {
@@ -102,6 +106,7 @@ impl Reporter {
             log_warned: false,
             live,
             batch_position: 0,
+            hosts_failed: false,
             summary,
         }
     }
@@ -130,6 +135,7 @@ impl Reporter {
             if let Event::BatchStarted { .. } = event {
                 self.batch_position += 1;
             }
+            self.hosts_failed |= matches!(event, Event::HostFailed { .. });
             self.log(&event, now);
             match self.mode {
                 Mode::Json => {
@@ -254,8 +260,23 @@ impl Reporter {
             }
             Event::Stopping { reason } => format!("stopping: {reason}"),
             Event::Paused { after_batch, batches } => {
-                format!("paused after batch {after_batch} of {batches}: every node is in rotation")
+                let but = if self.hosts_failed { " but the failed hosts'" } else { "" };
+                format!("paused after batch {after_batch} of {batches}: every node is in rotation{but}")
             }
+            Event::Guard { halt: Some(reason), .. } => reason.clone(),
+            Event::Guard { batch: Some(batch), counts, .. } => {
+                let mut lines = crate::guard::summary_lines(counts);
+                if let Some(first) = lines.first_mut() {
+                    let probes = crate::guard::grouped(counts.probes);
+                    *first = format!(
+                        "batch {}: guard: {} failed of {probes} probes during the batch",
+                        batch + 1,
+                        crate::guard::grouped(counts.failed)
+                    );
+                }
+                lines.join("; ")
+            }
+            Event::Guard { .. } => return None,
             Event::RunFinished { outcome, duration, .. } => {
                 format!("run finished: {} in {}", outcome_name(*outcome), secs(*duration))
             }
@@ -325,6 +346,9 @@ impl Reporter {
     }
 
     fn record(&mut self, event: &Event) {
+        if let Event::Guard { batch: None, counts, .. } = event {
+            self.summary.guard = Some(counts.clone());
+        }
         if let Event::StepFinished { host: Some(host), step, phase, outcome, duration, .. } = event
             && phase.in_window()
         {
@@ -606,6 +630,7 @@ impl Summary {
             steps: steps.into_iter().map(|(_, name)| name).collect(),
             dry_run,
             what: if exec.is_rollback() { "rollback" } else { "rollout" },
+            guard: None,
         }
     }
 
@@ -634,14 +659,27 @@ impl Summary {
             RunOutcome::Interrupted => {
                 format!("{} INTERRUPTED: nothing new was started after the interrupt", self.what)
             }
-            RunOutcome::Paused => match result.paused_after {
-                Some((after, of)) => format!("rollout PAUSED after batch {after} of {of}: every node is in rotation"),
-                None => "rollout PAUSED: every node is in rotation".to_string(),
-            },
+            RunOutcome::Paused => {
+                // A failed host (within `max_failed_hosts`) stays where it failed.
+                let nodes = if failed == 0 {
+                    "every node is in rotation"
+                } else {
+                    "every node is in rotation but the failed hosts'"
+                };
+                match result.paused_after {
+                    Some((after, of)) => format!("rollout PAUSED after batch {after} of {of}: {nodes}"),
+                    None => format!("rollout PAUSED: {nodes}"),
+                }
+            }
         };
         text.push_str(&format!("{verdict} in {}\n", secs(result.duration)));
         if let Some(reason) = &result.halt_reason {
             text.push_str(&format!("  {reason}\n"));
+        }
+        if let Some(counts) = &self.guard {
+            for line in crate::guard::summary_lines(counts) {
+                text.push_str(&format!("  {line}\n"));
+            }
         }
         for f in &result.failures {
             text.push_str(&format!("  {} failed at `{}`: {}\n", f.host, f.step, f.error));

@@ -4,6 +4,7 @@
 //! Local transport and a `command` balancer whose pool is a folder: no sshd needed.
 
 mod common;
+mod support;
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -229,4 +230,52 @@ fn a_pause_on_a_terminal_answered_no_stops_paused() {
     assert_eq!(session.exit_code(), 3);
     assert_eq!(record(dir.path()), ["restart h1"]);
     assert_all_in_rotation(dir.path(), 3);
+}
+
+/// A host that failed within `max_failed_hosts` stays where it failed: the pause says so
+/// rather than "every node is in rotation".
+#[test]
+fn a_pause_after_a_failed_host_does_not_claim_every_node_is_back() {
+    let dir = TempDir::new("canary-pause-failed");
+    let plan = plan(dir.path(), 3, "[1]")
+        .replace("  batch_size: 1\n", "  batch_size: 1\n  max_failed_hosts: 1\n")
+        .replace("run: echo restart", "run: test {{host.name}} != h1 && echo restart");
+    dir.write("c.yaml", plan);
+    let out = apply(dir.path(), &[]);
+    out.code(3).stdout_has("rollout PAUSED after batch 1 of 3: every node is in rotation but the failed hosts'");
+    out.stdout_has("paused after batch 1 of 3: every node is in rotation but the failed hosts'");
+    assert!(!dir.path().join("pool/h1").exists(), "h1 failed out of rotation and stays there");
+    assert!(dir.path().join("pool/h2").exists() && dir.path().join("pool/h3").exists());
+    assert!(!dir.path().join("lock").exists(), "the lock is released");
+}
+
+/// At a pause on a terminal, the question comes with what the traffic guard saw so far:
+/// the operator looks at the canary's numbers before promoting it. The guarded service is
+/// a real HTTP backend.
+#[test]
+#[cfg_attr(no_python3, ignore = "needs python3: apt-get install python3")]
+fn a_pause_on_a_terminal_shows_the_guards_numbers() {
+    let dir = TempDir::new("canary-pty-guard");
+    let block = std::process::id() % 250 + 1;
+    let addr = format!("127.68.{block}.1");
+    let _service = support::apps::Apps::start(
+        vec![dir.path().join("service")],
+        vec![addr.clone()],
+        8080,
+        dir.path().join("service-record"),
+    );
+    let plan = plan(dir.path(), 3, "[1]").replace(
+        "rollout:\n",
+        &format!("guard: {{ http: \"http://{addr}:8080/health\", interval: 100ms }}\nrollout:\n"),
+    );
+    dir.write("c.yaml", plan);
+    let mut session = Session::start(dir.path(), &["apply", "c.yaml", "--yes"]);
+    session.wait_for("continue with batch 2 of 3? [y/N]");
+    let text = session.text();
+    assert!(text.contains("batch 1 of 3 done: h1 ok"), "{text}");
+    assert!(text.contains("guard: 0 failed of "), "the question shows the guard's numbers:\n{text}");
+    session.send(b"y\r");
+    session.wait_for("rollout succeeded");
+    assert_eq!(session.exit_code(), 0);
+    assert_eq!(record(dir.path()), ["restart h1", "restart h2", "restart h3"]);
 }

@@ -239,6 +239,72 @@ impl Haproxy {
     }
 }
 
+/// The responses one server sent, from `show stat`'s `hrsp_*` counters (HTTP mode only).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Responses {
+    /// Every response: `hrsp_1xx` to `hrsp_5xx` and `hrsp_other`.
+    pub total: u64,
+    /// `hrsp_5xx`.
+    pub errors: u64,
+}
+
+impl Responses {
+    /// What was sent since `earlier` (a counter reset by a reload counts from zero).
+    pub fn since(self, earlier: Responses) -> Responses {
+        if self.total < earlier.total || self.errors < earlier.errors {
+            return self;
+        }
+        Responses { total: self.total - earlier.total, errors: self.errors - earlier.errors }
+    }
+}
+
+impl Haproxy {
+    /// Every server of the backend with the responses it sent. A backend whose servers
+    /// have no `hrsp_*` values (not `mode http`) is an error: there is nothing to compare.
+    pub async fn responses(&self) -> Result<Vec<(String, Responses)>, String> {
+        let answer = self.exchange(&format!("show stat {} 4 -1", self.backend)).await?;
+        parse_responses(&self.name, &self.backend, &answer)
+    }
+}
+
+fn parse_responses(balancer: &str, backend: &str, answer: &str) -> Result<Vec<(String, Responses)>, String> {
+    if answer.trim_start().starts_with("No such proxy") {
+        return Err(format!("haproxy `{balancer}` has no backend `{backend}`; help: check `backend`"));
+    }
+    let mut lines = answer.lines();
+    let header = lines
+        .next()
+        .and_then(|h| h.strip_prefix("# "))
+        .ok_or_else(|| format!("haproxy `{balancer}`: `show stat` answered something else than CSV"))?;
+    let columns: Vec<&str> = header.split(',').collect();
+    let col = |name: &str| columns.iter().position(|c| *c == name);
+    let (Some(px), Some(sv)) = (col("pxname"), col("svname")) else {
+        return Err(format!("haproxy `{balancer}`: `show stat` lacks pxname or svname"));
+    };
+    let counted: Vec<usize> = ["hrsp_1xx", "hrsp_2xx", "hrsp_3xx", "hrsp_4xx", "hrsp_5xx", "hrsp_other"]
+        .iter()
+        .filter_map(|c| col(c))
+        .collect();
+    let errors = col("hrsp_5xx");
+    let mut servers = Vec::new();
+    for line in lines {
+        let fields: Vec<&str> = line.split(',').collect();
+        let Some(name) = fields.get(sv) else { continue };
+        if fields.get(px) != Some(&backend) || matches!(*name, "FRONTEND" | "BACKEND") {
+            continue;
+        }
+        let number = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok());
+        let (Some(errors), true) = (errors.and_then(number), counted.iter().all(|i| number(*i).is_some())) else {
+            return Err(format!(
+                "haproxy `{balancer}` reports no HTTP responses for server `{name}` of `{backend}` (its `hrsp_*` counters are empty): the analysis needs `mode http`"
+            ));
+        };
+        let total = counted.iter().filter_map(|i| number(*i)).sum();
+        servers.push((name.to_string(), Responses { total, errors }));
+    }
+    Ok(servers)
+}
+
 /// HAProxy's `status` column: `UP`, `DOWN`, `MAINT`, `DRAIN`, `no check`, with
 /// transitions as `UP 1/2` (going down) and `DOWN 1/2` (coming up), and
 /// `MAINT (via b/s)` for tracked servers.
@@ -273,6 +339,41 @@ fn check_name(what: &str, name: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `show stat` as HAProxy 2.x writes it, cut to the columns that matter here.
+    #[test]
+    fn responses_sum_every_hrsp_counter_and_count_5xx_as_errors() {
+        let answer = "# pxname,svname,hrsp_1xx,hrsp_2xx,hrsp_3xx,hrsp_4xx,hrsp_5xx,hrsp_other,status\n\
+                      app,h1,0,90,2,3,5,0,UP\n\
+                      app,h2,0,100,0,0,0,0,UP\n\
+                      app,BACKEND,0,190,2,3,5,0,UP\n";
+        let servers = parse_responses("edge", "app", answer).unwrap();
+        assert_eq!(
+            servers,
+            [
+                ("h1".to_string(), Responses { total: 100, errors: 5 }),
+                ("h2".to_string(), Responses { total: 100, errors: 0 })
+            ]
+        );
+        assert_eq!(
+            Responses { total: 150, errors: 9 }.since(Responses { total: 100, errors: 5 }),
+            Responses { total: 50, errors: 4 }
+        );
+        // A reload resets the counters: what came after counts from zero.
+        assert_eq!(
+            Responses { total: 7, errors: 1 }.since(Responses { total: 100, errors: 5 }),
+            Responses { total: 7, errors: 1 }
+        );
+    }
+
+    /// `mode tcp` leaves the `hrsp_*` columns empty: nothing to compare, said as such.
+    #[test]
+    fn a_tcp_backend_reports_no_responses() {
+        let answer =
+            "# pxname,svname,hrsp_1xx,hrsp_2xx,hrsp_3xx,hrsp_4xx,hrsp_5xx,hrsp_other,status\napp,h1,,,,,,,UP\n";
+        let error = parse_responses("edge", "app", answer).unwrap_err();
+        assert!(error.contains("the analysis needs `mode http`"), "{error}");
+    }
 
     #[test]
     fn statuses_map_to_rotation() {

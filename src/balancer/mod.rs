@@ -10,6 +10,8 @@ mod http;
 pub(crate) mod linode;
 pub(crate) mod retry;
 
+pub use haproxy::Responses;
+
 pub use retry::Notices;
 
 use std::sync::{Arc, Mutex};
@@ -259,6 +261,16 @@ impl Balancers {
         match self.client(name) {
             Ok(Client::Haproxy(h)) => Some(h.pool().await),
             Ok(Client::Linode(l)) => Some(l.pool().await),
+            Ok(_) => None,
+            Err(e) => Some(Err(e)),
+        }
+    }
+
+    /// The HTTP responses each server of the balancer's pool sent, for the guard's
+    /// analysis; `None` for kinds that report no per-node responses.
+    pub async fn responses(&self, name: &str) -> Option<Result<Vec<(String, Responses)>, String>> {
+        match self.client(name) {
+            Ok(Client::Haproxy(h)) => Some(h.responses().await),
             Ok(_) => None,
             Err(e) => Some(Err(e)),
         }

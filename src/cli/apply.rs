@@ -295,10 +295,18 @@ async fn rollout(prepared: Prepared, args: &ApplyArgs, control: Control) -> Resu
         release(lock.as_ref(), &run_id, args).await;
         return Err(ApplyError::PreflightRefused { unreadable: verdict.unreadable });
     }
+    let guard = match start_guard(&loaded, &balancers, args.dry_run).await {
+        Ok(guard) => guard,
+        Err(e) => {
+            release(lock.as_ref(), &run_id, args).await;
+            return Err(e);
+        }
+    };
     if !args.dry_run && !args.yes {
         // Like `terraform apply`: the balancers' view and the plan first, then the question.
         let question = confirmation(&loaded, &exec, args.rollback);
         if let Err(e) = confirm(question, &control).await {
+            guard.as_ref().inspect(|g| g.stop());
             release(lock.as_ref(), &run_id, args).await;
             return Err(e);
         }
@@ -319,6 +327,7 @@ async fn rollout(prepared: Prepared, args: &ApplyArgs, control: Control) -> Resu
         match open_journal(args, &header, &verdict, &redactor, lock.as_ref()) {
             Ok(writer) => Some(writer),
             Err(e) => {
+                guard.as_ref().inspect(|g| g.stop());
                 release(lock.as_ref(), &run_id, args).await;
                 return Err(e);
             }
@@ -351,6 +360,7 @@ async fn rollout(prepared: Prepared, args: &ApplyArgs, control: Control) -> Resu
     };
     let emitter = Emitter::new(events, redactor);
     let mut control = control;
+    control.guard = guard;
     let asking = (!settings.pause_after.is_empty() && std::io::stdin().is_terminal()).then(|| {
         let (asker, questions) = tokio::sync::mpsc::unbounded_channel();
         control.pause = Some(asker);
@@ -747,8 +757,33 @@ async fn answer_pauses(mut questions: tokio::sync::mpsc::UnboundedReceiver<execu
                 q.hosts.join(", ")
             )
         };
-        let question = format!("{outcome}\ncontinue with batch {} of {}? [y/N] ", q.after_batch + 1, q.batches);
+        let guard: String = q.guard.iter().map(|line| format!("{line}\n")).collect();
+        let question = format!("{outcome}\n{guard}continue with batch {} of {}? [y/N] ", q.after_batch + 1, q.batches);
         let yes = tokio::task::spawn_blocking(move || crate::report::ask(&question)).await.ok().flatten();
         let _ = q.answer.send(yes.is_some_and(|a| matches!(a.trim(), "y" | "Y" | "yes" | "YES" | "Yes")));
     }
+}
+
+/// Starts the plan's traffic guard at the pre-flight: a service failing already refuses
+/// the run before anything changes. A dry run does not probe, and says so.
+async fn start_guard(
+    loaded: &LoadedPlan,
+    balancers: &Balancers,
+    dry_run: bool,
+) -> Result<Option<crate::guard::Guard>, ApplyError> {
+    let Some(settings) = &loaded.plan.guard else { return Ok(None) };
+    if dry_run {
+        eprintln!("guard: not probed in a dry run");
+        return Ok(None);
+    }
+    let guard = crate::guard::Guard::start(settings, balancers).await.map_err(ApplyError::GuardRefused)?;
+    let mut watching = Vec::new();
+    if let Some(url) = &settings.http {
+        watching.push(format!("probing {url}"));
+    }
+    if let Some(name) = &settings.balancer {
+        watching.push(format!("comparing the error rates of `{name}`'s nodes"));
+    }
+    eprintln!("guard: ok, {}", watching.join(" and "));
+    Ok(Some(guard))
 }

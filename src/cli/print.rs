@@ -66,6 +66,8 @@ pub enum ApplyError {
         }
     )]
     PreflightRefused { unreadable: bool },
+    #[error("error: {0}")]
+    GuardRefused(String),
     #[error(
         "error: {from} pauses after batch {}, but this run has {}; nothing was executed\n  help: give batch numbers from 1 to {batches}, or pass `--no-pause`",
         pauses.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
@@ -133,7 +135,8 @@ impl ApplyError {
             | ApplyError::LockUnreachable { .. }
             | ApplyError::Lock { .. }
             | ApplyError::Journal(_)
-            | ApplyError::PreflightRefused { .. } => exit::ROLLOUT_FAILED,
+            | ApplyError::PreflightRefused { .. }
+            | ApplyError::GuardRefused(_) => exit::ROLLOUT_FAILED,
             ApplyError::State(e) => e.code(),
         }
     }

@@ -100,7 +100,7 @@ fn gather(records: &[Record]) -> Vec<Run> {
                     runs[i].outcome = Some(*outcome);
                 }
             }
-            Record::Step { .. } | Record::Preflight { .. } => {}
+            Record::Step { .. } | Record::Preflight { .. } | Record::Guard { .. } => {}
         }
     }
     runs

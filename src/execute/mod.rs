@@ -11,6 +11,7 @@
 //!   its `rollout.on_failure` steps (run at once, inside its window) put it back.
 //! - The executor only emits events; it prints nothing itself.
 
+mod guard;
 mod recover;
 mod step;
 mod wait;
@@ -44,6 +45,8 @@ pub struct Control {
     /// Asked at each `pause_after` batch whether to go on; without it a pause stops the
     /// run. A channel, so the executor need not know who answers (a terminal, a test).
     pub pause: Option<tokio::sync::mpsc::UnboundedSender<PauseQuestion>>,
+    /// The traffic guard, probing since the pre-flight: asked before each batch.
+    pub guard: Option<crate::guard::Guard>,
 }
 
 /// A pause between batches: the batch just finished, and where to send yes or no.
@@ -56,6 +59,8 @@ pub struct PauseQuestion {
     /// The hosts of the batch just finished, and those of them that failed.
     pub hosts: Vec<String>,
     pub failed: Vec<String>,
+    /// What the traffic guard saw so far, as the summary says it; empty without one.
+    pub guard: Vec<String>,
     /// `true`: go on with the next batch.
     pub answer: tokio::sync::oneshot::Sender<bool>,
 }
@@ -210,7 +215,7 @@ pub async fn run(
                 .emit(Event::Stopping { reason: "a stop signal: nothing new starts; running steps finish".into() });
         })
     };
-    let outcome = run_phases(&ctx).await;
+    let outcome = guard::at_the_end(&ctx, run_phases(&ctx).await);
     stopping.abort();
     let failures = ctx.failures.lock().map(|f| f.clone()).unwrap_or_default();
     let cancelled_hosts = ctx.cancelled_hosts.lock().map(|c| c.clone()).unwrap_or_default();
@@ -245,6 +250,10 @@ async fn run_phases(ctx: &Arc<Ctx>) -> RunOutcome {
             ctx.set_halt_reason(reason);
             return RunOutcome::Halted;
         }
+        if let Some(reason) = guard::halts(ctx, batch) {
+            ctx.set_halt_reason(reason);
+            return RunOutcome::Halted;
+        }
         if let Some(reason) = batch_refused(ctx, batch.index).await {
             ctx.set_halt_reason(reason);
             return RunOutcome::Halted;
@@ -253,6 +262,7 @@ async fn run_phases(ctx: &Arc<Ctx>) -> RunOutcome {
             batch: batch.index,
             hosts: batch.hosts.iter().map(|h| exec.hosts[h.host].name.clone()).collect(),
         });
+        guard::batch_started(ctx);
         let mut tasks = tokio::task::JoinSet::new();
         let mut task_hosts = HashMap::new();
         for host in batch.hosts.iter().cloned() {
@@ -270,6 +280,7 @@ async fn run_phases(ctx: &Arc<Ctx>) -> RunOutcome {
                 fail_host_without_outcome(ctx, host, &step, &e);
             }
         }
+        guard::batch_finished(ctx, batch);
         if !pass_pause(ctx, batch).await {
             return RunOutcome::Paused;
         }
@@ -278,6 +289,10 @@ async fn run_phases(ctx: &Arc<Ctx>) -> RunOutcome {
         return RunOutcome::Interrupted;
     }
     if ctx.over_budget() {
+        return RunOutcome::Halted;
+    }
+    if let Some(reason) = guard::halts_after(ctx) {
+        ctx.set_halt_reason(reason);
         return RunOutcome::Halted;
     }
 
@@ -311,6 +326,7 @@ async fn pass_pause(ctx: &Ctx, batch: &crate::graph::Batch) -> bool {
         || ctx.control.stop.is_cancelled()
         || ctx.over_budget()
         || ctx.control.halt.reason().is_some()
+        || guard::tripped(ctx)
     {
         return true;
     }
@@ -323,7 +339,8 @@ async fn pass_pause(ctx: &Ctx, batch: &crate::graph::Batch) -> bool {
     let go_on = match &ctx.control.pause {
         Some(asker) => {
             let (answer, reply) = tokio::sync::oneshot::channel();
-            let question = PauseQuestion { after_batch: number, batches: last, hosts, failed, answer };
+            let guard = guard::summary(ctx);
+            let question = PauseQuestion { after_batch: number, batches: last, hosts, failed, guard, answer };
             // A stop while the question waits is answered like "no": nothing new starts.
             asker.send(question).is_ok()
                 && tokio::select! {
@@ -363,7 +380,7 @@ async fn run_host_chain(ctx: &Arc<Ctx>, host: usize, steps: &[StepInstance], on_
             }
         }
         let result = step::run(ctx, instance).await;
-        track_nodes(&mut taken_out, instance, result.outcome);
+        track_nodes(ctx, &mut taken_out, instance, result.outcome);
         match result.outcome {
             Outcome::Ok | Outcome::Skipped | Outcome::FailedIgnored => continue,
             Outcome::Cancelled => {
@@ -390,7 +407,7 @@ async fn run_host_chain(ctx: &Arc<Ctx>, host: usize, steps: &[StepInstance], on_
 }
 
 /// The nodes a host took out and has not put back, after `instance` ended with `outcome`.
-fn track_nodes(taken_out: &mut BTreeSet<(String, String)>, instance: &StepInstance, outcome: Outcome) {
+fn track_nodes(ctx: &Ctx, taken_out: &mut BTreeSet<(String, String)>, instance: &StepInstance, outcome: Outcome) {
     if let Action::Balancer { balancer, node, action, .. } = &instance.action
         && outcome != Outcome::Skipped
     {
@@ -401,6 +418,7 @@ fn track_nodes(taken_out: &mut BTreeSet<(String, String)>, instance: &StepInstan
                 taken_out.insert(key);
             }
             BalancerAction::Accept if outcome == Outcome::Ok => {
+                guard::came_back(ctx, balancer, node);
                 taken_out.remove(&key);
             }
             BalancerAction::Accept => {}

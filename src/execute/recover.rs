@@ -34,7 +34,7 @@ pub(super) async fn on_failure(
     let mut failed = None;
     for instance in steps {
         let result = step::run(ctx, instance).await;
-        track_nodes(&mut taken_out, instance, result.outcome);
+        track_nodes(ctx, &mut taken_out, instance, result.outcome);
         match result.outcome {
             Outcome::Ok | Outcome::Skipped | Outcome::FailedIgnored => {}
             Outcome::Cancelled => {

@@ -15,6 +15,7 @@
 mod balancer;
 pub mod duration;
 mod examples;
+mod guard;
 mod inventory;
 mod plan;
 mod rollback;
@@ -25,6 +26,7 @@ mod state;
 mod step;
 
 pub use balancer::*;
+pub use guard::*;
 pub use inventory::*;
 pub use plan::*;
 pub use rollback::*;

@@ -10,6 +10,7 @@ use crate::model::examples::{
     after_example, balancers_example, before_example, plan_example, plan_snippets, servers_example,
     servers_from_example, vars_example,
 };
+use crate::model::guard::Guard;
 use crate::model::inventory::ServerSource;
 use crate::model::rollback::Rollback;
 use crate::model::rollout::Rollout;
@@ -114,6 +115,14 @@ pub struct Plan {
     /// The rolling part: which hosts, how many at a time, and the steps each host goes
     /// through while it is out of rotation.
     pub rollout: Rollout,
+
+    /// # Traffic guard
+    ///
+    /// Watches the service while the rollout runs and halts it on failed requests: an
+    /// HTTP probe through the balancer (`http`), and for HAProxy the rolled nodes' error
+    /// rate against the rest of the pool (`balancer`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guard: Option<Guard>,
 
     /// # Rollout lock
     ///

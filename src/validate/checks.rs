@@ -99,6 +99,7 @@ pub(crate) fn check_semantics(plan: &Plan, root: &Node, refused: &[String]) -> (
         check_steps(plan, list, steps, root, refused, &mut problems);
     }
     check_durations(plan, root, &mut problems);
+    crate::validate::guard::check_guard(plan, root, &mut problems);
     crate::validate::values::check_plan_values(plan, root, &mut problems);
 
     // Jump specs are checked here, at their position, rather than at connect time.

@@ -19,6 +19,7 @@ use crate::yaml::{self, Node};
 
 mod checks;
 mod extends;
+mod guard;
 mod inventory;
 mod read;
 pub mod schema;

@@ -37,7 +37,11 @@ stop() {{
 }}
 start() {{
   echo "start {name} $(date +%Y-%m-%dT%H:%M:%S.%6N%:z)" >> {r}
-  cd {d}/www && setsid {python} -m http.server {port} --bind {addr} >/dev/null 2>&1 </dev/null &
+  if [ -e {d}/fail-on-start ]; then
+    cd {d}/www && setsid {python} {d}/failing.py {port} {addr} >/dev/null 2>&1 </dev/null &
+  else
+    cd {d}/www && setsid {python} -m http.server {port} --bind {addr} >/dev/null 2>&1 </dev/null &
+  fi
   echo $! > {d}/app.pid
 }}
 case "$1" in
@@ -50,6 +54,22 @@ esac
     )
 }
 
+/// The app once it is broken (`Apps::fail_from_next_start`): `/health` still answers
+/// 200, as a shallow health check would, and every other request 500.
+const FAILING_APP: &str = r#"import http.server, sys
+class Failing(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        ok = self.path == "/health"
+        body = b"ok\n" if ok else b"broken\n"
+        self.send_response(200 if ok else 500)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer((sys.argv[2], int(sys.argv[1])), Failing).serve_forever()
+"#;
+
 impl Apps {
     /// Writes the scripts into `dirs` (one per host) and starts every app, waiting
     /// until each answers.
@@ -61,6 +81,7 @@ impl Apps {
         for (i, (dir, addr)) in dirs.iter().zip(&addrs).enumerate() {
             std::fs::create_dir_all(dir.join("www")).unwrap();
             std::fs::write(dir.join("www/health"), "ok\n").unwrap();
+            std::fs::write(dir.join("failing.py"), FAILING_APP).unwrap();
             let path = dir.join("app");
             std::fs::write(&path, script(python, addr, port, dir, &format!("h{}", i + 1), &record)).unwrap();
             use std::os::unix::fs::PermissionsExt;
@@ -88,6 +109,19 @@ impl Apps {
                 Some((f.next()?.to_string(), f.next()?.to_string(), f.next()?.to_string()))
             })
             .collect()
+    }
+
+    /// From its next start on, host `i`'s app (0-based) answers 500 to everything but
+    /// `/health`: a release that broke the service but not its health check.
+    pub fn fail_from_next_start(&self, i: usize) {
+        std::fs::write(self.dirs[i].join("fail-on-start"), "").unwrap();
+    }
+
+    /// Restarts host `i`'s app now (as the test, not the plan).
+    pub fn restart(&self, i: usize) {
+        let ok = std::process::Command::new(self.dirs[i].join("app")).arg("restart").status().unwrap().success();
+        assert!(ok, "app restart failed");
+        wait_answers(&self.addrs[i], self.port, Duration::from_secs(10));
     }
 
     /// The pid of host `i`'s app (0-based), to tell whether it was restarted.

@@ -92,11 +92,12 @@ esac
 
 /// One test's world: `rolled` sshd hosts the plan lists (h1…), plus `pool_only` more
 /// (after them) that only HAProxy knows, every one with its app, all behind one HAProxy.
+/// Fields drop in order: the apps stop before the fleet's folders go.
 struct Rig {
-    fleet: Fleet,
-    dir: TempDir,
     apps: Apps,
     haproxy: Haproxy,
+    fleet: Fleet,
+    dir: TempDir,
     rolled: usize,
 }
 

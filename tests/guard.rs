@@ -28,10 +28,11 @@ fn addrs(n: usize) -> Vec<String> {
 }
 
 /// Three backends behind HAProxy, every server UP.
+/// Fields drop in order: the apps stop before their folder goes.
 struct Service {
-    dir: TempDir,
     apps: Apps,
     haproxy: Haproxy,
+    dir: TempDir,
 }
 
 impl Service {

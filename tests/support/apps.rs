@@ -86,6 +86,8 @@ impl Apps {
             std::fs::write(&path, script(python, addr, port, dir, &format!("h{}", i + 1), &record)).unwrap();
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+            // An app an earlier run left on this address would answer for this one.
+            kill_apps_on(addr, port);
             let ok = std::process::Command::new(&path).arg("start").status().unwrap().success();
             assert!(ok, "app start failed");
         }
@@ -132,8 +134,29 @@ impl Apps {
 
 impl Drop for Apps {
     fn drop(&mut self) {
-        for dir in &self.dirs {
+        for (dir, addr) in self.dirs.iter().zip(&self.addrs) {
             let _ = std::process::Command::new(dir.join("app")).arg("stop").status();
+            // When the folder went first (a struct that drops its TempDir before its
+            // Apps), the script and the pid file are gone: find the app by its command line.
+            kill_apps_on(addr, self.port);
+        }
+    }
+}
+
+/// Kills every test app (`http.server` or `failing.py`, as `script` starts them)
+/// serving `addr:port`, found by command line in /proc.
+fn kill_apps_on(addr: &str, port: u16) {
+    let port = port.to_string();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return };
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse::<i32>().ok()) else { continue };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        let has = |w: &str| args.contains(&w.as_bytes());
+        let ours = (has("http.server") && has("--bind") && has(addr) && has(&port))
+            || (args.iter().any(|a| a.ends_with(b"/failing.py")) && has(addr) && has(&port));
+        if ours {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
         }
     }
 }

@@ -128,7 +128,7 @@ pub enum Event {
     Guard {
         batch: Option<usize>,
         #[serde(flatten)]
-        counts: crate::guard::Counts,
+        counts: Counts,
         halt: Option<String>,
     },
     /// First Ctrl-C: nothing new starts.
@@ -344,6 +344,30 @@ impl StepOutput {
     pub fn last_lines(&self) -> Vec<String> {
         self.last.iter().cloned().collect()
     }
+}
+
+/// The guard's numbers at one moment, for an event, the journal and the summary.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct Counts {
+    /// Probes sent and failed during the batch (the whole run for the run's counts).
+    pub probes: u64,
+    pub failed: u64,
+    pub total_probes: u64,
+    pub total_failed: u64,
+    /// With `guard.balancer`: the rolled nodes' responses and 5xx since each came back,
+    /// and the rest of the pool's since the guard started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balancer: Option<BalancerCounts>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct BalancerCounts {
+    pub balancer: String,
+    pub rolled: Vec<String>,
+    pub rolled_responses: u64,
+    pub rolled_errors: u64,
+    pub rest_responses: u64,
+    pub rest_errors: u64,
 }
 
 #[cfg(test)]

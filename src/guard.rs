@@ -12,7 +12,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::balancer::Balancers;
@@ -79,29 +78,8 @@ struct Analysis {
     rolled: HashSet<String>,
 }
 
-/// The guard's numbers at one moment, for an event, the journal and the summary.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Counts {
-    /// Probes sent and failed during the batch (the whole run for the run's counts).
-    pub probes: u64,
-    pub failed: u64,
-    pub total_probes: u64,
-    pub total_failed: u64,
-    /// With `guard.balancer`: the rolled nodes' responses and 5xx since each came back,
-    /// and the rest of the pool's since the guard started.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub balancer: Option<BalancerCounts>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct BalancerCounts {
-    pub balancer: String,
-    pub rolled: Vec<String>,
-    pub rolled_responses: u64,
-    pub rolled_errors: u64,
-    pub rest_responses: u64,
-    pub rest_errors: u64,
-}
+// The counts travel in events, so they live with them (events is below the guard).
+pub use crate::events::{BalancerCounts, Counts};
 
 impl Guard {
     /// Starts the guard: one probe and one balancer read at once, then the background

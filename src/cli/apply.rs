@@ -214,7 +214,7 @@ fn campaign(
 ) -> Result<journal::Campaign, ApplyError> {
     let plan = args.plan.display().to_string();
     let journal = state.read(&journal::plan_key(&args.plan)).map_err(ApplyError::State)?;
-    warn_unreadable(&journal, &args.plan);
+    super::print::warn_unreadable(&journal, &args.plan);
     let Some(campaign) = journal::campaign(&journal.records) else {
         return Err(ResumeError::NoEarlierRun { plan }.into());
     };
@@ -498,21 +498,6 @@ fn show_preflight(verdict: &preflight::Verdict, force: bool) -> bool {
         eprintln!("error: pre-flight: {p}");
     }
     false
-}
-
-/// Says once that lines of the journal could not be read: a crash tore the last line
-/// (that step is run again), or the file is damaged.
-pub(super) fn warn_unreadable(journal: &journal::Journal, plan: &std::path::Path) {
-    if journal.unreadable > 0 {
-        eprintln!(
-            "warning: {} line{} of the journal in `{}` could not be read (a line torn by a crash, or damage); \
-             the steps {} recorded count as not done",
-            journal.unreadable,
-            if journal.unreadable == 1 { "" } else { "s" },
-            journal::state_dir(plan).display(),
-            if journal.unreadable == 1 { "it" } else { "they" }
-        );
-    }
 }
 
 /// Takes the rollout lock, over the connection the run already has to the lock's host

@@ -206,3 +206,18 @@ pub fn report(errors: &PlanErrors, color: bool) {
         if count == 1 { "problem" } else { "problems" }
     );
 }
+
+/// Says once that lines of the journal could not be read: a crash tore the last line
+/// (that step is run again), or the file is damaged.
+pub(super) fn warn_unreadable(journal: &crate::journal::Journal, plan: &std::path::Path) {
+    if journal.unreadable > 0 {
+        eprintln!(
+            "warning: {} line{} of the journal in `{}` could not be read (a line torn by a crash, or damage); \
+             the steps {} recorded count as not done",
+            journal.unreadable,
+            if journal.unreadable == 1 { "" } else { "s" },
+            crate::journal::state_dir(plan).display(),
+            if journal.unreadable == 1 { "it" } else { "they" }
+        );
+    }
+}

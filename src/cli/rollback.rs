@@ -22,7 +22,7 @@ pub(super) fn target(
     }
     // The runs are where the plan keeps them: `.planrun/` or its `state` database.
     let journal = state.read(&journal::plan_key(plan)).map_err(ApplyError::State)?;
-    super::apply::warn_unreadable(&journal, plan);
+    super::print::warn_unreadable(&journal, plan);
     let Some(target) = crate::rollback::target(&journal.records) else {
         return Err(ApplyError::NothingToRollBack(format!(
             "error: the journal has no run of `{name}` to go back from; nothing was executed\n  help: `planrun rollback` goes back from the last `planrun apply` of this plan, as its journal in `{}` records it",

@@ -43,7 +43,7 @@ pub fn runs(plan: &Path, last: Option<usize>, color: bool) -> i32 {
             return e.code();
         }
     };
-    super::apply::warn_unreadable(&journal, plan);
+    super::print::warn_unreadable(&journal, plan);
     let mut runs = gather(&journal.records);
     if runs.is_empty() {
         println!("{}: never applied (no runs in {})", plan.display(), backend.describe());

@@ -41,7 +41,7 @@ pub fn status(plan: &Path, color: bool) -> i32 {
             return e.code();
         }
     };
-    super::apply::warn_unreadable(&journal, plan);
+    super::print::warn_unreadable(&journal, plan);
     let Some(campaign) = journal::campaign(&journal.records) else {
         println!("{}: never applied (no journal in {})", plan.display(), backend.describe());
         return exit::SUCCESS;

@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use petgraph::graph::DiGraph;
 use serde::Serialize;
 
 use crate::model::BalancerAction;
@@ -31,14 +30,6 @@ pub struct ExecutionPlan {
     pub after: Vec<StepInstance>,
     /// How many hosts a `before`/`after` step runs on at once (`rollout.fan_out`).
     pub fan_out: usize,
-}
-
-impl ExecutionPlan {
-    /// The same instances as a DAG, for `plan --format dot|mermaid`. Built on demand:
-    /// nothing else needs it, and at 100,000 hosts it is 400,000 nodes.
-    pub fn graph(&self) -> DiGraph<GraphNode, ()> {
-        crate::graph::dag::dag(self)
-    }
 }
 
 /// A selected host.

@@ -13,6 +13,10 @@ pub struct HumanDuration(pub Duration);
 
 /// The schema's pattern accepts what `humantime` parses for the units operators use;
 /// the parser decides, the pattern only lets editors flag a missing unit early.
+/// The longest duration a plan may write: 30 days. Anything longer is a typo, and a
+/// duration far longer cannot even be added to a clock (`10000000000000000000s`).
+pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+
 pub const DURATION_PATTERN: &str = r"^\s*([0-9]+(\.[0-9]+)?\s*(ms|msec|s|sec|secs|second|seconds|m|min|mins|minute|minutes|h|hr|hrs|hour|hours|d|day|days)\s*)+$";
 
 /// What editors say about text that is not a duration.

@@ -2,8 +2,8 @@
 //! fields that mean nothing where they are written. Every such check of a plan is here,
 //! so a plan that loads is one the graph can be built from.
 
+use crate::model::duration::MAX_DURATION;
 use std::collections::{HashMap, HashSet};
-use std::time::Duration;
 
 use crate::diagnostic::Problem;
 use crate::model::duration::HumanDuration;
@@ -453,10 +453,6 @@ fn unknown_balancer(plan: &Plan, step: &Step, name: &str, at: yaml::Span, proble
             .help(help),
     );
 }
-
-/// The longest duration a plan may write: 30 days. Anything longer is a typo, and a
-/// duration far longer cannot even be added to a clock (`10000000000000000000s`).
-pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// Every duration of a plan is bounded, so it can be added to a clock; a step's and a
 /// wait's `timeout` and a wait's `interval` must also be more than zero.

@@ -2,9 +2,9 @@
 //! watches, its URL can be requested and its balancer reports per-node responses.
 
 use crate::diagnostic::Problem;
+use crate::model::duration::MAX_DURATION;
 use crate::model::{Balancer, Guard, Plan};
 use crate::text::{backticked_list, did_you_mean};
-use crate::validate::checks::MAX_DURATION;
 use crate::validate::values::http_url;
 use crate::yaml::Node;
 

@@ -23,6 +23,7 @@ use sha2::{Digest, Sha256};
 
 use crate::diagnostic::{Origin, SourceFile};
 use crate::events::{Event, Outcome, RunOutcome};
+use crate::graph::shell::shell_quote;
 use crate::graph::{BuildOptions, Phase, StepInstance};
 use crate::model::BatchSize;
 use crate::validate::LoadedPlan;
@@ -237,7 +238,7 @@ impl Inputs {
             args.push("--batch-size".into());
             args.push(batch_size_text(size));
         }
-        args.iter().map(|a| quote(a)).collect::<Vec<_>>().join(" ")
+        args.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" ")
     }
 
     /// What a resume given `now` would change about the run it continues; empty when
@@ -318,15 +319,10 @@ fn batch_size_text(size: &BatchSize) -> String {
     }
 }
 
-/// One argument as a POSIX shell reads it back.
-pub fn quote(arg: &str) -> String {
-    shlex::try_quote(arg).map_or_else(|_| format!("'{}'", arg.replace('\0', "")), |q| q.into_owned())
-}
-
 /// The command that continues a run of `plan` that did not succeed.
 pub fn resume_command(plan: &Path, inputs: &Inputs) -> String {
     let args = inputs.arguments();
-    let plan = quote(&plan.display().to_string());
+    let plan = shell_quote(&plan.display().to_string());
     if args.is_empty() {
         format!("planrun apply {plan} --resume")
     } else {

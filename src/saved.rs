@@ -120,7 +120,7 @@ impl SavedPlan {
             "error: `{}` is no longer the plan it saved: {}; nothing was executed\n  help: look at `planrun plan {}` and save it again with `--out`",
             self.file.display(),
             differences.join("; "),
-            crate::journal::quote(&self.named)
+            crate::graph::shell::shell_quote(&self.named)
         ))
     }
 

@@ -86,7 +86,7 @@ pub(super) fn build(
 
 /// The command that continues a rollback that stopped: the same one again.
 pub(super) fn command(plan: &std::path::Path) -> String {
-    format!("planrun rollback {}", journal::quote(&plan.display().to_string()))
+    format!("planrun rollback {}", crate::graph::shell::shell_quote(&plan.display().to_string()))
 }
 
 /// `planrun plan PLAN --rollback`: the rollback's graph and a line saying what it goes

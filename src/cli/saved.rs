@@ -71,7 +71,7 @@ pub fn save(plans: &[PathBuf], graph_args: &GraphArgs, out: &Path, color: bool) 
         exec.batches.len(),
         if exec.batches.len() == 1 { "" } else { "es" },
         out.display(),
-        crate::journal::quote(&out.display().to_string())
+        crate::graph::shell::shell_quote(&out.display().to_string())
     );
     exit::SUCCESS
 }
@@ -97,7 +97,7 @@ pub fn resolve(
         eprintln!(
             "error: `{}` is a saved plan: it runs with the `--var`, `--limit` and `--batch-size` it was saved with, and takes none (nor `--resume`); nothing was executed\n  help: save another with `planrun plan {} --out FILE` and those options, or resume the plan file itself",
             path.display(),
-            crate::journal::quote(&saved.named)
+            crate::graph::shell::shell_quote(&saved.named)
         );
         return Err(exit::INVALID_INPUT);
     }

@@ -61,9 +61,7 @@ fn is_simple_command(command: &str) -> bool {
 /// else quoted). A NUL byte cannot travel in a command line at all (a C string ends
 /// there), so it is dropped rather than cutting the command short.
 pub fn shell_quote(value: &str) -> String {
-    let quoted = match shlex::try_quote(value) {
-        Ok(quoted) => return quoted.into_owned(),
-        Err(_) => shlex::try_quote(&value.replace('\0', "")).map(|q| q.into_owned()),
-    };
-    quoted.unwrap_or_default()
+    let value = if value.contains('\0') { value.replace('\0', "").into() } else { std::borrow::Cow::Borrowed(value) };
+    // Without a NUL, shlex quotes every string.
+    shlex::try_quote(&value).map(std::borrow::Cow::into_owned).unwrap_or_default()
 }

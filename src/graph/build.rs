@@ -137,8 +137,8 @@ fn template_vars(plan: &Plan, options: &BuildOptions) -> Result<serde_json::Map<
                 Some(best) => format!("did you mean `{best}`?"),
                 None if plan.vars.is_empty() => "this plan has no `vars`; add it under `vars:` first".to_string(),
                 None => format!(
-                    "the variables of this plan are {}",
-                    crate::text::backticked_list(&plan.vars.keys().map(String::as_str).collect::<Vec<_>>())
+                    "the plan's variables: {}",
+                    plan.vars.keys().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
                 ),
             };
             Problem::whole_file(format!("`--var {k}=…` names a variable the plan does not have")).help(help)

@@ -92,19 +92,23 @@ fn main() {
         let mut steps = Vec::new();
         let (mut ours, mut theirs, mut floors, mut readies, mut requests) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), 0);
+        let mut batches: Vec<Batch> = Vec::new();
         for _ in 0..RUNS {
             let log_from = haproxy.log().len();
             let _ = std::fs::remove_file(&apps.record);
             let mut ready = 0.0;
+            let mut events = Vec::new();
             let (took, sent) = under_load(&haproxy, || {
-                let (took, first_batch) = apply(&plan, work.path(), &mut steps);
+                let (took, first_batch) = apply(&plan, work.path(), &mut steps, &mut events);
                 ready = first_batch;
                 took
             });
             ours.push(took);
             readies.push(ready);
             requests += sent;
-            floors.push(floor(&haproxy.log()[log_from..], &apps.record, hosts, batch));
+            let timeline = Timeline::read(&haproxy.log()[log_from..], &apps.record, &events);
+            floors.push(timeline.floor(hosts, batch));
+            batches.extend(timeline.batches(hosts, batch));
             haproxy.wait_all_up(Duration::from_secs(30));
             let (took, sent) = under_load(&haproxy, || run(Command::new("bash").arg(&script)));
             theirs.push(took);
@@ -137,6 +141,19 @@ fn main() {
             })
             .collect();
         println!("    a host's steps (means): {}", per_host.join(", "));
+        let mean = |f: fn(&Batch) -> f64| batches.iter().map(f).sum::<f64>() / batches.len().max(1) as f64;
+        println!(
+            "    a batch (means over {} batches, its last host to finish): {:.3} s = to its restart {:.3} + restart {:.3} \
+             + to leaving maint {:.3} + HAProxy re-admission {:.3} + noticing UP {:.3} + to the next batch {:.3}",
+            batches.len(),
+            mean(|b| b.total),
+            mean(|b| b.dispatch),
+            mean(|b| b.restart),
+            mean(|b| b.hand_back),
+            mean(|b| b.readmission),
+            mean(|b| b.notice),
+            mean(|b| b.gap),
+        );
         println!("    requests through the frontend: {requests}, failed: 0");
     }
     fan_out(&fleet, work.path(), most);
@@ -194,7 +211,7 @@ fn under_load(haproxy: &Haproxy, rollout: impl FnOnce() -> f64) -> (f64, u64) {
 
 /// `planrun apply` of `plan`: its wall time, and the time until its first batch started
 /// (every connection open, the lock taken, the pre-flight done), from its JSON events.
-fn apply(plan: &Path, dir: &Path, steps: &mut Vec<(String, f64)>) -> (f64, f64) {
+fn apply(plan: &Path, dir: &Path, steps: &mut Vec<(String, f64)>, events: &mut Vec<serde_json::Value>) -> (f64, f64) {
     use std::io::BufRead;
     let started = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_planrun"))
@@ -213,11 +230,13 @@ fn apply(plan: &Path, dir: &Path, steps: &mut Vec<(String, f64)>) -> (f64, f64) 
         if first_batch.is_none() && line.contains(r#""event":"batch_started""#) {
             first_batch = Some(started.elapsed().as_secs_f64());
         }
-        if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line)
-            && event["event"] == "step_finished"
-            && let (Some(step), Some(took)) = (event["step"].as_str(), event["duration"].as_f64())
-        {
-            steps.push((step.to_string(), took));
+        if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) {
+            if event["event"] == "step_finished"
+                && let (Some(step), Some(took)) = (event["step"].as_str(), event["duration"].as_f64())
+            {
+                steps.push((step.to_string(), took));
+            }
+            events.push(event);
         }
         lines.push(line);
     }
@@ -330,44 +349,119 @@ fn seconds(stamp: &str) -> Option<f64> {
     Some(h * 3600.0 + m * 60.0 + s)
 }
 
-/// The floor of one run: per batch, the slowest host's restart (its restart script's
-/// start → the app started)
-/// plus HAProxy's re-admission (leaving maintenance → UP), summed over the batches.
-fn floor(haproxy_log: &str, record: &Path, hosts: usize, batch: usize) -> f64 {
-    let mut restart: HashMap<String, (f64, f64)> = HashMap::new();
-    for line in std::fs::read_to_string(record).unwrap_or_default().lines() {
-        let mut f = line.split(' ');
-        let (Some(event), Some(host), Some(stamp)) = (f.next(), f.next(), f.next()) else { continue };
-        let Some(at) = seconds(stamp) else { continue };
-        let entry = restart.entry(host.to_string()).or_insert((f64::NAN, f64::NAN));
-        match event {
-            "begin" => entry.0 = at,
-            "start" => entry.1 = at,
-            _ => {}
+/// When each host's restart began and its app started (the apps' record), when it left
+/// maintenance and came UP (HAProxy's log), and planrun's batches and accepts (its JSON
+/// events), in seconds since midnight (the machine's clock is UTC).
+struct Timeline {
+    restart: HashMap<String, (f64, f64)>,
+    readmit: HashMap<String, (f64, f64)>,
+    batch_started: Vec<f64>,
+    run_finished: f64,
+    accepted: HashMap<String, f64>,
+}
+
+/// Where one batch's time went, along its last host to finish.
+struct Batch {
+    total: f64,
+    dispatch: f64,
+    restart: f64,
+    hand_back: f64,
+    readmission: f64,
+    notice: f64,
+    gap: f64,
+}
+
+impl Timeline {
+    fn read(haproxy_log: &str, record: &Path, events: &[serde_json::Value]) -> Timeline {
+        let mut restart: HashMap<String, (f64, f64)> = HashMap::new();
+        for line in std::fs::read_to_string(record).unwrap_or_default().lines() {
+            let mut f = line.split(' ');
+            let (Some(event), Some(host), Some(stamp)) = (f.next(), f.next(), f.next()) else { continue };
+            let Some(at) = seconds(stamp) else { continue };
+            let entry = restart.entry(host.to_string()).or_insert((f64::NAN, f64::NAN));
+            match event {
+                "begin" => entry.0 = at,
+                "start" => entry.1 = at,
+                _ => {}
+            }
         }
-    }
-    let mut readmit: HashMap<String, (f64, f64)> = HashMap::new();
-    for line in haproxy_log.lines() {
-        let Some((stamp, text)) = line.split_once(' ') else { continue };
-        let Some(rest) = text.strip_prefix("Server app/") else { continue };
-        let Some((server, what)) = rest.split_once(' ') else { continue };
-        let Some(at) = seconds(stamp) else { continue };
-        let entry = readmit.entry(server.to_string()).or_insert((f64::NAN, f64::NAN));
-        if what.starts_with("is UP/DRAIN") || what.starts_with("enters drain state") || what.contains("leaving") {
-            entry.0 = at;
-        } else if what.starts_with("is UP") && !entry.0.is_nan() {
-            entry.1 = at;
+        let mut readmit: HashMap<String, (f64, f64)> = HashMap::new();
+        for line in haproxy_log.lines() {
+            let Some((stamp, text)) = line.split_once(' ') else { continue };
+            let Some(rest) = text.strip_prefix("Server app/") else { continue };
+            let Some((server, what)) = rest.split_once(' ') else { continue };
+            let Some(at) = seconds(stamp) else { continue };
+            let entry = readmit.entry(server.to_string()).or_insert((f64::NAN, f64::NAN));
+            if what.starts_with("is UP/DRAIN") || what.starts_with("enters drain state") || what.contains("leaving") {
+                entry.0 = at;
+            } else if what.starts_with("is UP") && !entry.0.is_nan() {
+                entry.1 = at;
+            }
         }
+        let at = |e: &serde_json::Value| e["ts"].as_str().and_then(seconds).unwrap_or(f64::NAN);
+        let mut timeline =
+            Timeline { restart, readmit, batch_started: Vec::new(), run_finished: f64::NAN, accepted: HashMap::new() };
+        for e in events {
+            match e["event"].as_str() {
+                Some("batch_started") => timeline.batch_started.push(at(e)),
+                Some("run_finished") => timeline.run_finished = at(e),
+                Some("step_finished") if e["step"] == "accept" => {
+                    timeline.accepted.insert(e["host"].as_str().unwrap_or_default().to_string(), at(e));
+                }
+                _ => {}
+            }
+        }
+        timeline
     }
-    let window = |i: usize| {
-        let name = format!("h{i}");
-        let (stop, start) = restart.get(&name).copied().unwrap_or((0.0, 0.0));
-        let (left, up) = readmit.get(&name).copied().unwrap_or((0.0, 0.0));
-        let total = (start - stop) + (up - left);
-        assert!(total.is_finite() && total > 0.0, "no restart or re-admission recorded for {name}");
-        total
-    };
-    (1..=hosts).collect::<Vec<_>>().chunks(batch).map(|b| b.iter().map(|&i| window(i)).fold(0.0, f64::max)).sum()
+
+    /// The floor of one run: per batch, the slowest host's restart (its restart script's
+    /// start → the app started) plus HAProxy's re-admission (leaving maintenance → UP),
+    /// summed over the batches.
+    fn floor(&self, hosts: usize, batch: usize) -> f64 {
+        let window = |i: usize| {
+            let name = format!("h{i}");
+            let (stop, start) = self.restart.get(&name).copied().unwrap_or((0.0, 0.0));
+            let (left, up) = self.readmit.get(&name).copied().unwrap_or((0.0, 0.0));
+            let total = (start - stop) + (up - left);
+            assert!(total.is_finite() && total > 0.0, "no restart or re-admission recorded for {name}");
+            total
+        };
+        (1..=hosts).collect::<Vec<_>>().chunks(batch).map(|b| b.iter().map(|&i| window(i)).fold(0.0, f64::max)).sum()
+    }
+
+    /// Each batch of planrun's run, split along the host whose accept finished last.
+    fn batches(&self, hosts: usize, batch: usize) -> Vec<Batch> {
+        let groups: Vec<Vec<usize>> = (1..=hosts).collect::<Vec<_>>().chunks(batch).map(|c| c.to_vec()).collect();
+        let mut out = Vec::new();
+        for (n, group) in groups.iter().enumerate() {
+            let (Some(&started), Some(last)) = (
+                self.batch_started.get(n),
+                group.iter().map(|i| format!("h{i}")).max_by(|a, b| {
+                    let t = |h: &String| self.accepted.get(h).copied().unwrap_or(f64::NAN);
+                    t(a).total_cmp(&t(b))
+                }),
+            ) else {
+                continue;
+            };
+            let next = self.batch_started.get(n + 1).copied().unwrap_or(self.run_finished);
+            let (begin, app_started) = self.restart.get(&last).copied().unwrap_or((f64::NAN, f64::NAN));
+            let (left, up) = self.readmit.get(&last).copied().unwrap_or((f64::NAN, f64::NAN));
+            let accepted = self.accepted.get(&last).copied().unwrap_or(f64::NAN);
+            let b = Batch {
+                total: next - started,
+                dispatch: begin - started,
+                restart: app_started - begin,
+                hand_back: left - app_started,
+                readmission: up - left,
+                notice: accepted - up,
+                gap: next - accepted,
+            };
+            if b.total.is_finite() && b.notice.is_finite() && b.dispatch.is_finite() {
+                out.push(b);
+            }
+        }
+        out
+    }
 }
 
 fn median(mut values: Vec<f64>) -> f64 {

@@ -31,7 +31,15 @@ struct CheckedAll {
 
 /// Loads every plan `args` name and builds its graph: templates are rendered for every
 /// host while the graph is built, so a variable that does not resolve is found too.
-fn check_all(args: &[PathBuf], options: &BuildOptions) -> CheckedAll {
+///
+/// What it returns is leaked: the commands that call it print and exit, and freeing a
+/// 100,000-server plan allocation by allocation (its tree, its types, 400,000 step
+/// instances) took a quarter of `validate`'s time. The process gives it all back at once.
+fn check_all(args: &[PathBuf], options: &BuildOptions) -> &'static CheckedAll {
+    Box::leak(Box::new(check_each(args, options)))
+}
+
+fn check_each(args: &[PathBuf], options: &BuildOptions) -> CheckedAll {
     let mut unusable = Vec::new();
     let mut plans = Vec::new();
     for named in discover::expand(args) {

@@ -200,6 +200,7 @@ fn render(
         b.set_batch(Some(k));
         let mut batch = Batch { index: k, hosts: Vec::with_capacity(size) };
         for h in next..next + size {
+            b.enter_host(h, hosts);
             let rollout_steps = b.host_steps(&rollout, h, hosts);
             let on_failure = b.host_steps(&on_failure, h, hosts);
             let rollback_steps = b.host_steps(&rollback, h, hosts);

@@ -121,6 +121,9 @@ pub(crate) struct Builder<'p> {
     problems: Vec<Problem>,
     /// The plan's `env`, compiled once for every step.
     plan_env: Vec<(String, usize)>,
+    /// Templates written in more than one field, and the last rendering of each, with
+    /// the context's generation then: such a template is rendered once per host.
+    shared: HashMap<TemplateId, Option<(u64, String)>>,
 }
 
 impl<'p> Builder<'p> {
@@ -143,6 +146,7 @@ impl<'p> Builder<'p> {
             ctx: TemplateContext::new(&plan.application, vars, hosts),
             problems: Vec::new(),
             plan_env: Vec::new(),
+            shared: HashMap::new(),
         };
         for (name, value) in &plan.env {
             let pointer = format!("/env/{}", pointer_escape(name));
@@ -160,9 +164,15 @@ impl<'p> Builder<'p> {
         self.ctx.set_batch(index);
     }
 
-    /// Host `h`'s chain of rollout steps: those whose `when` matches it.
-    pub(crate) fn host_steps(&mut self, steps: &[CompiledStep<'p>], h: usize, hosts: &[HostRef]) -> Vec<StepInstance> {
+    /// Makes host `h` the one templates see, for the `host_steps` that follow: once per
+    /// host for all of its lists, as the context's `host` is rebuilt on each call.
+    pub(crate) fn enter_host(&mut self, h: usize, hosts: &[HostRef]) {
         self.set_host(hosts, Some(h));
+    }
+
+    /// Host `h`'s chain of steps of a list, those whose `when` matches it, rendered for
+    /// the host last entered (`enter_host`).
+    pub(crate) fn host_steps(&mut self, steps: &[CompiledStep<'p>], h: usize, hosts: &[HostRef]) -> Vec<StepInstance> {
         let server = &self.plan.servers[hosts[h].server];
         steps
             .iter()
@@ -232,7 +242,12 @@ impl<'p> Builder<'p> {
     fn checked_field(&mut self, pointer: String, owner: String, source: &str, kind: Option<ValueKind>) -> usize {
         let kind = kind.filter(|_| crate::validate::values::templated(source));
         let id = match self.templates.compile(source) {
-            Ok(id) => Some(id),
+            Ok(id) => {
+                if self.fields.iter().any(|f| f.id == Some(id)) {
+                    self.shared.entry(id).or_insert(None);
+                }
+                Some(id)
+            }
             Err(e) => {
                 let span = self.narrow(&pointer, e.offset, source);
                 self.problems.push(
@@ -348,7 +363,17 @@ impl<'p> Builder<'p> {
     fn render(&mut self, field: usize, host: Option<&str>) -> String {
         let f = &mut self.fields[field];
         let Some(id) = f.id else { return String::new() };
-        match self.templates.render(id, &self.ctx) {
+        let generation = self.ctx.generation();
+        let result = match self.shared.get_mut(&id) {
+            None => self.templates.render(id, &self.ctx),
+            Some(Some((at, text))) if *at == generation => Ok(text.clone()),
+            Some(last) => {
+                let result = self.templates.render(id, &self.ctx);
+                *last = result.as_ref().ok().map(|text| (generation, text.clone()));
+                result
+            }
+        };
+        match result {
             Ok(text) => {
                 if let Some(kind) = f.kind {
                     record_invalid(&mut f.invalid, kind, &text, host);

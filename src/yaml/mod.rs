@@ -276,7 +276,12 @@ struct Entry {
 
 enum Body {
     Seq(Vec<Node>),
-    Map { entries: Vec<Entry>, pending: Option<(Key, bool)>, first_seen: HashMap<String, Span> },
+    /// `index`: the keys of a map past `SMALL_MAP` entries, to find a duplicate without a scan.
+    Map {
+        entries: Vec<Entry>,
+        pending: Option<(Key, bool)>,
+        index: HashMap<String, Span>,
+    },
 }
 
 /// A sequence or mapping still being read.
@@ -344,17 +349,25 @@ impl<'a> Builder<'a> {
                             span.len = trimmed.len();
                         }
                     }
-                    let value = resolve_scalar(&text, style, tag.as_deref(), span)?;
-                    let node = Node { value, span };
-                    let key_info = (text.into_owned(), style == ScalarStyle::Plain);
-                    self.finish(node, anchor, 1, 0, Some(key_info))?;
+                    let plain = style == ScalarStyle::Plain;
+                    if self.expecting_key() && anchor == 0 && tag.is_none() {
+                        // A key is only its text: resolving it as a value would allocate
+                        // its text a second time, for every key of the plan. With an
+                        // anchor or a tag it is resolved below: an alias may use it as a
+                        // value, and a tag may be wrong.
+                        self.finish(Node { value: Value::Null, span }, 0, 1, 0, Some((text.into_owned(), plain)))?;
+                    } else {
+                        let value = resolve_scalar(&text, style, tag.as_deref(), span)?;
+                        let key_info = self.expecting_key().then(|| (text.into_owned(), plain));
+                        self.finish(Node { value, span }, anchor, 1, 0, key_info)?;
+                    }
                 }
                 Event::Alias(id) => self.alias(id, span)?,
                 Event::SequenceStart(anchor, tag) => {
                     self.open(Body::Seq(Vec::new()), span, anchor, tag.as_deref(), "seq")?;
                 }
                 Event::MappingStart(anchor, tag) => {
-                    let body = Body::Map { entries: Vec::new(), pending: None, first_seen: HashMap::new() };
+                    let body = Body::Map { entries: Vec::new(), pending: None, index: HashMap::new() };
                     self.open(body, span, anchor, tag.as_deref(), "map")?;
                 }
                 Event::SequenceEnd | Event::MappingEnd => self.close(span)?,
@@ -413,9 +426,9 @@ impl<'a> Builder<'a> {
                 let last = items.last().map(|n| n.span.offset + n.span.len);
                 (Value::Seq(items), last)
             }
-            Body::Map { entries, first_seen, .. } => {
+            Body::Map { entries, .. } => {
                 let last = entries.last().map(|e| e.value.span.offset + e.value.span.len);
-                (Value::Map(merge(entries, &first_seen)?), last)
+                (Value::Map(merge(entries)?), last)
             }
         };
         // Flow collections end with a bracket; block ones end where the next token starts,
@@ -466,7 +479,7 @@ impl<'a> Builder<'a> {
         parent.height = parent.height.max(height + 1);
         match &mut parent.body {
             Body::Seq(items) => items.push(node),
-            Body::Map { entries, pending, first_seen } => match pending.take() {
+            Body::Map { entries, pending, index } => match pending.take() {
                 Some((key, merge)) => {
                     let value = match (&node.value, node.span.len) {
                         // An omitted value is reported where the next token starts, often on
@@ -482,10 +495,9 @@ impl<'a> Builder<'a> {
                     };
                     let merge = plain && name == "<<";
                     let key = Key { name, span: node.span };
-                    if let Some(first) = first_seen.get(&key.name) {
-                        return Err(LoadError::DuplicateKey { key: key.name, span: key.span, first: *first });
+                    if let Some(first) = first_definition(entries, index, &key) {
+                        return Err(LoadError::DuplicateKey { key: key.name, span: key.span, first });
                     }
-                    first_seen.insert(key.name.clone(), key.span);
                     *pending = Some((key, merge));
                 }
             },
@@ -518,12 +530,35 @@ fn scalar_key_text(value: &Value) -> Option<String> {
     }
 }
 
+/// Maps up to this many entries are scanned for a duplicate key: the small maps a plan is
+/// made of (a server, a step) cost less to scan than to hash, 100,000 times over.
+const SMALL_MAP: usize = 16;
+
+/// Where `key` was first defined among the map's `entries`, if it was; otherwise `key` is
+/// recorded, in `index` once the map is past `SMALL_MAP` entries.
+fn first_definition(entries: &[Entry], index: &mut HashMap<String, Span>, key: &Key) -> Option<Span> {
+    if entries.len() < SMALL_MAP {
+        return entries.iter().find(|e| e.key.name == key.name).map(|e| e.key.span);
+    }
+    if index.is_empty() {
+        index.extend(entries.iter().map(|e| (e.key.name.clone(), e.key.span)));
+    }
+    match index.get(&key.name) {
+        Some(first) => Some(*first),
+        None => {
+            index.insert(key.name.clone(), key.span);
+            None
+        }
+    }
+}
+
 /// Applies `<<` merge keys: merged entries take the place of the `<<` entry, explicit keys win,
 /// and among several merged mappings the earlier one wins.
-fn merge(entries: Vec<Entry>, explicit: &HashMap<String, Span>) -> Result<Vec<(Key, Node)>, LoadError> {
+fn merge(entries: Vec<Entry>) -> Result<Vec<(Key, Node)>, LoadError> {
     if !entries.iter().any(|e| e.merge) {
         return Ok(entries.into_iter().map(|e| (e.key, e.value)).collect());
     }
+    let explicit: std::collections::HashSet<String> = entries.iter().map(|e| e.key.name.clone()).collect();
     let mut merged_names: HashMap<String, ()> = HashMap::new();
     let mut out = Vec::with_capacity(entries.len());
     for entry in entries {
@@ -548,7 +583,7 @@ fn merge(entries: Vec<Entry>, explicit: &HashMap<String, Span>) -> Result<Vec<(K
             }
         };
         for (key, value) in sources.into_iter().flatten() {
-            if explicit.contains_key(&key.name) || merged_names.contains_key(&key.name) {
+            if explicit.contains(&key.name) || merged_names.contains_key(&key.name) {
                 continue;
             }
             merged_names.insert(key.name.clone(), ());

@@ -80,7 +80,7 @@ pub fn build_run(loaded: &LoadedPlan, options: &BuildOptions, spec: &RunSpec) ->
 /// (the ones its selection matches, as far as that is sound).
 pub(crate) fn template_problems(
     plan: &Plan,
-    root: &crate::yaml::Node,
+    root: &crate::yaml::Tree,
     files: &[std::sync::Arc<crate::diagnostic::SourceFile>],
     servers: &[usize],
 ) -> Vec<Problem> {
@@ -176,7 +176,7 @@ type Rendered = (Vec<crate::graph::types::StepInstance>, Vec<Batch>, Vec<crate::
 #[allow(clippy::too_many_arguments)]
 fn render(
     plan: &Plan,
-    root: &crate::yaml::Node,
+    root: &crate::yaml::Tree,
     files: &[std::sync::Arc<crate::diagnostic::SourceFile>],
     vars: serde_json::Map<String, Value>,
     hosts: &[HostRef],

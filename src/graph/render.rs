@@ -19,7 +19,7 @@ use crate::model::select::applies;
 use crate::model::{Balancer, BalancerAction, HttpRequest, Plan, Step, Sudo};
 use crate::text::{backticked_list, did_you_mean, few, pointer_escape};
 use crate::validate::values::{Invalid, ValueKind};
-use crate::yaml::{self, Node};
+use crate::yaml::{self, Tree};
 
 /// An `http` balancer's request from its rendered fields, in `compile_balancer`'s order:
 /// method (if set), url, headers, body (if set). `None` when a template failed.
@@ -110,7 +110,7 @@ pub(crate) struct CompiledStep<'p> {
 
 pub(crate) struct Builder<'p> {
     plan: &'p Plan,
-    root: &'p Node,
+    root: &'p Tree,
     /// The plan's files, to read back how a template was written.
     files: &'p [Arc<SourceFile>],
     templates: Templates,
@@ -131,7 +131,7 @@ impl<'p> Builder<'p> {
     /// plan's `env` is compiled here, once for every step.
     pub(crate) fn new(
         plan: &'p Plan,
-        root: &'p Node,
+        root: &'p Tree,
         files: &'p [Arc<SourceFile>],
         vars: serde_json::Map<String, Value>,
         hosts: usize,
@@ -696,7 +696,7 @@ fn expression_at(source: &str, offset: Option<usize>, variable: Option<&str>) ->
 /// The span of the template's string node at `pointer`, narrowed to the expression at
 /// `offset` when the string appears verbatim in the source (plain, or quoted without
 /// escapes): there, positions in the value are positions in the file.
-fn narrow(root: &Node, files: &[Arc<SourceFile>], pointer: &str, offset: Option<usize>, source: &str) -> yaml::Span {
+fn narrow(root: &Tree, files: &[Arc<SourceFile>], pointer: &str, offset: Option<usize>, source: &str) -> yaml::Span {
     let span = root.span_at(pointer);
     let Some(text) = files.get(span.file as usize).map(|f| f.text.as_str()) else { return span };
     let Some(offset) = offset.filter(|&o| o <= source.len() && !source[..o].contains('\n')) else {

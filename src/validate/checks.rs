@@ -10,12 +10,12 @@ use crate::model::duration::HumanDuration;
 use crate::model::select::{self, SelectedHosts};
 use crate::model::{BalancerAction, Plan, SingleHost, Step};
 use crate::text::{backticked_list, did_you_mean, pointer_escape};
-use crate::yaml::{self, Node};
+use crate::yaml::{self, Tree};
 
 /// The checks a schema cannot express: references between parts of the plan. `refused`
 /// are the paths the schema refused and that were left out of `plan`: a step that does
 /// nothing because its misspelt `rnu` was left out is that one problem, not two.
-pub(crate) fn check_semantics(plan: &Plan, root: &Node, refused: &[String]) -> (SelectedHosts, Vec<Problem>) {
+pub(crate) fn check_semantics(plan: &Plan, root: &Tree, refused: &[String]) -> (SelectedHosts, Vec<Problem>) {
     let mut problems = Vec::new();
     let span = |pointer: &str| root.span_at(pointer);
 
@@ -132,7 +132,7 @@ pub(crate) fn check_semantics(plan: &Plan, root: &Node, refused: &[String]) -> (
 /// were once found while building the graph, which reports its problems by position;
 /// they keep that order among themselves, and come after the plan's other problems
 /// are fixed, as they always have.
-pub(crate) fn check_wrapping(plan: &Plan, root: &Node, selection: &SelectedHosts) -> Vec<Problem> {
+pub(crate) fn check_wrapping(plan: &Plan, root: &Tree, selection: &SelectedHosts) -> Vec<Problem> {
     let skip_balancer = plan.rollout.single_host == SingleHost::SkipBalancer && selection.hosts.len() == 1;
     let mut problems = Vec::new();
     for name in plan.env.keys() {
@@ -171,7 +171,7 @@ pub(crate) fn check_wrapping(plan: &Plan, root: &Node, selection: &SelectedHosts
     problems
 }
 
-fn check_env_name(root: &Node, at: &str, name: &str, owner: &str, problems: &mut Vec<Problem>) {
+fn check_env_name(root: &Tree, at: &str, name: &str, owner: &str, problems: &mut Vec<Problem>) {
     let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
     if !valid {
@@ -187,7 +187,7 @@ fn check_env_name(root: &Node, at: &str, name: &str, owner: &str, problems: &mut
 
 /// `sudo` and `env` only mean something for commands; elsewhere they would be
 /// silently ignored, so they are refused.
-fn refuse_wrapping(root: &Node, at: &str, owner: &str, step: &Step, problems: &mut Vec<Problem>) {
+fn refuse_wrapping(root: &Tree, at: &str, owner: &str, step: &Step, problems: &mut Vec<Problem>) {
     if step.sudo.as_ref().is_some_and(|s| s.sudo().is_some()) {
         problems.push(
             Problem::at(root.span_at(&format!("{at}/sudo")), format!("{owner}: `sudo` applies to `run` steps only"))
@@ -207,7 +207,7 @@ fn refuse_wrapping(root: &Node, at: &str, owner: &str, step: &Step, problems: &m
     }
 }
 
-fn check_steps(plan: &Plan, list: &str, steps: &[Step], root: &Node, refused: &[String], problems: &mut Vec<Problem>) {
+fn check_steps(plan: &Plan, list: &str, steps: &[Step], root: &Tree, refused: &[String], problems: &mut Vec<Problem>) {
     let span = |pointer: &str| root.span_at(pointer);
     let in_rollout = crate::model::in_window(list);
     let mut names: HashMap<&str, usize> = HashMap::new();
@@ -250,7 +250,7 @@ fn check_steps(plan: &Plan, list: &str, steps: &[Step], root: &Node, refused: &[
             );
         }
         if let Some(b) = &step.balancer {
-            unknown_balancer(plan, step, &b.balancer, root.span_at(&format!("{at}/balancer/use")), problems);
+            unknown_balancer(plan, step, &b.balancer, || root.span_at(&format!("{at}/balancer/use")), problems);
             if b.action == BalancerAction::Accept
                 && b.wait_up == Some(true)
                 && let Some(balancer) = plan.balancers.get(&b.balancer)
@@ -354,7 +354,7 @@ fn check_steps(plan: &Plan, list: &str, steps: &[Step], root: &Node, refused: &[
                 );
             }
             if let Some(name) = &wait.balancer_up {
-                unknown_balancer(plan, step, name, root.span_at(&format!("{wait_at}/balancer_up")), problems);
+                unknown_balancer(plan, step, name, || root.span_at(&format!("{wait_at}/balancer_up")), problems);
                 if wait.node.is_none() {
                     problems.push(
                         Problem::at(
@@ -437,7 +437,14 @@ fn check_steps(plan: &Plan, list: &str, steps: &[Step], root: &Node, refused: &[
     }
 }
 
-fn unknown_balancer(plan: &Plan, step: &Step, name: &str, at: yaml::Span, problems: &mut Vec<Problem>) {
+/// `at` gives the position only when there is a problem: finding it may rebuild the tree.
+fn unknown_balancer(
+    plan: &Plan,
+    step: &Step,
+    name: &str,
+    at: impl FnOnce() -> yaml::Span,
+    problems: &mut Vec<Problem>,
+) {
     if plan.balancers.contains_key(name) {
         return;
     }
@@ -448,7 +455,7 @@ fn unknown_balancer(plan: &Plan, step: &Step, name: &str, at: yaml::Span, proble
         None => format!("the balancers of this plan are {}", backticked_list(&names)),
     };
     problems.push(
-        Problem::at(at, format!("step `{}` uses the balancer `{name}`, which is not defined", step.name))
+        Problem::at(at(), format!("step `{}` uses the balancer `{name}`, which is not defined", step.name))
             .label("unknown balancer")
             .help(help),
     );
@@ -456,7 +463,7 @@ fn unknown_balancer(plan: &Plan, step: &Step, name: &str, at: yaml::Span, proble
 
 /// Every duration of a plan is bounded, so it can be added to a clock; a step's and a
 /// wait's `timeout` and a wait's `interval` must also be more than zero.
-fn check_durations(plan: &Plan, root: &Node, problems: &mut Vec<Problem>) {
+fn check_durations(plan: &Plan, root: &Tree, problems: &mut Vec<Problem>) {
     let mut check = |pointer: String, d: Option<HumanDuration>, zero_ok: bool| {
         let Some(d) = d else { return };
         let field = pointer.rsplit('/').next().unwrap_or_default().to_string();

@@ -6,9 +6,9 @@ use crate::model::duration::MAX_DURATION;
 use crate::model::{Balancer, Guard, Plan};
 use crate::text::{backticked_list, did_you_mean};
 use crate::validate::values::http_url;
-use crate::yaml::Node;
+use crate::yaml::Tree;
 
-pub(crate) fn check_guard(plan: &Plan, root: &Node, problems: &mut Vec<Problem>) {
+pub(crate) fn check_guard(plan: &Plan, root: &Tree, problems: &mut Vec<Problem>) {
     let Some(guard) = &plan.guard else { return };
     let at = |field: &str| root.key_span(&format!("/guard/{field}")).unwrap_or_else(|| root.span_at("/guard"));
     if guard.http.is_none() && guard.balancer.is_none() {
@@ -82,9 +82,10 @@ pub(crate) fn check_guard(plan: &Plan, root: &Node, problems: &mut Vec<Problem>)
 }
 
 /// The balancer analysis needs per-node response counters, which only HAProxy reports.
-fn check_balancer(plan: &Plan, guard: &Guard, root: &Node, problems: &mut Vec<Problem>) {
+fn check_balancer(plan: &Plan, guard: &Guard, root: &Tree, problems: &mut Vec<Problem>) {
     let Some(name) = &guard.balancer else { return };
-    let span = root.span_at("/guard/balancer");
+    // Found only for a problem: finding it may rebuild the tree.
+    let span = || root.span_at("/guard/balancer");
     match plan.balancers.get(name) {
         None => {
             let names: Vec<&str> = plan.balancers.keys().map(String::as_str).collect();
@@ -94,14 +95,14 @@ fn check_balancer(plan: &Plan, guard: &Guard, root: &Node, problems: &mut Vec<Pr
                 None => format!("the balancers of this plan are {}", backticked_list(&names)),
             };
             problems.push(
-                Problem::at(span, format!("the guard analyses the balancer `{name}`, which is not defined"))
+                Problem::at(span(), format!("the guard analyses the balancer `{name}`, which is not defined"))
                     .label("unknown balancer")
                     .help(help),
             );
         }
         Some(Balancer::Haproxy(_)) => {}
         Some(other) => problems.push(
-            Problem::at(span, format!("the balancer `{name}` is of kind `{}`, which reports no per-node responses", other.kind()))
+            Problem::at(span(), format!("the balancer `{name}` is of kind `{}`, which reports no per-node responses", other.kind()))
                 .label("no per-node counters")
                 .help("the balancer analysis reads HAProxy's `hrsp_*` counters: name an `haproxy` balancer, or probe the service with `http: URL`"),
         ),

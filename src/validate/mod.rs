@@ -15,7 +15,7 @@ use crate::validate::checks::{check_semantics, check_wrapping};
 use crate::validate::extends::extend;
 use crate::validate::read::{load_problem, read_bounded};
 use crate::validate::schema::lenient;
-use crate::yaml::{self, Node};
+use crate::yaml::{self, Tree};
 
 mod checks;
 mod extends;
@@ -32,8 +32,8 @@ pub use read::{MAX_EXTENDS, MAX_PLAN_BYTES, MAX_PLAN_VALUES, limits};
 pub struct LoadedPlan {
     /// The plan first, then the bases it `extends`; a span's `file` indexes this.
     pub files: Vec<Arc<SourceFile>>,
-    /// The plan merged over its bases.
-    pub root: Node,
+    /// The plan merged over its bases, for pointing into it.
+    pub root: Tree,
     pub plan: Plan,
     pub selection: SelectedHosts,
 }
@@ -76,9 +76,17 @@ pub fn load_plan_bytes(path: &Path, bytes: &[u8]) -> Result<LoadedPlan, PlanErro
     let mut root = root;
     let mut problems =
         if root.pointer("/servers_from").is_some() { inventory::merge(&mut root, &mut files) } else { Vec::new() };
-    let root = root;
+    // A plan that is one file moves its tree into the JSON document and rebuilds it from
+    // the text if a problem needs a position: the tree, the document and the typed plan
+    // of 100,000 servers are never all alive. A merged tree (bases, inventories) cannot
+    // be rebuilt from one text, and is kept.
+    let (doc, root) = if files.len() == 1 && root.pointer("/servers_from").is_none() {
+        let file = files[0].clone();
+        (root.into_json(), Tree::rebuilt(move || yaml::load(file.text.as_bytes(), &limits()).ok()))
+    } else {
+        (root.to_json(), Tree::held(root))
+    };
     let fail = |problems: Vec<Problem>| Err(PlanErrors::in_files(files.clone(), problems));
-    let doc = root.to_json();
 
     problems.extend(schema::check(&doc, &root));
     let refused = if problems.is_empty() { Vec::new() } else { schema::refused_paths(&doc) };

@@ -14,7 +14,7 @@ use serde_json::Value;
 use crate::diagnostic::Problem;
 use crate::model::{CHECKED_BY_PLANRUN, Plan};
 use crate::text::{backticked_list, did_you_mean, pointer_escape};
-use crate::yaml::Node;
+use crate::yaml::Tree;
 
 /// The schema as editors and `planrun schema` see it: the plan's schema, except that
 /// `servers` is not required at the top level. Editors check one file at a time, and a base
@@ -398,7 +398,7 @@ fn compiled() -> &'static Compiled {
 }
 
 /// Every place where `doc` breaks the schema, as problems pointing into `root`.
-pub fn check(doc: &Value, root: &Node) -> Vec<Problem> {
+pub fn check(doc: &Value, root: &Tree) -> Vec<Problem> {
     let compiled = compiled();
     let mut problems = Vec::new();
     for error in compiled.validator.iter_errors(doc) {
@@ -499,7 +499,7 @@ fn dedup(problems: &mut Vec<Problem>) {
     });
 }
 
-fn translate(schema: &Value, error: &ValidationError<'_>, root: &Node, out: &mut Vec<Problem>) {
+fn translate(schema: &Value, error: &ValidationError<'_>, root: &Tree, out: &mut Vec<Problem>) {
     let path = error.instance_path().to_string();
     let schema_path = error.schema_path().to_string();
     let here = schema_at(schema, &parent_pointer(&schema_path));
@@ -636,7 +636,7 @@ fn one_of(
     schema: &Value,
     error: &ValidationError<'_>,
     branches: &[Vec<ValidationError<'static>>],
-    root: &Node,
+    root: &Tree,
     out: &mut Vec<Problem>,
 ) {
     let path = error.instance_path().to_string();
@@ -827,7 +827,7 @@ fn example_help(root: &Value, here: Option<&Value>) -> Option<String> {
     first_example(root, here?).map(|e| format!("for example `{e}`"))
 }
 
-fn first_line_span(root: &Node) -> crate::yaml::Span {
+fn first_line_span(root: &Tree) -> crate::yaml::Span {
     let mut s = root.span;
     s.len = s.len.min(1);
     s

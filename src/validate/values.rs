@@ -9,7 +9,7 @@
 use crate::diagnostic::Problem;
 use crate::model::{Balancer, Plan};
 use crate::text::pointer_escape;
-use crate::yaml::{Node, Span};
+use crate::yaml::{Span, Tree};
 
 /// Why a value is refused, and how to write it instead.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,7 +162,7 @@ pub fn header_value(value: &str) -> Result<(), Invalid> {
 /// written without a template, whether a run would use it or not. Templated values are
 /// checked by the graph's renderer, as rendered for each host. One pass over the plan,
 /// linear in its size.
-pub(crate) fn check_plan_values(plan: &Plan, root: &Node, problems: &mut Vec<Problem>) {
+pub(crate) fn check_plan_values(plan: &Plan, root: &Tree, problems: &mut Vec<Problem>) {
     let value_at = |pointer: &str| root.span_at(pointer);
     let key_at = |pointer: &str| root.key_span(pointer).unwrap_or_else(|| root.span_at(pointer));
     // The span is found only for a value that is refused: walking the tree for every

@@ -355,7 +355,11 @@ impl<'a> Builder<'a> {
                         // its text a second time, for every key of the plan. With an
                         // anchor or a tag it is resolved below: an alias may use it as a
                         // value, and a tag may be wrong.
-                        self.finish(Node { value: Value::Null, span }, 0, 1, 0, Some((text.into_owned(), plain)))?;
+                        // The scanner's buffer has room to spare; a key is kept for the
+                        // whole run, 100,000 times `host:`.
+                        let mut name = text.into_owned();
+                        name.shrink_to_fit();
+                        self.finish(Node { value: Value::Null, span }, 0, 1, 0, Some((name, plain)))?;
                     } else {
                         let value = resolve_scalar(&text, style, tag.as_deref(), span)?;
                         let key_info = self.expecting_key().then(|| (text.into_owned(), plain));
@@ -422,13 +426,17 @@ impl<'a> Builder<'a> {
         };
         let start = frame.start;
         let (value, last_end) = match frame.body {
-            Body::Seq(items) => {
+            Body::Seq(mut items) => {
+                // Vectors grow by doubling: a server's two roles would hold room for four.
+                items.shrink_to_fit();
                 let last = items.last().map(|n| n.span.offset + n.span.len);
                 (Value::Seq(items), last)
             }
             Body::Map { entries, .. } => {
                 let last = entries.last().map(|e| e.value.span.offset + e.value.span.len);
-                (Value::Map(merge(entries)?), last)
+                let mut entries = merge(entries)?;
+                entries.shrink_to_fit();
+                (Value::Map(entries), last)
             }
         };
         // Flow collections end with a bracket; block ones end where the next token starts,
@@ -675,7 +683,70 @@ fn is_core_float(s: &str) -> bool {
     }
 }
 
+/// A plan's tree, kept for pointing into its source: either held, or dropped once its
+/// values moved into the plan and rebuilt from the text on first use. Only a problem
+/// uses it, so a valid plan of 100,000 servers never holds its tree and its typed plan
+/// at once. Its methods are `Node`'s; take `&Tree`, not `&Node`, where the tree may go
+/// unused, as the conversion rebuilds it.
+pub struct Tree {
+    node: std::sync::OnceLock<Node>,
+    rebuild: Option<Box<dyn Fn() -> Option<Node> + Send + Sync>>,
+}
+
+impl Tree {
+    /// A tree that is held.
+    pub fn held(node: Node) -> Tree {
+        Tree { node: std::sync::OnceLock::from(node), rebuild: None }
+    }
+
+    /// A tree rebuilt by `rebuild` when first used: it must load the same text the same
+    /// way as the tree that was dropped.
+    pub fn rebuilt(rebuild: impl Fn() -> Option<Node> + Send + Sync + 'static) -> Tree {
+        Tree { node: std::sync::OnceLock::new(), rebuild: Some(Box::new(rebuild)) }
+    }
+
+    pub fn node(&self) -> &Node {
+        self.node.get_or_init(|| {
+            // The text loaded once already, so it loads again; were it not to, an empty
+            // tree only loses positions, and problems still point at the file.
+            self.rebuild
+                .as_ref()
+                .and_then(|rebuild| rebuild())
+                .unwrap_or(Node { value: Value::Null, span: Span { file: 0, offset: 0, len: 0, line: 1, column: 1 } })
+        })
+    }
+}
+
+impl std::ops::Deref for Tree {
+    type Target = Node;
+
+    fn deref(&self) -> &Node {
+        self.node()
+    }
+}
+
+impl std::fmt::Debug for Tree {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.node.get() {
+            Some(node) => node.fmt(f),
+            None => f.write_str("Tree(not built)"),
+        }
+    }
+}
+
 impl Node {
+    /// `to_json`, moving the strings out of the tree instead of copying them, and
+    /// freeing each part of the tree once it is converted.
+    pub fn into_json(self) -> serde_json::Value {
+        use serde_json::Value as J;
+        match self.value {
+            Value::String(s) => J::String(s),
+            Value::Seq(items) => J::Array(items.into_iter().map(Node::into_json).collect()),
+            Value::Map(entries) => J::Object(entries.into_iter().map(|(k, v)| (k.name, v.into_json())).collect()),
+            _ => self.to_json(),
+        }
+    }
+
     /// Converts to JSON: map keys keep their order, ints stay ints. Infinities and NaN, which
     /// JSON cannot hold, become the strings `.inf`, `-.inf` and `.nan`.
     pub fn to_json(&self) -> serde_json::Value {

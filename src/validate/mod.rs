@@ -125,3 +125,67 @@ pub fn load_plan_bytes(path: &Path, bytes: &[u8]) -> Result<LoadedPlan, PlanErro
     }
     Ok(LoadedPlan { files, root, plan, selection })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The tree of a valid one-file plan is rebuilt only for a problem's position: a
+    /// check or a render that asks for a span up front would rebuild it for every plan,
+    /// and hold it beside the plan (100,000 servers: ~100 MB).
+    #[test]
+    fn a_valid_plan_never_rebuilds_its_tree() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let guarded = "version: 1
+application: shop
+servers:
+  - { host: 127.0.0.1, name: h1, roles: [app], options: { dir: /srv } }
+  - { host: 127.0.0.2, name: h2, roles: [app], options: { dir: /srv } }
+balancers:
+  edge: { kind: haproxy, socket: \"unix:///run/haproxy.sock\", backend: app }
+guard: { balancer: edge, max_error_rate: 1%, interval: 200ms }
+rollout:
+  select: { roles: [app] }
+  batch_size: 1
+  steps:
+    - name: reject
+      balancer: { use: edge, action: reject, node: \"{{host.name}}\" }
+    - name: restart
+      run: \"{{host.options.dir}}/app restart\"
+      env: { RELEASE: \"{{host.index}}\" }
+    - name: accept
+      balancer: { use: edge, action: accept, node: \"{{host.name}}\" }
+    - name: ready
+      wait: { http: \"http://{{host.address}}:8080/ready\", timeout: 10s }
+";
+        let mut plans = vec![("guarded.yaml".to_string(), guarded.as_bytes().to_vec())];
+        for example in ["examples/localhost.yaml", "examples/haproxy.yaml", "examples/release.yaml"] {
+            plans.push((example.to_string(), std::fs::read(root.join(example)).expect("the example is there")));
+        }
+        for (name, bytes) in plans {
+            let loaded = load_plan_bytes(Path::new(&name), &bytes).unwrap_or_else(|e| panic!("{name}: {e:?}"));
+            crate::graph::build(&loaded, &crate::graph::BuildOptions::default())
+                .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+            assert!(!loaded.root.is_built(), "{name}: validating or building it rebuilt the tree");
+        }
+    }
+
+    #[test]
+    fn a_problem_in_a_valid_looking_plan_still_points_at_its_line() {
+        let text = "version: 1
+application: shop
+servers:
+  - { host: 127.0.0.1, roles: [app] }
+rollout:
+  select: { roles: [app] }
+  steps:
+    - name: restart
+      run: \"{{host.options.dri}} restart\"
+";
+        let errors = load_plan_bytes(Path::new("p.yaml"), text.as_bytes())
+            .and_then(|loaded| crate::graph::build(&loaded, &crate::graph::BuildOptions::default()).map(|_| ()))
+            .expect_err("the template names an option the server does not have");
+        let span = errors.problems[0].span.expect("a position");
+        assert_eq!((span.line, span.column), (9, 13), "{:?}", errors.problems[0]);
+    }
+}

@@ -705,6 +705,11 @@ impl Tree {
         Tree { node: std::sync::OnceLock::new(), rebuild: Some(Box::new(rebuild)) }
     }
 
+    /// Whether the tree is there: held, or rebuilt since.
+    pub fn is_built(&self) -> bool {
+        self.node.get().is_some()
+    }
+
     pub fn node(&self) -> &Node {
         self.node.get_or_init(|| {
             // The text loaded once already, so it loads again; were it not to, an empty

@@ -503,6 +503,39 @@ mod tests {
         assert_eq!(parse_status("no check", None).rotation, Rotation::In);
     }
 
+    fn edge() -> Haproxy {
+        let settings = HaproxyBalancer { socket: "tcp://127.0.0.1:9".into(), backend: "app".into() };
+        Haproxy::new("edge", &settings).unwrap()
+    }
+
+    /// Rows as HAProxy 2.6 writes them: `chkfail` is empty for a server without health
+    /// checks in every state, while its status says `no check` only when it is ready.
+    #[test]
+    fn rows_tell_checked_servers_whatever_their_state() {
+        let answer = "# pxname,svname,scur,status,chkfail,sid,tracked\n\
+                      app,h1,0,MAINT,1,1,\n\
+                      app,h2,2,DRAIN,,2,\n\
+                      app,h3,0,no check,,3,\n\
+                      app,BACKEND,2,UP,,0,\n";
+        let rows = edge().parse_rows(answer).unwrap();
+        let seen: Vec<(&str, Option<u32>, bool, Option<u64>)> =
+            rows.iter().map(|r| (r.name.as_str(), r.id, r.checked, r.state.connections)).collect();
+        assert_eq!(
+            seen,
+            [("h1", Some(1), true, Some(0)), ("h2", Some(2), false, Some(2)), ("h3", Some(3), false, Some(0))]
+        );
+    }
+
+    /// `;`-separated commands answer one after the other, each answer ending with an
+    /// empty line: an error is the answer of the command that gave it.
+    #[test]
+    fn answers_of_commands_on_one_line_are_told_apart() {
+        let commands = ["set server app/h1 health down".to_string(), "set server app/h1 state ready".to_string()];
+        assert!(edge().answers_ok(&commands, "\n\n").is_ok());
+        let error = edge().answers_ok(&commands, "\nNo such server.\n\n").unwrap_err();
+        assert!(error.contains("`set server app/h1 state ready`: No such server.;"), "{error}");
+    }
+
     #[test]
     fn names_cannot_smuggle_commands() {
         assert!(check_name("node", "h1").is_ok());

@@ -4,11 +4,13 @@
 //! app, behind a real HAProxy (health checks `inter 500ms rise 2`, `GET /ready`), and a
 //! bounded load through the frontend for every run. Each scenario rolls the fleet the
 //! safe way — out of rotation, restart, back in rotation and wait until HAProxy's own
-//! checks report the node UP — three times with planrun and three times with a
+//! checks report the node UP — three times with planrun, three times with a
 //! reference: a bash loop with `ssh`, HAProxy's runtime socket and a 50 ms poll, the
-//! batch's hosts side by side. It prints medians and two ratios:
+//! batch's hosts side by side, and three times with Capistrano doing the same
+//! (`on roles(:app), in: :groups, limit: BATCH`; skipped, saying why, without `cap`). It
+//! prints medians and three ratios:
 //!
-//! - planrun / reference;
+//! - planrun / reference, planrun / Capistrano;
 //! - planrun / floor, where the floor is what no tool can beat: per batch, the slowest
 //!   host's restart (its restart script's begin → the app started, from the apps'
 //!   record) plus HAProxy's own
@@ -51,6 +53,10 @@ fn main() {
             (n.trim().parse().expect("hosts"), b.trim().parse().expect("batch size"))
         })
         .collect();
+    let capistrano = find_capistrano();
+    if let Err(why) = &capistrano {
+        eprintln!("skipping Capistrano: {why}");
+    }
     let most = scenarios.iter().map(|s| s.0).max().unwrap_or(20);
     let started = Instant::now();
     let fleet = Fleet::start(most);
@@ -88,10 +94,13 @@ fn main() {
         haproxy.wait_all_up(Duration::from_secs(60));
         let plan = write_plan(&fleet, work.path(), hosts, batch, &haproxy.socket());
         let script = write_reference(&fleet, work.path(), hosts, batch, haproxy.admin_port);
+        let capfile =
+            capistrano.is_ok().then(|| write_capistrano(&fleet, work.path(), hosts, batch, haproxy.admin_port));
 
         let mut steps = Vec::new();
         let (mut ours, mut theirs, mut floors, mut readies, mut requests) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), 0);
+        let mut caps = Vec::new();
         let mut batches: Vec<Batch> = Vec::new();
         for _ in 0..RUNS {
             let log_from = haproxy.log().len();
@@ -114,6 +123,14 @@ fn main() {
             theirs.push(took);
             requests += sent;
             haproxy.wait_all_up(Duration::from_secs(30));
+            if let (Ok(cap), Some(project)) = (&capistrano, &capfile) {
+                let (took, sent) = under_load(&haproxy, || {
+                    run(Command::new(cap).args(["bench", "roll"]).current_dir(project).stdout(Stdio::null()))
+                });
+                caps.push(took);
+                requests += sent;
+                haproxy.wait_all_up(Duration::from_secs(30));
+            }
         }
         let (ours, theirs, floor) = (median(ours), median(theirs), median(floors));
         println!("  N={hosts}, batch {batch}:");
@@ -123,6 +140,14 @@ fn main() {
             theirs,
             ours / theirs
         );
+        match &capistrano {
+            Ok(_) => {
+                let cap = median(caps);
+                let label = format!("Capistrano (in: :groups, limit: {batch})");
+                println!("    {label:<38} {:>7.2} s   planrun {:.2} × Capistrano", cap, ours / cap);
+            }
+            Err(why) => println!("    Capistrano: skipped, {why}"),
+        }
         println!(
             "    floor (restart + HAProxy re-admission) {:>7.2} s   planrun {:.2} × the floor",
             floor,
@@ -337,6 +362,96 @@ wait
     let path = dir.join(format!("reference-{hosts}-{batch}.sh"));
     std::fs::write(&path, text).unwrap();
     path
+}
+
+/// `cap`, when Capistrano is installed and runs; otherwise why it is left out.
+fn find_capistrano() -> Result<PathBuf, String> {
+    let cap = support::find_tool("cap").ok_or("`cap` is not installed (apt-get install capistrano)")?;
+    match Command::new(&cap).arg("--version").stdin(Stdio::null()).output() {
+        Ok(out) if out.status.success() => Ok(cap),
+        Ok(out) => Err(format!("`cap --version` failed: {}", String::from_utf8_lossy(&out.stderr).trim())),
+        Err(e) => Err(format!("`cap` does not start: {e}")),
+    }
+}
+
+/// Capistrano doing the reference's work, as its users write it: a stage of the fleet's
+/// hosts (the same user, key, port and known_hosts as the reference; ECDH on nistp256,
+/// as net-ssh has no curve25519 without the x25519 gem, which Debian does not package) and one task `on roles(:app), in: :groups, limit: BATCH`: HAProxy
+/// `maint` and waiting for the node's sessions to end, the restart over SSH, `drain` →
+/// `health down` → `ready` and a 50 ms poll until UP. The runtime API is spoken from
+/// Ruby (a TCP connection per command, as the reference's `/dev/tcp`), which spares
+/// Capistrano a process per HAProxy command. `wait: 0`: SSHKit's group runner sleeps 2 s
+/// between groups by default, a pause rather than work, so it is not counted against it.
+fn write_capistrano(fleet: &Fleet, dir: &Path, hosts: usize, batch: usize, admin_port: u16) -> PathBuf {
+    let project = dir.join(format!("capistrano-{hosts}-{batch}"));
+    std::fs::create_dir_all(project.join("config/deploy")).unwrap();
+    let capfile = format!(
+        r##"require "capistrano/setup"
+require "socket"
+
+def hap(command)
+  socket = TCPSocket.new("127.0.0.1", {admin_port})
+  socket.write("#{{command}}\n")
+  socket.read
+ensure
+  socket&.close
+end
+
+# Field `column` (1-based, as awk counts) of server `node` in backend `app`.
+def field(node, column)
+  hap("show stat").each_line do |line|
+    fields = line.chomp.split(",")
+    return fields[column - 1] if fields[0] == "app" && fields[1] == node
+  end
+  nil
+end
+
+task :roll do
+  on roles(:app), in: :groups, limit: {batch}, wait: 0 do |host|
+    node = host.properties.fetch(:node)
+    hap("set server app/#{{node}} state maint")
+    sleep 0.05 until field(node, 5) == "0"
+    execute "#{{host.properties.fetch(:dir)}}/restart </dev/null"
+    hap("set server app/#{{node}} state drain")
+    hap("set server app/#{{node}} health down")
+    hap("set server app/#{{node}} state ready")
+    sleep 0.05 until field(node, 18) == "UP"
+  end
+end
+"##
+    );
+    std::fs::write(project.join("Capfile"), capfile).unwrap();
+    let deploy = format!(
+        r#"set :application, "bench"
+set :scm, nil
+set :ssh_options, {{
+  user: "{user}",
+  port: {port},
+  keys: ["{key}"],
+  keys_only: true,
+  auth_methods: %w[publickey],
+  kex: %w[ecdh-sha2-nistp256],
+  config: false,
+  non_interactive: true,
+  verify_host_key: :always,
+  user_known_hosts_file: "{known}",
+  global_known_hosts_file: [],
+}}
+"#,
+        user = fleet.user,
+        port = fleet.host(1).port,
+        key = fleet.client_key.display(),
+        known = fleet.known_hosts.display(),
+    );
+    std::fs::write(project.join("config/deploy.rb"), deploy).unwrap();
+    let servers: String = fleet.hosts()[..hosts]
+        .iter()
+        .map(|h| {
+            format!("server \"{}\", roles: %w[app], node: \"h{}\", dir: \"{}\"\n", h.addr, h.index, h.dir.display())
+        })
+        .collect();
+    std::fs::write(project.join("config/deploy/bench.rb"), servers).unwrap();
+    project
 }
 
 /// Seconds since midnight of an ISO timestamp (`2026-12-02T01:02:03.456789+00:00`).

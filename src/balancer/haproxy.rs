@@ -15,11 +15,19 @@
 //! itself re-admits the node once `rise` checks pass, and `wait_up` waits for that.
 //! Servers without checks (`no check`) are simply set `ready`.
 //!
-//! A node's state comes from `show stat` of the backend's servers only, and one answer
-//! serves every caller for `LISTING_FRESH`: a batch of 20 accepts polling every 25 ms
-//! makes at most one read per 10 ms, not 800 a second. Every `set` drops the answer, so
-//! no caller sees a state from before a change it made.
+//! A `reject` and the `drain` of an `accept` read the node's own row on the connection
+//! that changed it (`set server …; show stat BACKEND 4 SID`, HAProxy runs `;`-separated
+//! commands in order): the state right after the change, without re-reading the whole
+//! backend, so 20 rejects at once are 20 exchanges, not 20 listings of 200 servers one
+//! after the other. The server ids (`sid`) come from the last listing of the backend.
+//!
+//! Other reads of a node's state come from `show stat` of the backend's servers, and one
+//! answer serves every caller for `LISTING_FRESH`: a batch of 20 accepts polling every
+//! 25 ms makes at most one read per 10 ms, not 800 a second. A listing read before a
+//! node's last change does not answer for that node, so no caller sees a state from
+//! before a change it made; it still answers for the others.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -49,13 +57,30 @@ pub struct Haproxy {
     name: String,
     socket: Socket,
     backend: String,
-    /// The last `show stat` of the backend and when it was read; held while reading, so
-    /// callers that arrive meanwhile share the answer.
-    listing: tokio::sync::Mutex<Option<(Instant, Pool)>>,
+    /// The last `show stat` of the backend and when its read began; held while reading,
+    /// so callers that arrive meanwhile share the answer.
+    listing: tokio::sync::Mutex<Option<(Instant, Vec<Row>)>>,
+    /// When each node's last change was answered: a listing read before it is out of date
+    /// for that node.
+    changed: std::sync::Mutex<HashMap<String, Instant>>,
+    /// Each server's id in the backend, from the last listing.
+    ids: std::sync::Mutex<HashMap<String, u32>>,
 }
 
-/// Each server of the backend and its state, in `show stat` order.
-type Pool = Vec<(String, NodeState)>;
+/// One server's row of `show stat`.
+#[derive(Debug, Clone)]
+struct Row {
+    name: String,
+    /// `sid`: the server's id in its backend.
+    id: Option<u32>,
+    /// Whether HAProxy health-checks it: `chkfail` is reported only for servers whose
+    /// checks are enabled, whatever their state (the status says `no check` only while
+    /// the server is ready, `DRAIN` and `MAINT` hide it).
+    checked: bool,
+    /// `tracked`: it follows another server's checks, and its health cannot be set.
+    tracking: bool,
+    state: NodeState,
+}
 
 impl Haproxy {
     pub fn new(name: &str, settings: &HaproxyBalancer) -> Result<Self, String> {
@@ -72,6 +97,8 @@ impl Haproxy {
             socket,
             backend: settings.backend.clone(),
             listing: tokio::sync::Mutex::new(None),
+            changed: std::sync::Mutex::new(HashMap::new()),
+            ids: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -109,24 +136,77 @@ impl Haproxy {
 
     async fn set_state(&self, node: &str, state: &str) -> Result<(), String> {
         check_name("node", node)?;
-        self.command_ok(&format!("set server {}/{node} state {state}", self.backend)).await
+        self.commands_ok(node, &[format!("set server {}/{node} state {state}", self.backend)]).await
     }
 
-    /// A `set` command: success is an empty answer; anything else is HAProxy saying why not.
-    async fn command_ok(&self, command: &str) -> Result<(), String> {
-        let answer = self.exchange(command).await;
-        // An answer read before this change must not answer for after it.
-        *self.listing.lock().await = None;
-        let answer = answer?;
-        let answer = answer.trim();
-        if answer.is_empty() {
-            Ok(())
-        } else {
-            Err(format!(
-                "haproxy `{}`: `{command}`: {answer}; help: the step's `node` is the server's name in backend `{}`",
-                self.name, self.backend
-            ))
+    /// `set` commands on `node`, on one connection: success is an empty answer to each;
+    /// anything else is HAProxy saying why not (the first such answer is the error).
+    async fn commands_ok(&self, node: &str, commands: &[String]) -> Result<(), String> {
+        let answer = self.exchange(&commands.join("; ")).await;
+        self.note_change(node);
+        self.answers_ok(commands, &answer?)
+    }
+
+    /// HAProxy answers `;`-separated commands one after the other, each answer ending
+    /// with an empty line (a `set` that worked answers nothing but that line).
+    fn answers_ok(&self, commands: &[String], answer: &str) -> Result<(), String> {
+        let mut lines = answer.lines();
+        for command in commands {
+            let said: Vec<&str> = lines.by_ref().take_while(|l| !l.trim().is_empty()).collect();
+            let said = said.join("\n");
+            let said = said.trim();
+            if !said.is_empty() {
+                return Err(format!(
+                    "haproxy `{}`: `{command}`: {said}; help: the step's `node` is the server's name in backend `{}`",
+                    self.name, self.backend
+                ));
+            }
         }
+        Ok(())
+    }
+
+    /// An answer read before this moment no longer answers for `node`.
+    fn note_change(&self, node: &str) {
+        if let Ok(mut changed) = self.changed.lock() {
+            changed.insert(node.to_string(), Instant::now());
+        }
+    }
+
+    /// `set server … state STATE` and the node's row right after it, on one connection.
+    async fn set_and_read(&self, node: &str, state: &str) -> Result<Row, String> {
+        check_name("node", node)?;
+        let command = format!("set server {}/{node} state {state}", self.backend);
+        let Some(id) = self.id_of(node).await else {
+            // Not in the last listing: the change alone, whose answer says what is wrong.
+            self.commands_ok(node, std::slice::from_ref(&command)).await?;
+            return self.row(node).await;
+        };
+        let answer = self.exchange(&format!("{command}; show stat {} 4 {id}", self.backend)).await;
+        self.note_change(node);
+        let answer = answer?;
+        let (said, csv) = match answer.find("# pxname") {
+            Some(at) => answer.split_at(at),
+            None => (answer.as_str(), ""),
+        };
+        self.answers_ok(std::slice::from_ref(&command), said)?;
+        match self.parse_rows(csv).ok().and_then(|rows| rows.into_iter().find(|r| r.name == node)) {
+            Some(row) => Ok(row),
+            // The id is now another server's (servers added or removed at run time).
+            None => self.row(node).await,
+        }
+    }
+
+    /// The server id of `node`, from the last listing (one is read if there was none).
+    async fn id_of(&self, node: &str) -> Option<u32> {
+        let known = |ids: &std::sync::Mutex<HashMap<String, u32>>| ids.lock().ok().and_then(|i| i.get(node).copied());
+        if let Some(id) = known(&self.ids) {
+            return Some(id);
+        }
+        let listed = self.ids.lock().map(|i| !i.is_empty()).unwrap_or(false);
+        if !listed {
+            let _ = self.rows().await;
+        }
+        known(&self.ids)
     }
 
     pub async fn set(
@@ -138,26 +218,31 @@ impl Haproxy {
     ) -> Result<(), String> {
         match action {
             BalancerAction::Reject => {
-                self.set_state(node, "maint").await?;
+                let started = std::time::Instant::now();
+                let mut open = self.set_and_read(node, "maint").await?.state.connections.unwrap_or(0);
                 // Requests already sent to the node still run; the next step usually stops
                 // the app, which would cut them. Give them a moment (not a drain: a
                 // long-lived connection does not hold a reject up).
                 let grace = timeout.min(REJECT_GRACE);
-                let started = std::time::Instant::now();
-                while started.elapsed() + REJECT_POLL < grace {
-                    if self.state(node).await?.connections.unwrap_or(0) == 0 {
-                        break;
-                    }
+                while open > 0 && started.elapsed() + REJECT_POLL < grace {
                     tokio::time::sleep(REJECT_POLL).await;
+                    open = self.row(node).await?.state.connections.unwrap_or(0);
                 }
                 Ok(())
             }
             BalancerAction::Accept => {
-                self.set_state(node, "drain").await?;
-                if self.state(node).await?.detail != "no check" {
-                    self.command_ok(&format!("set server {}/{node} health down", self.backend)).await?;
+                let row = self.set_and_read(node, "drain").await?;
+                let ready = format!("set server {}/{node} state ready", self.backend);
+                if !row.checked {
+                    return self.commands_ok(node, &[ready]).await;
                 }
-                self.set_state(node, "ready").await
+                let health = format!("set server {}/{node} health down", self.backend);
+                if row.tracking {
+                    // HAProxy refuses the health of a tracking server: said before `ready`.
+                    self.commands_ok(node, &[health]).await?;
+                    return self.commands_ok(node, &[ready]).await;
+                }
+                self.commands_ok(node, &[health, ready]).await
             }
             BalancerAction::Drain => {
                 self.set_state(node, "drain").await?;
@@ -188,14 +273,23 @@ impl Haproxy {
     }
 
     pub async fn state(&self, node: &str) -> Result<NodeState, String> {
+        Ok(self.row(node).await?.state)
+    }
+
+    /// `node`'s row, from a listing read since its last change and at most
+    /// `LISTING_FRESH` ago.
+    async fn row(&self, node: &str) -> Result<Row, String> {
         check_name("node", node)?;
+        let changed = self.changed.lock().ok().and_then(|c| c.get(node).copied());
         let mut listing = self.listing.lock().await;
-        if listing.as_ref().is_none_or(|(at, _)| at.elapsed() >= LISTING_FRESH) {
-            *listing = Some((Instant::now(), self.pool().await?));
+        let usable = |read: Instant| read.elapsed() < LISTING_FRESH && changed.is_none_or(|c| read >= c);
+        if listing.as_ref().is_none_or(|(read, _)| !usable(*read)) {
+            let read = Instant::now();
+            *listing = Some((read, self.rows().await?));
         }
-        let pool = listing.as_ref().map(|(_, pool)| pool.as_slice()).unwrap_or_default();
-        match pool.iter().find(|(name, _)| name == node) {
-            Some((_, state)) => Ok(state.clone()),
+        let rows = listing.as_ref().map(|(_, rows)| rows.as_slice()).unwrap_or_default();
+        match rows.iter().find(|r| r.name == node) {
+            Some(row) => Ok(row.clone()),
             None => Err(format!(
                 "haproxy `{}` has no server `{node}` in backend `{}`; help: the step's `node` is the server's name in the backend",
                 self.name, self.backend
@@ -203,10 +297,23 @@ impl Haproxy {
         }
     }
 
-    /// Every server of the backend, from `show stat BACKEND 4 -1` (its servers only, CSV
-    /// with a `# pxname,svname,…` header).
+    /// Every server of the backend, from `show stat BACKEND 4 -1`.
     pub async fn pool(&self) -> Result<Vec<(String, NodeState)>, String> {
+        Ok(self.rows().await?.into_iter().map(|r| (r.name, r.state)).collect())
+    }
+
+    /// Every server's row, from `show stat BACKEND 4 -1` (its servers only); keeps their ids.
+    async fn rows(&self) -> Result<Vec<Row>, String> {
         let answer = self.exchange(&format!("show stat {} 4 -1", self.backend)).await?;
+        let rows = self.parse_rows(&answer)?;
+        if let Ok(mut ids) = self.ids.lock() {
+            *ids = rows.iter().filter_map(|r| Some((r.name.clone(), r.id?))).collect();
+        }
+        Ok(rows)
+    }
+
+    /// `show stat` CSV with its `# pxname,svname,…` header.
+    fn parse_rows(&self, answer: &str) -> Result<Vec<Row>, String> {
         if answer.trim_start().starts_with("No such proxy") {
             return Err(format!("haproxy `{}` has no backend `{}`; help: check `backend`", self.name, self.backend));
         }
@@ -221,7 +328,8 @@ impl Haproxy {
         else {
             return Err(format!("haproxy `{}`: `show stat` lacks pxname, svname, scur or status", self.name));
         };
-        let mut pool = Vec::new();
+        let (sid, chkfail, tracked) = (col("sid"), col("chkfail"), col("tracked"));
+        let mut rows = Vec::new();
         for line in lines {
             let fields: Vec<&str> = line.split(',').collect();
             if fields.get(px) != Some(&self.backend.as_str()) {
@@ -231,11 +339,22 @@ impl Haproxy {
             if matches!(*name, "FRONTEND" | "BACKEND") {
                 continue;
             }
-            let status = fields.get(status).copied().unwrap_or("");
-            let connections = fields.get(scur).and_then(|s| s.parse().ok());
-            pool.push((name.to_string(), parse_status(status, connections)));
+            let field = |i: Option<usize>| i.and_then(|i| fields.get(i)).copied().unwrap_or("");
+            let status = field(Some(status));
+            let connections = field(Some(scur)).parse().ok();
+            rows.push(Row {
+                name: name.to_string(),
+                id: field(sid).parse().ok(),
+                // Without the column (not HAProxy 1.5+), the status is all there is to go by.
+                checked: match chkfail {
+                    Some(_) => !field(chkfail).is_empty(),
+                    None => status != "no check",
+                },
+                tracking: !field(tracked).is_empty(),
+                state: parse_status(status, connections),
+            });
         }
-        Ok(pool)
+        Ok(rows)
     }
 }
 
@@ -382,6 +501,39 @@ mod tests {
         assert_eq!(parse_status("UP 1/2", None).up, Some(true));
         assert_eq!(parse_status("DOWN 1/2", None).up, Some(false));
         assert_eq!(parse_status("no check", None).rotation, Rotation::In);
+    }
+
+    fn edge() -> Haproxy {
+        let settings = HaproxyBalancer { socket: "tcp://127.0.0.1:9".into(), backend: "app".into() };
+        Haproxy::new("edge", &settings).unwrap()
+    }
+
+    /// Rows as HAProxy 2.6 writes them: `chkfail` is empty for a server without health
+    /// checks in every state, while its status says `no check` only when it is ready.
+    #[test]
+    fn rows_tell_checked_servers_whatever_their_state() {
+        let answer = "# pxname,svname,scur,status,chkfail,sid,tracked\n\
+                      app,h1,0,MAINT,1,1,\n\
+                      app,h2,2,DRAIN,,2,\n\
+                      app,h3,0,no check,,3,\n\
+                      app,BACKEND,2,UP,,0,\n";
+        let rows = edge().parse_rows(answer).unwrap();
+        let seen: Vec<(&str, Option<u32>, bool, Option<u64>)> =
+            rows.iter().map(|r| (r.name.as_str(), r.id, r.checked, r.state.connections)).collect();
+        assert_eq!(
+            seen,
+            [("h1", Some(1), true, Some(0)), ("h2", Some(2), false, Some(2)), ("h3", Some(3), false, Some(0))]
+        );
+    }
+
+    /// `;`-separated commands answer one after the other, each answer ending with an
+    /// empty line: an error is the answer of the command that gave it.
+    #[test]
+    fn answers_of_commands_on_one_line_are_told_apart() {
+        let commands = ["set server app/h1 health down".to_string(), "set server app/h1 state ready".to_string()];
+        assert!(edge().answers_ok(&commands, "\n\n").is_ok());
+        let error = edge().answers_ok(&commands, "\nNo such server.\n\n").unwrap_err();
+        assert!(error.contains("`set server app/h1 state ready`: No such server.;"), "{error}");
     }
 
     #[test]

@@ -313,8 +313,10 @@ PubkeyAuthentication yes
 PasswordAuthentication no
 KbdInteractiveAuthentication no
 LogLevel {log_level}
-# the default sntrup761 exchange costs ~0.1 s of CPU per connection here
-KexAlgorithms curve25519-sha256,curve25519-sha256@libssh.org
+# the default sntrup761 exchange costs ~0.1 s of CPU per connection here; nistp256 last,
+# for net-ssh (Capistrano) without the x25519 gem, which Debian does not package: clients
+# that know curve25519 prefer it
+KexAlgorithms curve25519-sha256,curve25519-sha256@libssh.org,ecdh-sha2-nistp256
 # bash skips ~/.bashrc (and its slow pyenv init) when SHLVL says it is nested
 SetEnv SHLVL=1
 PrintMotd no

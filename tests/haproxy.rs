@@ -360,6 +360,27 @@ fn a_failing_restart_halts_and_the_summary_shows_the_node_still_out() {
     assert_eq!(states[2], ("h3".into(), "UP".into()), "{states:?}");
 }
 
+#[test]
+#[cfg_attr(any(no_haproxy, no_python3), ignore = "needs haproxy and python3: apt-get install haproxy python3")]
+fn servers_without_health_checks_go_back_in_rotation() {
+    if !require("haproxy") {
+        return;
+    }
+    // In DRAIN, HAProxy shows such a server as `DRAIN`, not `no check`: an accept that
+    // took that for a checked server marked it down, and it never came back.
+    let dir = TempDir::new("haproxy-unchecked");
+    let addrs = local_addrs(2);
+    let dirs: Vec<PathBuf> = (1..=2).map(|i| dir.path().join(format!("host-{i}"))).collect();
+    let _apps = Apps::start(dirs.clone(), addrs.clone(), APP_PORT, dir.path().join("record"));
+    let haproxy = Haproxy::start_unchecked(&backends(&addrs));
+    dir.write("plan.yaml", plan(&local_servers(&addrs, &dirs), "", &haproxy.socket(), BALANCED_STEPS));
+    let out = planrun_in(dir.path(), &["apply", "plan.yaml", "--yes"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("rollout succeeded"), "{}", out.stdout);
+    let states = haproxy.states();
+    assert_eq!(states, [("h1".into(), "no check".into()), ("h2".into(), "no check".into())], "{states:?}");
+}
+
 /// A backend whose `GET /slow` takes `SLOW`, so a request can be in flight on a node
 /// while it drains. HAProxy's checks here are TCP connects, answered at once.
 fn slow_backend(addr: &str) {

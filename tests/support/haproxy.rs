@@ -36,6 +36,16 @@ impl Haproxy {
     /// Like [`Haproxy::start`], with `backend_lines` (each ending in a newline) added to
     /// the backend before its servers, e.g. `  option httpchk GET /ready\n`.
     pub fn start_with(servers: &[(String, String, u16)], backend_lines: &str) -> Haproxy {
+        Haproxy::start_servers(servers, backend_lines, " check inter 500ms rise 2 fall 1")
+    }
+
+    /// Like [`Haproxy::start`], with servers that have no health checks: HAProxy says
+    /// `no check` for them, and `health` commands do not apply.
+    pub fn start_unchecked(servers: &[(String, String, u16)]) -> Haproxy {
+        Haproxy::start_servers(servers, "", "")
+    }
+
+    fn start_servers(servers: &[(String, String, u16)], backend_lines: &str, checks: &str) -> Haproxy {
         let bin = find_tool("haproxy").expect("haproxy is installed (apt-get install -y haproxy)");
         let dir = tempfile::Builder::new().prefix("planrun-haproxy-").tempdir().expect("temp dir");
         let (admin_port, frontend_port) = (free_port(), free_port());
@@ -60,7 +70,7 @@ backend app
 {backend_lines}"
         );
         for (name, addr, port) in servers {
-            config.push_str(&format!("  server {name} {addr}:{port} check inter 500ms rise 2 fall 1\n"));
+            config.push_str(&format!("  server {name} {addr}:{port}{checks}\n"));
         }
         let cfg = dir.path().join("haproxy.cfg");
         std::fs::write(&cfg, config).unwrap();

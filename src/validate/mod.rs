@@ -48,17 +48,30 @@ impl LoadedPlan {
 /// Reads and checks one plan file, merged over the bases it `extends`.
 pub fn load_plan(path: &Path) -> Result<LoadedPlan, PlanErrors> {
     let bytes = read_bounded(path, MAX_PLAN_BYTES, None).map_err(|p| PlanErrors::about_path(path, *p))?;
-    load_plan_bytes(path, &bytes)
+    load_plan_owned(path, bytes)
 }
 
 /// Checks plan text that was already read; `path` is only used to name it.
 pub fn load_plan_bytes(path: &Path, bytes: &[u8]) -> Result<LoadedPlan, PlanErrors> {
-    // Problems before the text is known to be UTF-8 point at the file, so the source is
-    // the lossy text: only positions are drawn from it.
-    let text = String::from_utf8_lossy(bytes).into_owned();
+    load_plan_owned(path, bytes.to_vec())
+}
+
+fn load_plan_owned(path: &Path, bytes: Vec<u8>) -> Result<LoadedPlan, PlanErrors> {
+    // The text becomes the source file as it is, not a copy: 10 MB for 100,000 servers,
+    // alive for the whole load. Problems before the text is known to be UTF-8 point at
+    // the file, so a file that is not has the lossy text as its source (only positions
+    // are drawn from it) and is loaded from its bytes, which say where it breaks.
+    let (text, not_utf8) = match String::from_utf8(bytes) {
+        Ok(text) => (text, None),
+        Err(e) => {
+            let bytes = e.into_bytes();
+            (String::from_utf8_lossy(&bytes).into_owned(), Some(bytes))
+        }
+    };
     let mut files = vec![Arc::new(SourceFile { path: path.to_path_buf(), text, origin: Origin::Plan })];
 
-    let root = match yaml::load(bytes, &limits()) {
+    let loaded = yaml::load(not_utf8.as_deref().unwrap_or(files[0].text.as_bytes()), &limits());
+    let root = match loaded {
         Ok(root) => root,
         Err(e) => return Err(PlanErrors::new(files[0].clone(), vec![load_problem(&e)])),
     };

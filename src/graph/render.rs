@@ -165,7 +165,7 @@ impl<'p> Builder<'p> {
     }
 
     /// Makes host `h` the one templates see, for the `host_steps` that follow: once per
-    /// host for all of its lists, as the context's `host` is rebuilt on each call.
+    /// host for all of its lists.
     pub(crate) fn enter_host(&mut self, h: usize, hosts: &[HostRef]) {
         self.set_host(hosts, Some(h));
     }

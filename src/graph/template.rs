@@ -230,48 +230,39 @@ impl TemplateContext {
     /// Sets (or, with `None`, removes) `host`, so that a step without a host fails on
     /// `{{host.name}}` instead of rendering an empty name.
     pub fn set_host(&mut self, host: Option<HostVars<'_>>) {
-        if let Some(h) = host
-            && let Value::Object(root) = self.data.data_mut()
-            && let Some(Value::Object(current)) = root.get_mut("host")
-        {
-            // The previous host's maps and strings are refilled in place: a plan of
-            // 100,000 hosts otherwise builds and drops 100,000 maps, hashing every key.
-            let mut values = current.values_mut();
-            if let (
-                Some(Value::String(name)),
-                Some(Value::String(address)),
-                Some(Value::Array(roles)),
-                Some(Value::Object(options)),
-                Some(index),
-                None,
-            ) = (values.next(), values.next(), values.next(), values.next(), values.next(), values.next())
-            {
-                name.clear();
-                name.push_str(h.name);
-                address.clear();
-                address.push_str(h.address);
-                roles.clear();
-                roles.extend(h.roles.iter().map(|r| Value::String(r.clone())));
-                options.clear();
-                options.extend(h.options.iter().map(|(k, v)| (k.clone(), v.clone())));
-                *index = Value::from(h.index);
-                self.generation += 1;
-                return;
-            }
+        let Some(h) = host else {
+            self.set("host", None);
+            return;
+        };
+        self.generation += 1;
+        let Value::Object(root) = self.data.data_mut() else { return };
+        let current = root.entry("host").or_insert(Value::Null);
+        // The previous host's maps and strings are refilled in place: a plan of 100,000
+        // hosts otherwise builds and drops 100,000 maps, hashing every key. The first
+        // host (or one after a step without a host) starts from empty ones.
+        if !matches!(current, Value::Object(map) if map.len() == 5) {
+            *current = serde_json::json!({ "name": "", "address": "", "roles": [], "options": {}, "index": 0 });
         }
-        let value = host.map(|h| {
-            let mut map = Map::new();
-            map.insert("name".into(), Value::String(h.name.into()));
-            map.insert("address".into(), Value::String(h.address.into()));
-            map.insert("roles".into(), Value::Array(h.roles.iter().map(|r| Value::String(r.clone())).collect()));
-            map.insert(
-                "options".into(),
-                Value::Object(h.options.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
-            );
-            map.insert("index".into(), Value::from(h.index));
-            Value::Object(map)
-        });
-        self.set("host", value);
+        let Value::Object(fields) = current else { return };
+        let mut values = fields.values_mut();
+        if let (
+            Some(Value::String(name)),
+            Some(Value::String(address)),
+            Some(Value::Array(roles)),
+            Some(Value::Object(options)),
+            Some(index),
+        ) = (values.next(), values.next(), values.next(), values.next(), values.next())
+        {
+            name.clear();
+            name.push_str(h.name);
+            address.clear();
+            address.push_str(h.address);
+            roles.clear();
+            roles.extend(h.roles.iter().map(|r| Value::String(r.clone())));
+            options.clear();
+            options.extend(h.options.iter().map(|(k, v)| (k.clone(), v.clone())));
+            *index = Value::from(h.index);
+        }
     }
 
     /// Sets (or removes) `batch.index`, 0-based; `before` and `after` have no batch.

@@ -87,13 +87,13 @@ fn load_plan_owned(path: &Path, bytes: Vec<u8>) -> Result<LoadedPlan, PlanErrors
     };
     // Only a plan with `servers_from` runs a command or reads an inventory.
     let mut root = root;
-    let mut problems =
-        if root.pointer("/servers_from").is_some() { inventory::merge(&mut root, &mut files) } else { Vec::new() };
+    let has_inventory = root.pointer("/servers_from").is_some();
+    let mut problems = if has_inventory { inventory::merge(&mut root, &mut files) } else { Vec::new() };
     // A plan that is one file moves its tree into the JSON document and rebuilds it from
     // the text if a problem needs a position: the tree, the document and the typed plan
     // of 100,000 servers are never all alive. A merged tree (bases, inventories) cannot
     // be rebuilt from one text, and is kept.
-    let (doc, root) = if files.len() == 1 && root.pointer("/servers_from").is_none() {
+    let (doc, root) = if files.len() == 1 && !has_inventory {
         let file = files[0].clone();
         (root.into_json(), Tree::rebuilt(move || yaml::load(file.text.as_bytes(), &limits()).ok()))
     } else {
@@ -125,7 +125,6 @@ fn load_plan_owned(path: &Path, bytes: Vec<u8>) -> Result<LoadedPlan, PlanErrors
 
     // Deserializing grows the list by doubling: 100,000 servers had room for 131,072.
     plan.servers.shrink_to_fit();
-    let plan = plan;
     let (selection, mut semantic) = check_semantics(&plan, &root, &refused);
     problems.append(&mut semantic);
     problems.append(&mut check_wrapping(&plan, &root, &selection));

@@ -352,11 +352,10 @@ impl<'a> Builder<'a> {
                     let plain = style == ScalarStyle::Plain;
                     if self.expecting_key() && anchor == 0 && tag.is_none() {
                         // A key is only its text: resolving it as a value would allocate
-                        // its text a second time, for every key of the plan. With an
-                        // anchor or a tag it is resolved below: an alias may use it as a
-                        // value, and a tag may be wrong.
-                        // The scanner's buffer has room to spare; a key is kept for the
-                        // whole run, 100,000 times `host:`.
+                        // it a second time, for every key of the plan. With an anchor or
+                        // a tag it is resolved below: an alias may use it as a value, and
+                        // a tag may be wrong. The scanner's buffer has room to spare, and
+                        // a key is kept for the whole run, 100,000 times `host:`.
                         let mut name = text.into_owned();
                         name.shrink_to_fit();
                         self.finish(Node { value: Value::Null, span }, 0, 1, 0, Some((name, plain)))?;
